@@ -1,0 +1,270 @@
+//! The skeleton every binary runs: read the environment and stdin, dispatch the verb to the
+//! plugin, write the result or one error object to stdout, and set the exit status. Panics
+//! become an internal error object instead of a crash.
+
+use std::io::{IsTerminal, Read};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde_json::Value;
+
+use super::config::NetConf;
+use super::env::{Attachment, Command, Env};
+use super::error::{CniError, Result, code};
+use super::version::{self, LATEST};
+use crate::logging;
+
+/// Stdin larger than this is refused (code 6) rather than read into memory.
+const MAX_STDIN: u64 = 16 << 20;
+
+/// One invocation: the validated environment and the decoded config.
+#[derive(Debug)]
+pub struct Invocation {
+    pub env: Env,
+    pub conf: NetConf,
+}
+
+impl Invocation {
+    /// The attachment of an ADD, DEL or CHECK (the skeleton guarantees one for those verbs).
+    pub fn attachment(&self) -> &Attachment {
+        self.env
+            .attachment
+            .as_ref()
+            .expect("attachment verbs always carry an attachment")
+    }
+}
+
+/// What a plugin implements: one method per verb. ADD returns the result object.
+pub trait Plugin {
+    /// The name logs carry.
+    fn name(&self) -> &str;
+    fn add(&self, inv: &Invocation) -> Result<Value>;
+    fn del(&self, inv: &Invocation) -> Result<()>;
+    fn check(&self, inv: &Invocation) -> Result<()>;
+    fn gc(&self, inv: &Invocation) -> Result<()>;
+    fn status(&self, inv: &Invocation) -> Result<()>;
+}
+
+/// What the process prints on stdout and exits with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub stdout: String,
+    pub exit_code: i32,
+}
+
+/// Runs the plugin as a CNI process and returns the exit status for `main`.
+pub fn run(plugin: &dyn Plugin) -> i32 {
+    let env = Env::from_process();
+    let stdin = read_stdin(env.as_ref().map(|e| e.command).ok());
+    let outcome = dispatch(plugin, env, stdin);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(outcome.stdout.as_bytes());
+    let _ = out.flush();
+    outcome.exit_code
+}
+
+fn read_stdin(command: Option<Command>) -> Result<Vec<u8>> {
+    let stdin = std::io::stdin();
+    // VERSION may come from a person at a terminal; everything else needs a config.
+    if command == Some(Command::Version) && stdin.is_terminal() {
+        return Ok(vec![]);
+    }
+    let mut buf = Vec::new();
+    stdin.lock().take(MAX_STDIN + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_STDIN {
+        return Err(CniError::decode(format!(
+            "stdin is larger than {MAX_STDIN} bytes"
+        )));
+    }
+    Ok(buf)
+}
+
+/// The whole protocol, minus process I/O: testable without spawning.
+pub fn dispatch(plugin: &dyn Plugin, env: Result<Env>, stdin: Result<Vec<u8>>) -> Outcome {
+    logging::init(plugin.name(), log::LevelFilter::Info);
+    let mut version_for_errors = LATEST.to_string();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        dispatch_inner(plugin, env, stdin, &mut version_for_errors)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(CniError::new(code::INTERNAL, "internal error").with_details(what))
+    });
+    match result {
+        Ok(Some(v)) => Outcome {
+            stdout: format!("{v}\n"),
+            exit_code: 0,
+        },
+        Ok(None) => Outcome {
+            stdout: String::new(),
+            exit_code: 0,
+        },
+        Err(e) => {
+            log::error!("{}", e);
+            Outcome {
+                stdout: format!("{}\n", e.to_json(&version_for_errors)),
+                exit_code: 1,
+            }
+        }
+    }
+}
+
+fn dispatch_inner(
+    plugin: &dyn Plugin,
+    env: Result<Env>,
+    stdin: Result<Vec<u8>>,
+    version_for_errors: &mut String,
+) -> Result<Option<Value>> {
+    // Errors before the config is read still answer in the runtime's version when we can.
+    if let Ok(bytes) = &stdin
+        && let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(bytes)
+        && let Some(v) = m.get("cniVersion").and_then(Value::as_str)
+        && version::check_supported(v).is_ok()
+    {
+        *version_for_errors = v.to_string();
+    }
+    let env = env?;
+    let stdin = stdin?;
+    if env.command == Command::Version {
+        let requested = serde_json::from_slice::<Value>(&stdin).ok().and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        return Ok(Some(version::version_info(requested.as_deref())));
+    }
+    let conf = NetConf::parse(&stdin)?;
+    let level = match conf.raw.get("logLevel") {
+        None | Some(Value::Null) => log::LevelFilter::Info,
+        Some(Value::String(s)) => logging::parse_level(s)?,
+        Some(_) => return Err(CniError::config("logLevel must be a string")),
+    };
+    log::set_max_level(level);
+    if matches!(env.command, Command::Gc | Command::Status) && !conf.at_least_1_1() {
+        return Err(CniError::version(format!(
+            "config version {} does not allow {}",
+            conf.cni_version,
+            env.command.as_str()
+        )));
+    }
+    let inv = Invocation { env, conf };
+    match inv.env.command {
+        Command::Add => plugin.add(&inv).map(Some),
+        Command::Del => plugin.del(&inv).map(|_| None),
+        Command::Check => plugin.check(&inv).map(|_| None),
+        Command::Gc => plugin.gc(&inv).map(|_| None),
+        Command::Status => plugin.status(&inv).map(|_| None),
+        Command::Version => unreachable!("handled above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Echo;
+    impl Plugin for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn add(&self, inv: &Invocation) -> Result<Value> {
+            Ok(inv.conf.prev_result().cloned().unwrap_or(Value::Null))
+        }
+        fn del(&self, _: &Invocation) -> Result<()> {
+            Err(CniError::io("disk on fire"))
+        }
+        fn check(&self, _: &Invocation) -> Result<()> {
+            panic!("boom")
+        }
+        fn gc(&self, _: &Invocation) -> Result<()> {
+            Ok(())
+        }
+        fn status(&self, _: &Invocation) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn run_with(command: &str, stdin: &str) -> (Value, i32) {
+        let m: HashMap<&str, &str> = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/n"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/bin"),
+        ]
+        .into();
+        let env = Env::from_lookup(|k| m.get(k).map(|s| s.to_string()));
+        let o = dispatch(&Echo, env, Ok(stdin.as_bytes().to_vec()));
+        let v = if o.stdout.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&o.stdout).expect("stdout is one JSON value")
+        };
+        (v, o.exit_code)
+    }
+
+    #[test]
+    fn add_prints_the_result() {
+        let (v, rc) = run_with(
+            "ADD",
+            r#"{"cniVersion":"1.0.0","name":"n","prevResult":{"cniVersion":"1.0.0","ips":[]}}"#,
+        );
+        assert_eq!(rc, 0);
+        assert_eq!(v["ips"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn errors_are_one_object_in_the_configs_version() {
+        let (v, rc) = run_with("DEL", r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!(rc, 1);
+        assert_eq!(v["code"], 5);
+        assert_eq!(v["cniVersion"], "1.0.0");
+        let (v, _) = run_with("DEL", "{nope");
+        assert_eq!(
+            (v["code"].as_u64(), v["cniVersion"].as_str()),
+            (Some(6), Some(LATEST))
+        );
+    }
+
+    #[test]
+    fn a_panic_is_an_internal_error_object() {
+        let (v, rc) = run_with("CHECK", r#"{"cniVersion":"1.1.0","name":"n"}"#);
+        assert_eq!(rc, 1);
+        assert_eq!(v["code"], 999);
+        assert_eq!(v["details"], "boom");
+    }
+
+    #[test]
+    fn gc_and_status_need_1_1() {
+        let (v, rc) = run_with("STATUS", r#"{"cniVersion":"1.0.0","name":"n"}"#);
+        assert_eq!((v["code"].as_u64(), rc), (Some(1), 1));
+        let (v, rc) = run_with("STATUS", r#"{"cniVersion":"1.1.0","name":"n"}"#);
+        assert_eq!((v, rc), (Value::Null, 0));
+    }
+
+    #[test]
+    fn version_needs_no_config() {
+        let (v, rc) = run_with("VERSION", "");
+        assert_eq!(rc, 0);
+        assert_eq!(
+            v["supportedVersions"],
+            serde_json::json!(["0.4.0", "1.0.0", "1.1.0"])
+        );
+        let (v, _) = run_with("VERSION", r#"{"cniVersion":"1.0.0"}"#);
+        assert_eq!(v["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn bad_log_level_is_code_7() {
+        let (v, _) = run_with(
+            "GC",
+            r#"{"cniVersion":"1.1.0","name":"n","logLevel":"loud"}"#,
+        );
+        assert_eq!(v["code"], 7);
+    }
+}
