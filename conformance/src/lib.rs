@@ -1,0 +1,12 @@
+//! Real-kernel end-to-end testing of IPvlan CNI plugins: a qemu VM harness that boots the
+//! distribution's kernel (which has IPvlan) over a copy-on-write view of the host, a libcni
+//! client to drive plugins the way runtimes do, and the scenarios that measure what the
+//! `tombstone` plugin changes.
+
+pub mod cpio;
+pub mod error;
+pub mod paths;
+pub mod tools;
+pub mod vm;
+
+pub use error::{Error, Result};

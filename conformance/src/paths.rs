@@ -1,0 +1,34 @@
+//! Where things are: the workspace, its cargo target dir and the harness's cache inside it.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root: the parent of this crate's directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The cargo target dir: `CARGO_TARGET_DIR` when set, else `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// Where the workspace's release binaries (our plugins) are.
+pub fn release_dir() -> PathBuf {
+    target_dir().join("release")
+}
+
+/// The harness's cache: initramfs, cnitool, plugin dir, job scripts.
+pub fn cache_dir() -> PathBuf {
+    target_dir().join("cni-conformance")
+}
