@@ -9,4 +9,6 @@
 
 pub mod cni;
 pub mod logging;
+pub mod netlink;
 pub mod state;
+pub mod tombstone;

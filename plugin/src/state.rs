@@ -95,9 +95,32 @@ impl StateDir {
         }
     }
 
+    /// The record opened for streaming reads (no symlinks followed), or `None` when it does
+    /// not exist yet. For records too large to read whole.
+    pub fn open_record(&self, stem: &str) -> Result<Option<File>> {
+        let path = self.file(stem, ".json")?;
+        match open_nofollow(&path, false) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CniError::io(format!("cannot open {}: {e}", path.display()))),
+        }
+    }
+
     /// Replaces the record atomically. `durable` adds an fsync of the file and of the
     /// directory, for state that must survive a power loss (not needed on tmpfs).
     pub fn write(&self, stem: &str, bytes: &[u8], durable: bool) -> Result<()> {
+        self.write_with(stem, durable, |w| w.write_all(bytes))
+    }
+
+    /// Like [`StateDir::write`], but the content is streamed by `fill` (through a buffer),
+    /// so a large record is never held in memory twice. An error from `fill` leaves the
+    /// old record in place.
+    pub fn write_with(
+        &self,
+        stem: &str,
+        durable: bool,
+        fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         let path = self.file(stem, ".json")?;
         let tmp = self.file(stem, &format!(".json.tmp{}", std::process::id()))?;
         let io = |what: &str, e: std::io::Error| {
@@ -111,9 +134,11 @@ impl StateDir {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| io("create temporary file for", e))?;
-        let written = f
-            .write_all(bytes)
-            .and_then(|_| if durable { f.sync_all() } else { Ok(()) });
+        let written = {
+            let mut buffered = std::io::BufWriter::with_capacity(64 << 10, &mut f);
+            fill(&mut buffered).and_then(|_| buffered.flush())
+        }
+        .and_then(|_| if durable { f.sync_all() } else { Ok(()) });
         if let Err(e) = written.and_then(|_| fs::rename(&tmp, &path)) {
             let _ = fs::remove_file(&tmp);
             return Err(io("write", e));

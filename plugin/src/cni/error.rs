@@ -39,6 +39,8 @@ pub mod code {
     pub const DELEGATE_FAILURE: u32 = 104;
     /// A link or address operation in the pod's network namespace failed.
     pub const LINK_FAILURE: u32 = 105;
+    /// IPAM: a requested address cannot be given (in use, the gateway, or in no range).
+    pub const ADDRESS_UNAVAILABLE: u32 = 106;
     /// An internal error (a bug): the plugin panicked. Same number libcni's skeleton uses.
     pub const INTERNAL: u32 = 999;
 }

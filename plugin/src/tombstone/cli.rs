@@ -1,0 +1,300 @@
+//! The subcommands outside CNI: `tombstone sweep` (for a timer) and `tombstone list`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use super::ledger::{self, Ledger, Loaded};
+use super::{DEFAULT_STATE_DIR, ROUTE_PROTOCOL, now_ms, sweep};
+use crate::cni::{CniError, Result};
+use crate::netlink::{HostReject, Netlink, RejectKind};
+use crate::state::{Lock, StateDir, decode_stem};
+
+pub const USAGE: &str = "\
+usage: tombstone sweep [--state-dir DIR] [--keep-orphans]
+       tombstone list  [--state-dir DIR] [--json]
+
+Without CNI_COMMAND in the environment, runs one of these subcommands:
+  sweep   end expired tombstones of every network, drop ledger entries without a route,
+          and delete routes of the tombstone protocol that no ledger names (orphans)
+  list    show live tombstones: address, network, attachment, time left";
+
+struct Opts {
+    state_dir: PathBuf,
+    json: bool,
+    keep_orphans: bool,
+}
+
+fn parse(args: &[String]) -> std::result::Result<Opts, String> {
+    let mut o = Opts {
+        state_dir: DEFAULT_STATE_DIR.into(),
+        json: false,
+        keep_orphans: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--state-dir" => {
+                o.state_dir = it.next().ok_or("--state-dir needs a directory")?.into();
+            }
+            "--json" => o.json = true,
+            "--keep-orphans" => o.keep_orphans = true,
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    if !o.state_dir.is_absolute() {
+        return Err("--state-dir must be an absolute path".into());
+    }
+    Ok(o)
+}
+
+/// Runs a subcommand; returns the exit status.
+pub fn run(args: &[String], about: &str) -> i32 {
+    let Some((cmd, rest)) = args.split_first() else {
+        eprintln!("{about}");
+        return 0;
+    };
+    if matches!(cmd.as_str(), "-h" | "--help" | "help") {
+        println!("{about}\n\n{USAGE}");
+        return 0;
+    }
+    if matches!(cmd.as_str(), "-V" | "--version" | "version") {
+        println!("{about}");
+        return 0;
+    }
+    let opts = match parse(rest) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tombstone: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    crate::logging::init("tombstone", log::LevelFilter::Info);
+    let result = match cmd.as_str() {
+        "sweep" => sweep_all(&opts).map(|r| println!("{r}")),
+        "list" => list(&opts),
+        other => {
+            eprintln!("tombstone: unknown subcommand {other:?}\n{USAGE}");
+            return 2;
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tombstone {cmd}: {e}");
+            1
+        }
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub networks: usize,
+    pub ended: usize,
+    pub dropped: usize,
+    pub orphans: usize,
+    pub live: usize,
+}
+
+impl std::fmt::Display for SweepReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "networks {}  ended {}  dropped {}  orphans removed {}  live {}",
+            self.networks, self.ended, self.dropped, self.orphans, self.live
+        )
+    }
+}
+
+struct Held {
+    _lock: Lock,
+    ledger: Ledger,
+    dirty: bool,
+}
+
+/// Locks and loads every network's ledger not held yet (sorted, so two sweeps never
+/// deadlock; a plugin holds one lock at a time).
+fn hold_all(dir: &StateDir, held: &mut BTreeMap<String, Held>) -> Result<()> {
+    for stem in dir.records()? {
+        if held.contains_key(&stem) {
+            continue;
+        }
+        let network = decode_stem(&stem);
+        let lock = dir.lock(&stem)?;
+        let (ledger, dirty) = match ledger::load(dir, &network)? {
+            Loaded::Fresh(l) | Loaded::Existing(l) => (l, false),
+            Loaded::Rebuilt(l, aside, why) => {
+                log::error!(
+                    "network {network}: ledger unreadable ({why}); moved to {}",
+                    aside.display()
+                );
+                (l, true)
+            }
+        };
+        held.insert(
+            stem,
+            Held {
+                _lock: lock,
+                ledger,
+                dirty,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Sweeps every network of the state directory, under all their locks.
+pub fn sweep_all_in(dir: &StateDir, keep_orphans: bool) -> Result<SweepReport> {
+    let nl = Netlink::open()?;
+    let mut held = BTreeMap::new();
+    hold_all(dir, &mut held)?;
+    let mut report = SweepReport::default();
+    let now = now_ms();
+    for h in held.values_mut() {
+        let n = sweep::end_expired(&nl, &mut h.ledger, now);
+        report.ended += n;
+        h.dirty |= n > 0;
+    }
+    let present = sweep::our_routes(&nl, true, true)?;
+    // A ledger created since the first listing may name routes of that dump: hold it too.
+    hold_all(dir, &mut held)?;
+    let mut named: HashSet<(IpAddr, u32)> = HashSet::new();
+    for h in held.values_mut() {
+        let n = sweep::reconcile(&mut h.ledger, &present);
+        report.dropped += n;
+        h.dirty |= n > 0;
+        for t in &h.ledger.tombstones {
+            named.extend(t.tables.iter().map(|table| (t.ip, *table)));
+        }
+        report.live += h.ledger.tombstones.len();
+    }
+    if !keep_orphans {
+        let orphans: Vec<HostReject> = present
+            .difference(&named)
+            .map(|&(ip, table)| HostReject {
+                ip,
+                kind: RejectKind::Unreachable,
+                table,
+                protocol: ROUTE_PROTOCOL,
+            })
+            .collect();
+        for (r, res) in orphans.iter().zip(nl.delete_routes(&orphans)) {
+            match res {
+                Ok(true) => {
+                    log::info!(
+                        "orphan tombstone route {} (table {}) removed",
+                        r.ip,
+                        r.table
+                    );
+                    report.orphans += 1;
+                }
+                Ok(false) => {}
+                Err(e) => log::warn!("orphan route {}: {e}", r.ip),
+            }
+        }
+    }
+    report.networks = held.len();
+    for h in held.values() {
+        if h.dirty {
+            ledger::save(dir, &h.ledger)?;
+        }
+    }
+    Ok(report)
+}
+
+fn sweep_all(o: &Opts) -> Result<SweepReport> {
+    if !o.state_dir.exists() {
+        return Ok(SweepReport::default());
+    }
+    sweep_all_in(&StateDir::open(&o.state_dir)?, o.keep_orphans)
+}
+
+/// One live tombstone, for `list`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    pub ip: IpAddr,
+    pub network: String,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    pub route_type: RejectKind,
+    pub tables: Vec<u32>,
+    pub expires_in_seconds: f64,
+}
+
+/// Every tombstone of the state directory (a snapshot: ledgers are replaced atomically).
+pub fn rows(dir: &StateDir) -> Result<Vec<Row>> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for stem in dir.records()? {
+        let network = decode_stem(&stem);
+        let Some(bytes) = dir.read(&stem)? else {
+            continue;
+        };
+        let ledger = match ledger::decode(&bytes, &network)? {
+            Ok(l) => l,
+            Err(why) => {
+                return Err(CniError::state(format!(
+                    "ledger of network {network:?} is unreadable: {why}"
+                )));
+            }
+        };
+        for t in ledger.tombstones {
+            out.push(Row {
+                ip: t.ip,
+                network: network.clone(),
+                container_id: t.container_id,
+                ifname: t.ifname,
+                route_type: t.route_type,
+                tables: t.tables,
+                expires_in_seconds: (t.expires_at_ms.saturating_sub(now)) as f64 / 1000.0,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
+    Ok(out)
+}
+
+fn list(o: &Opts) -> Result<()> {
+    let rows = if o.state_dir.exists() {
+        rows(&StateDir::open(&o.state_dir)?)?
+    } else {
+        vec![]
+    };
+    if o.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialize")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<16} {:<30} {:<12} {:<10} {:>9}",
+        "IP", "NETWORK", "ATTACHMENT", "TYPE", "TABLES", "LEFT"
+    );
+    for r in &rows {
+        let tables = r
+            .tables
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let attachment = format!("{}/{}", short(&r.container_id), r.ifname);
+        println!(
+            "{:<40} {:<16} {:<30} {:<12} {:<10} {:>8.1}s",
+            r.ip.to_string(),
+            r.network,
+            attachment,
+            r.route_type.as_str(),
+            tables,
+            r.expires_in_seconds
+        );
+    }
+    Ok(())
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

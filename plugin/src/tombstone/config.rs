@@ -1,0 +1,150 @@
+//! The plugin's config keys, validated (code 7) before anything is touched.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cni::{CniError, NetConf, Result};
+use crate::netlink::{MAIN_TABLE, RejectKind};
+
+/// The longest hold accepted: a day. Longer is almost surely a unit mistake.
+pub const MAX_HOLD_SECONDS: u64 = 86_400;
+const MAX_TABLES: usize = 16;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TombstoneConf {
+    pub hold_seconds: u64,
+    pub route_type: RejectKind,
+    pub tables: Vec<u32>,
+    pub flush_neighbors: bool,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    hold_seconds: Option<u64>,
+    route_type: Option<RejectKind>,
+    tables: Option<Vec<Value>>,
+    flush_neighbors: Option<bool>,
+    state_dir: Option<PathBuf>,
+}
+
+impl TombstoneConf {
+    pub fn from_netconf(conf: &NetConf) -> Result<TombstoneConf> {
+        let raw: Raw = conf.view()?;
+        let hold_seconds = raw.hold_seconds.unwrap_or(60);
+        if !(1..=MAX_HOLD_SECONDS).contains(&hold_seconds) {
+            return Err(CniError::config(format!(
+                "holdSeconds must be between 1 and {MAX_HOLD_SECONDS}, not {hold_seconds}"
+            )));
+        }
+        let mut tables = Vec::new();
+        for t in raw.tables.unwrap_or_else(|| vec![Value::from(MAIN_TABLE)]) {
+            let id = table_id(&t)?;
+            if !tables.contains(&id) {
+                tables.push(id);
+            }
+        }
+        if tables.is_empty() || tables.len() > MAX_TABLES {
+            return Err(CniError::config(format!(
+                "tables must list 1 to {MAX_TABLES} tables"
+            )));
+        }
+        let state_dir = raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(super::DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(CniError::config(format!(
+                "stateDir {state_dir:?} is not an absolute path"
+            )));
+        }
+        Ok(TombstoneConf {
+            hold_seconds,
+            route_type: raw.route_type.unwrap_or(RejectKind::Unreachable),
+            tables,
+            flush_neighbors: raw.flush_neighbors.unwrap_or(true),
+            state_dir,
+        })
+    }
+}
+
+/// A table as a number, or `"main"`. 0 (unspecified), 253 (default) and 255 (local) are
+/// refused: a tombstone there would be ignored or would break local delivery.
+fn table_id(v: &Value) -> Result<u32> {
+    let id = match v {
+        Value::String(s) if s == "main" => MAIN_TABLE,
+        Value::String(s) => s.parse::<u32>().map_err(|_| {
+            CniError::config(format!("unknown table {s:?}: give a number or \"main\""))
+        })?,
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| CniError::config(format!("invalid table {n}")))?,
+        other => return Err(CniError::config(format!("invalid table {other}"))),
+    };
+    if matches!(id, 0 | 253 | 255) {
+        return Err(CniError::config(format!(
+            "table {id} cannot hold tombstones"
+        )));
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<TombstoneConf> {
+        let s = format!(r#"{{"cniVersion":"1.1.0","name":"n","type":"tombstone"{extra}}}"#);
+        TombstoneConf::from_netconf(&NetConf::parse(s.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.hold_seconds, 60);
+        assert_eq!(c.route_type, RejectKind::Unreachable);
+        assert_eq!(c.tables, vec![254]);
+        assert!(c.flush_neighbors);
+        assert_eq!(c.state_dir, PathBuf::from("/run/cni/tombstone"));
+    }
+
+    #[test]
+    fn every_key() {
+        let c = parse(
+            r#","holdSeconds":5,"routeType":"blackhole","tables":["main",100,"200",100],"flushNeighbors":false,"stateDir":"/tmp/x""#,
+        )
+        .unwrap();
+        assert_eq!(c.hold_seconds, 5);
+        assert_eq!(c.route_type, RejectKind::Blackhole);
+        assert_eq!(c.tables, vec![254, 100, 200]);
+        assert!(!c.flush_neighbors);
+        assert_eq!(
+            parse(r#","routeType":"prohibit""#).unwrap().route_type,
+            RejectKind::Prohibit
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_code_7() {
+        for bad in [
+            r#","holdSeconds":0"#,
+            r#","holdSeconds":-1"#,
+            r#","holdSeconds":"60""#,
+            r#","holdSeconds":86401"#,
+            r#","routeType":"drop""#,
+            r#","tables":[]"#,
+            r#","tables":[0]"#,
+            r#","tables":[255]"#,
+            r#","tables":["local"]"#,
+            r#","tables":[4294967296]"#,
+            r#","tables":100"#,
+            r#","flushNeighbors":"yes""#,
+            r#","stateDir":"relative/dir""#,
+        ] {
+            assert_eq!(parse(bad).unwrap_err().code, 7, "{bad}");
+        }
+    }
+}
