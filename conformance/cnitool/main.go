@@ -5,13 +5,15 @@
 //
 // Environment, as upstream cnitool takes it: NETCONFPATH (directory of *.conflist files,
 // default /etc/cni/net.d), CNI_PATH (colon-separated plugin directories), CNI_ARGS
-// ("K=V;K=V"), CNI_IFNAME (default eth0), CNI_CONTAINERID (default: derived from the netns
-// path, as upstream does). The ADD result is printed as JSON on stdout.
+// ("K=V;K=V"), CAP_ARGS (JSON object of capability arguments, e.g. {"ips": ["10.1.0.5"]}),
+// CNI_IFNAME (default eth0), CNI_CONTAINERID (default: derived from the netns path, as
+// upstream does). The ADD result is printed as JSON on stdout.
 package main
 
 import (
 	"context"
 	"crypto/sha512"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,6 +57,12 @@ func main() {
 			cniArgs = append(cniArgs, [2]string{kv[0], kv[1]})
 		}
 	}
+	var capArgs map[string]interface{}
+	if caps := os.Getenv("CAP_ARGS"); caps != "" {
+		if err := json.Unmarshal([]byte(caps), &capArgs); err != nil {
+			fail(fmt.Errorf("invalid CAP_ARGS: %w", err))
+		}
+	}
 	ifName := os.Getenv("CNI_IFNAME")
 	if ifName == "" {
 		ifName = "eth0"
@@ -70,10 +78,11 @@ func main() {
 
 	cninet := libcni.NewCNIConfig(filepath.SplitList(os.Getenv("CNI_PATH")), nil)
 	rt := &libcni.RuntimeConf{
-		ContainerID: containerID,
-		NetNS:       netns,
-		IfName:      ifName,
-		Args:        cniArgs,
+		ContainerID:    containerID,
+		NetNS:          netns,
+		IfName:         ifName,
+		Args:           cniArgs,
+		CapabilityArgs: capArgs,
 	}
 	ctx := context.TODO()
 

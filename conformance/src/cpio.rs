@@ -16,7 +16,10 @@ const S_IFCHR: u32 = 0o020000;
 
 impl Archive {
     pub fn new() -> Self {
-        Archive { buf: Vec::new(), next_ino: 1 }
+        Archive {
+            buf: Vec::new(),
+            next_ino: 1,
+        }
     }
 
     pub fn dir(&mut self, path: &str) {

@@ -5,7 +5,9 @@
 
 pub mod cpio;
 pub mod error;
+pub mod lab;
 pub mod paths;
+pub mod scenario;
 pub mod tools;
 pub mod vm;
 

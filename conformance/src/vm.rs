@@ -49,7 +49,7 @@ pub const QEMU: &str = "qemu-system-x86_64";
 const BEGIN_MARKER: &str = "@@CNI-JOB-BEGIN@@";
 const EXIT_MARKER: &str = "@@CNI-JOB-EXIT@@";
 /// Bumped whenever the initramfs layout or `/init` changes, so a stale cache is rebuilt.
-const INITRAMFS_FORMAT: u32 = 1;
+const INITRAMFS_FORMAT: u32 = 2;
 
 /// A kernel image with its modules directory.
 #[derive(Debug, Clone)]
@@ -188,9 +188,7 @@ fn find_busybox() -> Result<PathBuf> {
         .find(|p| p.is_file())
         .or_else(|| which("busybox"))
         .ok_or_else(|| {
-            Error::new(
-                "busybox not found: install busybox-static (conformance/vm/install-deps.sh)",
-            )
+            Error::new("busybox not found: install busybox-static (conformance/vm/install-deps.sh)")
         })?;
     let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     // A dynamically linked busybox names its program interpreter; the initramfs has no libc.
@@ -211,6 +209,7 @@ const APPLETS: &[&str] = &[
 
 fn init_script() -> String {
     let modules: Vec<String> = MODULES.iter().map(|m| format!("/modules/{m}.ko")).collect();
+    // The dummy module would create a "dummy0" of its own; the jobs make the links they need.
     format!(
         r#"#!/bin/sh
 # initramfs of the cni-conformance VM harness (format {INITRAMFS_FORMAT})
@@ -219,7 +218,9 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in {modules}; do
-    insmod "$m" || echo "cni-conformance: insmod $m failed"
+    args=""
+    [ "$m" = /modules/dummy.ko ] && args=numdummies=0
+    insmod "$m" $args || echo "cni-conformance: insmod $m failed"
 done
 job=$(sed -n 's/.*cnijob=\([^ ]*\).*/\1/p' /proc/cmdline)
 rc=125
@@ -373,22 +374,34 @@ impl Vm {
         };
         let append = format!("console=ttyS0 quiet loglevel=4 panic=-1 cnijob={job_str}");
         let mut cmd = Command::new(&self.qemu);
-        cmd.args(["-accel", "tcg", "-nodefaults", "-no-reboot", "-display", "none"])
-            .args(["-m", &self.config.memory_mib.to_string()])
-            .args(["-smp", &self.config.cpus.to_string()])
-            .args(["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"])
-            .arg("-kernel")
-            .arg(&self.kernel.image)
-            .arg("-initrd")
-            .arg(&self.initramfs)
-            .args([
-                "-virtfs",
-                "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-            ])
-            .args(["-append", &append])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+        ])
+        .args(["-m", &self.config.memory_mib.to_string()])
+        .args(["-smp", &self.config.cpus.to_string()])
+        .args([
+            "-chardev",
+            "stdio,id=console,signal=off",
+            "-serial",
+            "chardev:console",
+        ])
+        .arg("-kernel")
+        .arg(&self.kernel.image)
+        .arg("-initrd")
+        .arg(&self.initramfs)
+        .args([
+            "-virtfs",
+            "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        ])
+        .args(["-append", &append])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let start = Instant::now();
         let mut child = cmd
             .spawn()
@@ -630,11 +643,14 @@ mod tests {
 
     #[test]
     fn missing_kernel_is_a_clear_error() {
-        let dir = std::env::temp_dir().join(format!("cni-conformance-nokernel-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cni-conformance-nokernel-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let err = Kernel::find_in(&dir, &dir).unwrap_err().to_string();
         assert!(err.contains("no kernel with IPvlan"), "{err}");
-        let err = Kernel::find_in(&dir.join("absent"), &dir).unwrap_err().to_string();
+        let err = Kernel::find_in(&dir.join("absent"), &dir)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("linux-image-amd64"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }

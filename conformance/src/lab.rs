@@ -1,0 +1,76 @@
+//! The lab: a prepared VM plus the tools a scenario job needs (cnitool, plugin directories),
+//! and the check of every prerequisite with a message that says how to get it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Context, Error, Result};
+use crate::paths;
+use crate::tools;
+use crate::vm::{Vm, VmConfig};
+
+/// The workspace binaries a "with tombstone" run puts on `CNI_PATH`.
+pub const OUR_PLUGINS: &[&str] = &["tombstone"];
+
+/// A VM ready to boot and a libcni client built for it.
+pub struct Lab {
+    pub vm: Vm,
+    pub cnitool: PathBuf,
+}
+
+impl Lab {
+    /// Checks root, finds qemu and the kernel, builds the initramfs and cnitool.
+    pub fn prepare(config: VmConfig) -> Result<Lab> {
+        if !is_root() {
+            return Err(Error::new(
+                "the VM scenarios need root (9p export of / and CNI state inside the guest)",
+            ));
+        }
+        let vm = Vm::prepare(config)?;
+        let cnitool = tools::cnitool()?;
+        Ok(Lab { vm, cnitool })
+    }
+
+    /// A `CNI_PATH` directory with the reference plugins and, when `with_ours`, the workspace's
+    /// plugin binaries (rebuilt first when run under cargo, so they are not stale).
+    pub fn plugin_dir(&self, with_ours: bool) -> Result<PathBuf> {
+        if with_ours {
+            build_our_plugins()?;
+            tools::plugin_dir("with-ours", OUR_PLUGINS)
+        } else {
+            tools::plugin_dir("reference", &[])
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    Path::new("/proc/self")
+        .metadata()
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// When run by cargo (`cargo test`, `cargo run`), brings the plugin binaries up to date with
+/// `cargo build --release`; otherwise uses what `make build` left.
+fn build_our_plugins() -> Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--release", "-p", "tombstone"])
+        .current_dir(paths::workspace_root());
+    for bin in OUR_PLUGINS {
+        cmd.args(["--bin", bin]);
+    }
+    let out = cmd
+        .output()
+        .context("run cargo build for the plugin binaries")?;
+    if !out.status.success() {
+        return Err(Error::new(format!(
+            "cargo build --release -p tombstone failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}

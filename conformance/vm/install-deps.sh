@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what the real-kernel scenarios need, only what is missing (idempotent):
+#   qemu-system-x86              the emulator (software emulation, no KVM needed)
+#   linux-image-amd64            a kernel with IPvlan, 9p and overlayfs as modules
+#   busybox-static               the initramfs's shell
+#   containernetworking-plugins  the reference plugins (ipvlan, host-local, ...)
+#   golang-go, golang-github-appc-cni-dev   Go and libcni's source, to build cnitool offline
+#   iproute2                     `ip`, used by the jobs inside the guest
+# Debian/Ubuntu only (apt-get); needs root to install anything.
+set -euo pipefail
+
+packages=(
+    qemu-system-x86
+    linux-image-amd64
+    busybox-static
+    containernetworking-plugins
+    golang-go
+    golang-github-appc-cni-dev
+    iproute2
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all VM packages present"
+    exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: must run as root to install ${missing[*]}" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
