@@ -161,7 +161,7 @@ pub fn sweep_all_in(dir: &StateDir, keep_orphans: bool) -> Result<SweepReport> {
     hold_all(dir, &mut held)?;
     let mut named: HashSet<(IpAddr, u32)> = HashSet::new();
     for h in held.values_mut() {
-        let n = sweep::reconcile(&mut h.ledger, &present);
+        let n = sweep::reconcile(&mut h.ledger, &present, None);
         report.dropped += n;
         h.dirty |= n > 0;
         for t in &h.ledger.tombstones {

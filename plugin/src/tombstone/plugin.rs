@@ -33,8 +33,9 @@ struct Session {
 
 impl Session {
     /// Locks and loads the network's ledger, then ends expired tombstones and drops
-    /// entries the kernel no longer backs.
-    fn open(conf: &TombstoneConf, network: &str) -> Result<Session> {
+    /// entries the kernel no longer backs (except those of `deleting`, whose DEL finishes
+    /// what a crashed earlier DEL of it began).
+    fn open(conf: &TombstoneConf, network: &str, deleting: Option<&Attachment>) -> Result<Session> {
         let dir = StateDir::open(&conf.state_dir)?;
         let lock = dir.lock(&ledger::stem(network))?;
         let (mut ledger, mut dirty) = match ledger::load(&dir, network)? {
@@ -54,7 +55,7 @@ impl Session {
             let (v4, v6) = sweep::families(&ledger);
             if v4 || v6 {
                 let present = sweep::our_routes(&nl, v4, v6)?;
-                dirty |= sweep::reconcile(&mut ledger, &present) > 0;
+                dirty |= sweep::reconcile(&mut ledger, &present, deleting) > 0;
             }
         }
         let session = Session {
@@ -192,7 +193,7 @@ impl Plugin for TombstonePlugin {
         })?;
         let ips = prev_ips(inv)?;
         let a = inv.attachment();
-        let mut s = Session::open(&conf, &inv.conf.name)?;
+        let mut s = Session::open(&conf, &inv.conf.name, None)?;
         if s.ledger.record_attachment(a, &ips) {
             s.save()?;
         }
@@ -228,7 +229,7 @@ impl Plugin for TombstonePlugin {
         let conf = TombstoneConf::from_netconf(&inv.conf)?;
         let from_prev = prev_ips(inv)?;
         let a = inv.attachment();
-        let mut s = Session::open(&conf, &inv.conf.name)?;
+        let mut s = Session::open(&conf, &inv.conf.name, Some(a))?;
         let ips = if from_prev.is_empty() {
             s.ledger.ips_of(a)
         } else {
@@ -252,7 +253,7 @@ impl Plugin for TombstonePlugin {
             return Err(CniError::config("CHECK needs a prevResult"));
         }
         let ips = prev_ips(inv)?;
-        let s = Session::open(&conf, &inv.conf.name)?;
+        let s = Session::open(&conf, &inv.conf.name, None)?;
         let present = sweep::our_routes(
             &s.nl,
             ips.iter().any(|i| i.is_ipv4()),
@@ -276,7 +277,7 @@ impl Plugin for TombstonePlugin {
     fn gc(&self, inv: &Invocation) -> Result<()> {
         let conf = TombstoneConf::from_netconf(&inv.conf)?;
         let valid = inv.conf.valid_attachments()?;
-        let mut s = Session::open(&conf, &inv.conf.name)?;
+        let mut s = Session::open(&conf, &inv.conf.name, None)?;
         let Some(valid) = valid else { return Ok(()) };
         let mut errors = Vec::new();
         for a in s.ledger.stale_attachments(&valid) {

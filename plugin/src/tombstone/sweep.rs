@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::ROUTE_PROTOCOL;
 use super::ledger::{Ledger, Tombstone};
-use crate::cni::Result;
+use crate::cni::{Attachment, Result};
 use crate::netlink::{HostReject, Netlink};
 
 /// The (address, table) of every host route with our protocol, both families.
@@ -73,10 +73,18 @@ pub fn end_expired(nl: &Netlink, ledger: &mut Ledger, now_ms: u64) -> usize {
 
 /// Makes the ledger tell the truth about the kernel: a table whose route is gone (a crash
 /// between the ledger write and the route install, or an operator's `ip route del`) leaves
-/// the entry; an entry with no table left is dropped. Returns how many entries were dropped.
-pub fn reconcile(ledger: &mut Ledger, present: &HashSet<(IpAddr, u32)>) -> usize {
+/// the entry; an entry with no table left is dropped. Entries of `spare` are left as they
+/// are: that attachment's DEL is running and finishes them. Returns how many were dropped.
+pub fn reconcile(
+    ledger: &mut Ledger,
+    present: &HashSet<(IpAddr, u32)>,
+    spare: Option<&Attachment>,
+) -> usize {
     let before = ledger.tombstones.len();
     for t in &mut ledger.tombstones {
+        if spare.is_some_and(|a| t.container_id == a.container_id && t.ifname == a.ifname) {
+            continue;
+        }
         t.tables.retain(|table| present.contains(&(t.ip, *table)));
     }
     ledger.tombstones.retain(|t| {
@@ -124,12 +132,20 @@ mod tests {
             ("fd00::6".parse().unwrap(), 254),
         ]
         .into();
-        assert_eq!(reconcile(&mut l, &present), 1);
+        assert_eq!(reconcile(&mut l, &present, None), 1);
         assert_eq!(l.tombstones.len(), 2);
         assert_eq!(
             l.tombstone("10.0.0.5".parse().unwrap()).unwrap().tables,
             vec![100]
         );
         assert_eq!(families(&l), (true, true));
+        // The attachment being deleted keeps its entries for its DEL to finish.
+        let a = Attachment {
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+        };
+        l.bury(t("10.0.0.7", vec![254]));
+        assert_eq!(reconcile(&mut l, &HashSet::new(), Some(&a)), 0);
+        assert_eq!(reconcile(&mut l, &HashSet::new(), None), 3);
     }
 }

@@ -1,0 +1,556 @@
+//! The `tombstone` binary run as a runtime runs it, against the real kernel: each test in
+//! its own fresh network namespace. Needs root (see `common::require_root`).
+
+mod common;
+
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn with_prev(ns: &Netns, extra: Value, ips: &[&str]) -> Value {
+    let mut c = ns.conf(extra);
+    c["prevResult"] = prev_result(ips);
+    c
+}
+
+#[test]
+fn root_del_installs_routes_and_removes_every_neighbour_state() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.ip(&["link", "add", "v2", "type", "veth", "peer", "name", "v3"]);
+    ns.ip(&["link", "set", "v2", "up"]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.10.0.5",
+        "lladdr",
+        "02:00:00:00:00:05",
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.10.0.5",
+        "lladdr",
+        "02:00:00:00:00:05",
+        "dev",
+        "v2",
+        "nud",
+        "stale",
+    ]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.10.0.6",
+        "lladdr",
+        "02:00:00:00:00:06",
+        "dev",
+        "v0",
+        "nud",
+        "reachable",
+    ]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "10.10.0.7",
+        "lladdr",
+        "02:00:00:00:00:07",
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ]);
+    ns.ip(&[
+        "-6",
+        "neigh",
+        "add",
+        "fd10::5",
+        "lladdr",
+        "02:00:00:00:00:05",
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ]);
+    let conf = with_prev(
+        &ns,
+        json!({}),
+        &["10.10.0.5/24", "10.10.0.6/24", "fd10::5/64"],
+    );
+    ns.run("DEL", "ctr-a", &conf).ok_empty();
+    assert_eq!(
+        ns.tombstones(),
+        [
+            "unreachable 10.10.0.5",
+            "unreachable 10.10.0.6",
+            "unreachable fd10::5 dev lo metric 1024 pref medium"
+        ]
+    );
+    for ip in ["10.10.0.5", "10.10.0.6", "fd10::5"] {
+        assert_eq!(ns.neigh(ip), "", "neighbour entries of {ip} must be gone");
+    }
+    assert!(
+        ns.neigh("10.10.0.7").contains("PERMANENT"),
+        "other addresses keep theirs"
+    );
+    // The kernel now refuses the address at once.
+    let get = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "route", "get", "10.10.0.5"])
+        .output()
+        .unwrap();
+    assert!(!get.status.success());
+    assert!(String::from_utf8_lossy(&get.stderr).contains("No route to host"));
+    let ledger = ns.ledger("pods");
+    assert_eq!(ledger["tombstones"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn root_del_twice_and_del_without_prev_result() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let conf = with_prev(&ns, json!({}), &["10.10.0.5/24"]);
+    ns.run("ADD", "ctr-a", &conf);
+    // DEL with no prevResult (the runtime lost its cache): the record made at ADD names the IP.
+    let bare = ns.conf(json!({}));
+    ns.run("DEL", "ctr-a", &bare).ok_empty();
+    assert_eq!(ns.tombstones(), ["unreachable 10.10.0.5"]);
+    ns.run("DEL", "ctr-a", &bare).ok_empty();
+    ns.run("DEL", "ctr-a", &conf).ok_empty();
+    assert_eq!(ns.tombstones(), ["unreachable 10.10.0.5"]);
+    // A DEL of an attachment never seen, with no prevResult and no netns: nothing to do, success.
+    ns.run_env(
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "never"),
+            ("CNI_NETNS", ""),
+        ],
+        bare.to_string().as_bytes(),
+    )
+    .ok_empty();
+    assert_eq!(ns.tombstones().len(), 1);
+}
+
+#[test]
+fn root_add_removes_the_tombstone_and_passes_prev_result_through() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let conf = with_prev(&ns, json!({}), &["10.10.0.5/24", "fd10::5/64"]);
+    ns.run("DEL", "ctr-old", &conf).ok_empty();
+    assert_eq!(ns.tombstones().len(), 2);
+    let out = ns.run("ADD", "ctr-new", &conf);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.json(),
+        conf["prevResult"],
+        "prevResult passes through unchanged"
+    );
+    assert!(ns.tombstones().is_empty());
+    assert!(
+        out.stderr.contains("while still tombstoned"),
+        "the reuse is logged: {}",
+        out.stderr
+    );
+    let ledger = ns.ledger("pods");
+    assert_eq!(ledger["tombstones"], json!([]));
+    assert_eq!(ledger["attachments"][0]["containerID"], "ctr-new");
+    // The same for a 0.4.0 runtime.
+    let mut old = conf.clone();
+    old["cniVersion"] = "0.4.0".into();
+    old["prevResult"]["cniVersion"] = "0.4.0".into();
+    let out = ns.run("ADD", "ctr-new", &old);
+    assert_eq!(out.json(), old["prevResult"]);
+}
+
+#[test]
+fn root_check_fails_while_tombstoned_and_passes_after_add() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let conf = with_prev(&ns, json!({}), &["10.10.0.5/24"]);
+    ns.run("DEL", "ctr-a", &conf).ok_empty();
+    let e = ns.run("CHECK", "ctr-b", &conf).err(101);
+    assert!(e["details"].as_str().unwrap().contains("10.10.0.5"));
+    ns.run("ADD", "ctr-b", &conf);
+    ns.run("CHECK", "ctr-b", &conf).ok_empty();
+}
+
+#[test]
+fn root_gc_with_the_list_present_absent_and_empty() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.run(
+        "ADD",
+        "ctr-a",
+        &with_prev(&ns, json!({}), &["10.10.0.5/24"]),
+    );
+    ns.run(
+        "ADD",
+        "ctr-b",
+        &with_prev(&ns, json!({}), &["10.10.0.6/24"]),
+    );
+    let gc = |list: Option<Value>| {
+        let mut c = ns.conf(json!({}));
+        if let Some(l) = list {
+            c["cni.dev/valid-attachments"] = l;
+        }
+        ns.run_env(
+            &[
+                ("CNI_COMMAND", "GC"),
+                ("CNI_CONTAINERID", ""),
+                ("CNI_IFNAME", ""),
+                ("CNI_NETNS", ""),
+            ],
+            c.to_string().as_bytes(),
+        )
+    };
+    // Absent: no list, nothing is stale.
+    gc(None).ok_empty();
+    assert!(ns.tombstones().is_empty());
+    // Present: b is not valid any more.
+    gc(Some(json!([{"containerID": "ctr-a", "ifname": "eth0"}]))).ok_empty();
+    assert_eq!(ns.tombstones(), ["unreachable 10.10.0.6"]);
+    // Empty: nothing is valid.
+    gc(Some(json!([]))).ok_empty();
+    assert_eq!(
+        ns.tombstones(),
+        ["unreachable 10.10.0.5", "unreachable 10.10.0.6"]
+    );
+    assert_eq!(ns.ledger("pods")["attachments"], json!([]));
+}
+
+#[test]
+fn root_status_ready_and_not_ready() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let status = |c: &Value| {
+        ns.run_env(
+            &[
+                ("CNI_COMMAND", "STATUS"),
+                ("CNI_CONTAINERID", ""),
+                ("CNI_IFNAME", ""),
+                ("CNI_NETNS", ""),
+                ("CNI_PATH", ""),
+            ],
+            c.to_string().as_bytes(),
+        )
+    };
+    status(&ns.conf(json!({}))).ok_empty();
+    let file = std::env::temp_dir().join(format!("ts-status-file-{}", std::process::id()));
+    std::fs::write(&file, b"x").unwrap();
+    let e = status(&ns.conf(json!({"stateDir": file}))).err(50);
+    assert!(
+        e["msg"].as_str().unwrap().contains("not a directory"),
+        "{e}"
+    );
+    std::fs::remove_file(file).unwrap();
+}
+
+#[test]
+fn root_tombstones_expire_after_their_hold() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.run(
+        "DEL",
+        "ctr-a",
+        &with_prev(
+            &ns,
+            json!({"holdSeconds": 1}),
+            &["10.10.0.5/24", "fd10::5/64"],
+        ),
+    )
+    .ok_empty();
+    assert_eq!(ns.tombstones().len(), 2);
+    thread::sleep(Duration::from_millis(1100));
+    // Any invocation of the network sweeps it.
+    ns.run(
+        "DEL",
+        "ctr-other",
+        &with_prev(&ns, json!({"holdSeconds": 1}), &["10.10.0.9/24"]),
+    )
+    .ok_empty();
+    assert_eq!(ns.tombstones(), ["unreachable 10.10.0.9"]);
+    thread::sleep(Duration::from_millis(1100));
+    // And so does the subcommand, for a timer.
+    let out = run_in(
+        Some(&ns.name),
+        &[],
+        b"",
+        &["sweep", "--state-dir", ns.state_dir.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("ended 1"), "{}", out.stdout);
+    assert!(ns.tombstones().is_empty());
+    assert_eq!(ns.ledger("pods")["tombstones"], json!([]));
+}
+
+#[test]
+fn root_an_operators_route_is_never_replaced_or_deleted() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.ip(&[
+        "route",
+        "add",
+        "10.10.0.5/32",
+        "dev",
+        "v0",
+        "proto",
+        "static",
+    ]);
+    ns.ip(&["route", "add", "blackhole", "10.10.0.6/32", "table", "100"]);
+    let conf = with_prev(
+        &ns,
+        json!({"tables": ["main", 100]}),
+        &["10.10.0.5/24", "10.10.0.6/24"],
+    );
+    let out = ns.run("DEL", "ctr-a", &conf);
+    out.ok_empty();
+    assert!(out.stderr.contains("not ours"), "{}", out.stderr);
+    assert_eq!(
+        ns.tombstones(),
+        ["unreachable 10.10.0.5 table 100", "unreachable 10.10.0.6"]
+    );
+    assert!(ns.ip(&["route", "show", "10.10.0.5/32"]).contains("dev v0"));
+    ns.run("ADD", "ctr-b", &conf);
+    assert!(ns.tombstones().is_empty());
+    assert!(
+        ns.ip(&["route", "show", "10.10.0.5/32"])
+            .contains("dev v0 proto static")
+    );
+    assert!(
+        ns.ip(&["route", "show", "table", "100", "10.10.0.6/32"])
+            .contains("blackhole")
+    );
+}
+
+#[test]
+fn root_route_types_and_a_second_table() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    let c = with_prev(
+        &ns,
+        json!({"routeType": "blackhole", "tables": [254, 100]}),
+        &["10.10.0.5/24", "fd10::5/64"],
+    );
+    ns.run("DEL", "ctr-a", &c).ok_empty();
+    let t = ns.tombstones();
+    assert!(t.contains(&"blackhole 10.10.0.5".to_string()), "{t:?}");
+    assert!(
+        t.contains(&"blackhole 10.10.0.5 table 100".to_string()),
+        "{t:?}"
+    );
+    assert!(
+        t.iter()
+            .any(|l| l.starts_with("blackhole fd10::5") && l.contains("table 100")),
+        "{t:?}"
+    );
+    assert_eq!(t.len(), 4);
+    // The ADD after a config change (another type) still removes them: deletes match any type.
+    let p = with_prev(
+        &ns,
+        json!({"routeType": "prohibit", "tables": [254, 100]}),
+        &["10.10.0.5/24", "fd10::5/64"],
+    );
+    ns.run("ADD", "ctr-b", &p);
+    assert!(ns.tombstones().is_empty());
+    ns.run("DEL", "ctr-b", &p).ok_empty();
+    assert!(ns.tombstones().iter().all(|l| l.starts_with("prohibit")));
+}
+
+#[test]
+fn root_orphan_routes_are_swept_unless_kept() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.run(
+        "DEL",
+        "ctr-a",
+        &with_prev(&ns, json!({}), &["10.10.0.5/24"]),
+    )
+    .ok_empty();
+    ns.ip(&[
+        "route",
+        "add",
+        "unreachable",
+        "10.10.0.77/32",
+        "proto",
+        "84",
+    ]);
+    let dir = ns.state_dir.to_str().unwrap().to_string();
+    let keep = run_in(
+        Some(&ns.name),
+        &[],
+        b"",
+        &["sweep", "--state-dir", &dir, "--keep-orphans"],
+    );
+    assert!(keep.stdout.contains("orphans removed 0"), "{}", keep.stdout);
+    let out = run_in(Some(&ns.name), &[], b"", &["sweep", "--state-dir", &dir]);
+    assert!(
+        out.stdout.contains("orphans removed 1") && out.stdout.contains("live 1"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(ns.tombstones(), ["unreachable 10.10.0.5"]);
+    let list = run_in(
+        Some(&ns.name),
+        &[],
+        b"",
+        &["list", "--state-dir", &dir, "--json"],
+    );
+    let rows: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(rows[0]["ip"], "10.10.0.5");
+    assert_eq!(rows[0]["network"], "pods");
+    assert!(rows[0]["expiresInSeconds"].as_f64().unwrap() > 50.0);
+}
+
+#[test]
+fn root_crashes_between_ledger_and_kernel_heal() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    // A DEL that died after writing its ledger entry, before installing the route: the
+    // runtime's retry (without prevResult) finds the address in the entry and finishes.
+    std::fs::create_dir_all(&ns.state_dir).unwrap();
+    let far = 4_000_000_000_000u64;
+    let entry = |ip: &str, c: &str| json!({"ip": ip, "routeType": "unreachable", "tables": [254], "expiresAtMs": far, "containerID": c, "ifname": "eth0"});
+    let ledger = json!({"version": 1, "network": "pods", "attachments": [], "tombstones": [entry("10.10.0.5", "ctr-a")]});
+    std::fs::write(ns.state_file("pods"), ledger.to_string()).unwrap();
+    ns.run("DEL", "ctr-a", &ns.conf(json!({}))).ok_empty();
+    assert_eq!(ns.tombstones(), ["unreachable 10.10.0.5"]);
+    // An entry whose route never came (and no retry): the next invocation drops it.
+    let ledger = json!({"version": 1, "network": "pods", "attachments": [], "tombstones": [entry("10.10.0.5", "ctr-a"), entry("10.10.0.8", "ctr-z")]});
+    std::fs::write(ns.state_file("pods"), ledger.to_string()).unwrap();
+    ns.run(
+        "CHECK",
+        "ctr-q",
+        &with_prev(&ns, json!({}), &["10.10.0.9/24"]),
+    )
+    .ok_empty();
+    let l = ns.ledger("pods");
+    assert_eq!(l["tombstones"].as_array().unwrap().len(), 1, "{l}");
+    assert_eq!(l["tombstones"][0]["ip"], "10.10.0.5");
+    // An ADD that died after recording its attachment: the DEL without prevResult still
+    // tombstones the address the main plugin is about to release.
+    let ledger = json!({"version": 1, "network": "pods", "attachments": [{"containerID": "ctr-c", "ifname": "eth0", "ips": ["10.10.0.12"]}], "tombstones": []});
+    std::fs::write(ns.state_file("pods"), ledger.to_string()).unwrap();
+    ns.run("DEL", "ctr-c", &ns.conf(json!({}))).ok_empty();
+    assert!(
+        ns.tombstones()
+            .contains(&"unreachable 10.10.0.12".to_string())
+    );
+}
+
+#[test]
+fn root_a_truncated_ledger_is_set_aside_and_rebuilt() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    ns.run(
+        "DEL",
+        "ctr-a",
+        &with_prev(&ns, json!({"name": "other"}), &["10.10.0.9/24"]),
+    )
+    .ok_empty();
+    let other_before = std::fs::read(ns.state_file("other")).unwrap();
+    ns.run(
+        "DEL",
+        "ctr-a",
+        &with_prev(&ns, json!({}), &["10.10.0.5/24"]),
+    )
+    .ok_empty();
+    let full = std::fs::read(ns.state_file("pods")).unwrap();
+    std::fs::write(ns.state_file("pods"), &full[..full.len() / 2]).unwrap();
+    let out = ns.run(
+        "DEL",
+        "ctr-b",
+        &with_prev(&ns, json!({}), &["10.10.0.6/24"]),
+    );
+    out.ok_empty();
+    assert!(out.stderr.contains("unreadable"), "{}", out.stderr);
+    let aside: Vec<_> = std::fs::read_dir(&ns.state_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("pods.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file is kept for inspection");
+    assert_eq!(ns.ledger("pods")["tombstones"][0]["ip"], "10.10.0.6");
+    assert_eq!(std::fs::read(ns.state_file("other")).unwrap(), other_before);
+    // The route the lost entry described becomes an orphan, which the sweep reclaims.
+    let out = run_in(
+        Some(&ns.name),
+        &[],
+        b"",
+        &["sweep", "--state-dir", ns.state_dir.to_str().unwrap()],
+    );
+    assert!(out.stdout.contains("orphans removed 1"), "{}", out.stdout);
+    assert_eq!(
+        ns.tombstones(),
+        ["unreachable 10.10.0.6", "unreachable 10.10.0.9"]
+    );
+}
+
+#[test]
+fn root_32_concurrent_invocations_leave_the_ledger_equal_to_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new();
+    thread::scope(|s| {
+        for i in 0..32 {
+            let ns = &ns;
+            s.spawn(move || {
+                // Distinct addresses, half of them also fought over: 10.10.0.200 by everyone.
+                let own = format!("10.10.0.{}/24", 10 + i);
+                let ips: Vec<&str> = if i % 2 == 0 {
+                    vec![&own, "10.10.0.200/24"]
+                } else {
+                    vec![&own]
+                };
+                let c = with_prev(ns, json!({}), &ips);
+                let verb = if i % 4 == 3 { "ADD" } else { "DEL" };
+                let out = ns.run(verb, &format!("ctr-{i}"), &c);
+                assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);
+            });
+        }
+    });
+    let ledger = ns.ledger("pods");
+    let mut from_ledger: Vec<String> = ledger["tombstones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("unreachable {}", t["ip"].as_str().unwrap()))
+        .collect();
+    from_ledger.sort();
+    assert_eq!(from_ledger, ns.tombstones());
+    assert!(from_ledger.len() >= 24, "{from_ledger:?}");
+    let records = ledger["attachments"].as_array().unwrap().len();
+    assert_eq!(records, 8, "the 8 ADDs recorded their attachments");
+}
