@@ -172,14 +172,15 @@ impl IpamConfig {
         let mut requested = Vec::new();
         if let Some(ip) = env_ip {
             requested.push(parse_requested(ip).ok_or_else(|| {
-                CniError::env(format!(
-                    "CNI_ARGS: invalid IP address {ip:?} in IP={ip}"
-                ))
+                CniError::env(format!("CNI_ARGS: invalid IP address {ip:?} in IP={ip}"))
             })?);
         }
         let arg_ips = view.args.and_then(|a| a.cni).and_then(|c| c.ips);
         let runtime = view.runtime_config.unwrap_or_default();
-        for (what, list) in [("args.cni.ips", arg_ips), ("runtimeConfig.ips", runtime.ips)] {
+        for (what, list) in [
+            ("args.cni.ips", arg_ips),
+            ("runtimeConfig.ips", runtime.ips),
+        ] {
             for s in list.unwrap_or_default() {
                 requested.push(parse_requested(&s).ok_or_else(|| {
                     CniError::config(format!("{what}: invalid IP address {s:?}"))
@@ -211,9 +212,7 @@ impl IpamConfig {
         for (i, a) in ranges.iter().enumerate() {
             for (j, b) in ranges.iter().enumerate().skip(i + 1) {
                 if a.overlaps(b) {
-                    return Err(CniError::config(format!(
-                        "range set {i} overlaps with {j}"
-                    )));
+                    return Err(CniError::config(format!("range set {i} overlaps with {j}")));
                 }
             }
         }
@@ -249,7 +248,10 @@ impl IpamConfig {
             ranges,
             routes,
             data_dir,
-            resolv_conf: ipam.resolv_conf.filter(|r| !r.is_empty()).map(PathBuf::from),
+            resolv_conf: ipam
+                .resolv_conf
+                .filter(|r| !r.is_empty())
+                .map(PathBuf::from),
             reuse_after: ipam
                 .reuse_after_seconds
                 .unwrap_or(DEFAULT_REUSE_AFTER_SECONDS),
@@ -329,7 +331,12 @@ mod tests {
         let ipam = IpamConfig::from_conf(&c, Some("10.1.0.6")).unwrap();
         let got: Vec<String> = ipam.requested.iter().map(|i| i.to_string()).collect();
         assert_eq!(got, ["10.1.0.6", "10.1.0.7", "10.1.0.8"]);
-        assert_eq!(IpamConfig::from_conf(&c, Some("10.1.0.300")).unwrap_err().code, 4);
+        assert_eq!(
+            IpamConfig::from_conf(&c, Some("10.1.0.300"))
+                .unwrap_err()
+                .code,
+            4
+        );
     }
 
     #[test]

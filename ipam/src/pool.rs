@@ -417,7 +417,13 @@ mod tests {
             }
             self.0 = next;
         }
-        fn add(&mut self, sets: &[RangeSet], c: &str, req: &[IpAddr], now: u64) -> Result<Vec<IpAddr>> {
+        fn add(
+            &mut self,
+            sets: &[RangeSet],
+            c: &str,
+            req: &[IpAddr],
+            now: u64,
+        ) -> Result<Vec<IpAddr>> {
             let p = plan_add(&self.scan(Some(c), None), sets, req, &att(c), now, 60)?;
             self.apply(&p.edit);
             Ok(p.assigned.iter().map(|a| a.ip).collect())

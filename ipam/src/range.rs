@@ -27,10 +27,7 @@ pub fn from_u128(v6: bool, n: u128) -> IpAddr {
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address, as Go's `To4` has it.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(a) => a
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(a)),
+        IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(a)),
         v4 => v4,
     }
 }
@@ -117,7 +114,10 @@ impl Range {
             r.end = e;
         }
         if to_u128(r.start) > to_u128(r.end) {
-            return Err(format!("rangeStart {} is after rangeEnd {}", r.start, r.end));
+            return Err(format!(
+                "rangeStart {} is after rangeEnd {}",
+                r.start, r.end
+            ));
         }
         Ok(r)
     }
@@ -357,7 +357,10 @@ mod tests {
         let n = |s| to_u128(ip(s));
         assert_eq!(
             set.search_order(None),
-            vec![(n("10.1.0.1"), n("10.1.0.6")), (n("10.2.0.1"), n("10.2.0.6"))]
+            vec![
+                (n("10.1.0.1"), n("10.1.0.6")),
+                (n("10.2.0.1"), n("10.2.0.6"))
+            ]
         );
         assert_eq!(
             set.search_order(Some(ip("10.1.0.3"))),
@@ -369,7 +372,10 @@ mod tests {
         );
         assert_eq!(
             set.search_order(Some(ip("10.2.0.6"))),
-            vec![(n("10.1.0.1"), n("10.1.0.6")), (n("10.2.0.1"), n("10.2.0.6"))]
+            vec![
+                (n("10.1.0.1"), n("10.1.0.6")),
+                (n("10.2.0.1"), n("10.2.0.6"))
+            ]
         );
         assert_eq!(set.search_order(Some(ip("10.9.0.1"))).len(), 2);
     }

@@ -200,9 +200,7 @@ fn parse_array<'a>(s: &'a str, out: &mut [Option<Scalar<'a>>; 4]) -> Result<usiz
             }
             let raw = &s[start..j];
             out[n] = Some(Scalar::Str(if escaped {
-                Cow::Owned(
-                    serde_json::from_str::<String>(&s[start - 1..=j]).map_err(|_| bad())?,
-                )
+                Cow::Owned(serde_json::from_str::<String>(&s[start - 1..=j]).map_err(|_| bad())?)
             } else {
                 Cow::Borrowed(raw)
             }));

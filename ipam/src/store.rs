@@ -153,7 +153,10 @@ impl Store {
         let _host_local_lock = match File::open(dir.join("lock")) {
             Ok(f) => {
                 f.lock().map_err(|e| {
-                    CniError::io(format!("cannot take host-local's lock in {}: {e}", dir.display()))
+                    CniError::io(format!(
+                        "cannot take host-local's lock in {}: {e}",
+                        dir.display()
+                    ))
                 })?;
                 Some(f)
             }
@@ -173,8 +176,8 @@ impl Store {
                 continue;
             }
             let mut content = String::new();
-            let read = File::open(entry.path())
-                .and_then(|f| f.take(4096).read_to_string(&mut content));
+            let read =
+                File::open(entry.path()).and_then(|f| f.take(4096).read_to_string(&mut content));
             if let Err(e) = read {
                 return Err(CniError::io(format!(
                     "cannot import host-local's {}: {e}",
@@ -206,7 +209,9 @@ impl Store {
             let mut io_err: Option<std::io::Error> = None;
             let mut emit = |w: &mut dyn Write, line: &str| {
                 if io_err.is_none()
-                    && let Err(e) = w.write_all(line.as_bytes()).and_then(|_| w.write_all(b",\n"))
+                    && let Err(e) = w
+                        .write_all(line.as_bytes())
+                        .and_then(|_| w.write_all(b",\n"))
                 {
                     io_err = Some(e);
                 }

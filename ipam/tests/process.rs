@@ -1,0 +1,426 @@
+//! Whole-process tests: the built binary, run with an environment and stdin as a runtime
+//! runs it. IPAM needs neither root nor a network namespace.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+
+use common::*;
+use serde_json::Value;
+
+const NET: &str = "pods";
+
+#[test]
+fn concurrent_adds_never_share_an_address() {
+    let d = data_dir("concurrent");
+    // 40 addresses (.10 - .49) for 64 pods.
+    let c = conf(
+        "1.1.0",
+        NET,
+        &d,
+        r#""ranges":[[{"subnet":"10.3.0.0/24","rangeStart":"10.3.0.10","rangeEnd":"10.3.0.49"}]]"#,
+    );
+    let barrier = Arc::new(Barrier::new(64));
+    let handles: Vec<_> = (0..64)
+        .map(|i| {
+            let (c, b) = (c.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                add(&c, &format!("pod{i}"))
+            })
+        })
+        .collect();
+    let outs: Vec<Out> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok: Vec<String> = outs
+        .iter()
+        .filter(|o| o.rc == 0)
+        .map(|o| address(o, 0))
+        .collect();
+    let unique: HashSet<&String> = ok.iter().collect();
+    assert_eq!(ok.len(), 40, "every address is handed out once");
+    assert_eq!(unique.len(), ok.len(), "no address given twice: {ok:?}");
+    for o in outs.iter().filter(|o| o.rc != 0) {
+        assert_eq!(o.json["code"], 103, "{}", o.stdout);
+        let msg = o.json["msg"].as_str().unwrap();
+        assert!(msg.contains("no IP addresses available"), "{msg}");
+    }
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(state_file(&d, NET)).unwrap()).unwrap();
+    let allocs = state["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[0] == "a")
+        .count();
+    assert_eq!(allocs, 40);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn del_is_idempotent_and_the_released_address_cools_down() {
+    let d = data_dir("del");
+    let c = conf("1.0.0", NET, &d, r#""ranges":[[{"subnet":"10.4.0.0/29"}]]"#);
+    let first = address(&add(&c, "a"), 0);
+    assert_eq!(first, "10.4.0.2/29");
+    let o = del(&c, "a");
+    assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
+    let before = std::fs::read(state_file(&d, NET)).unwrap();
+    let o = del(&c, "a");
+    assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
+    assert_eq!(std::fs::read(state_file(&d, NET)).unwrap(), before);
+    // DEL of an attachment never seen, and without CNI_NETNS, also succeeds.
+    let o = run_with(
+        &bin(),
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "never"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ],
+        &c,
+    );
+    assert_eq!(o.rc, 0, "{}", o.stdout);
+    // .2 is cooling: the other four come first, then .2 rather than a failure.
+    let mut got = vec![];
+    for p in ["b", "c", "d", "e", "f"] {
+        got.push(address(&add(&c, p), 0));
+    }
+    assert_eq!(
+        got,
+        [
+            "10.4.0.3/29",
+            "10.4.0.4/29",
+            "10.4.0.5/29",
+            "10.4.0.6/29",
+            "10.4.0.2/29"
+        ]
+    );
+    let o = add(&c, "g");
+    assert_eq!(o.json["code"], 103);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn gc_respects_absent_present_and_empty_lists() {
+    let d = data_dir("gc");
+    let base = conf("1.1.0", NET, &d, r#""ranges":[[{"subnet":"10.5.0.0/24"}]]"#);
+    for p in ["a", "b", "c"] {
+        assert_eq!(add(&base, p).rc, 0);
+    }
+    let with = |list: &str| base.replacen('{', &format!("{{{list}"), 1);
+    let before = std::fs::read(state_file(&d, NET)).unwrap();
+    let o = gc(&base);
+    assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
+    assert_eq!(
+        std::fs::read(state_file(&d, NET)).unwrap(),
+        before,
+        "no list: nothing released"
+    );
+    let o = gc(&with(
+        r#""cni.dev/valid-attachments":[{"containerID":"b","ifname":"eth0"}],"#,
+    ));
+    assert_eq!(o.rc, 0, "{}", o.stdout);
+    let text = std::fs::read_to_string(state_file(&d, NET)).unwrap();
+    assert!(text.contains(r#"["a","10.5.0.3","b","eth0"]"#), "{text}");
+    assert!(
+        !text.contains(r#""a","eth0""#) && !text.contains(r#""c","eth0""#),
+        "{text}"
+    );
+    let o = gc(&with(r#""cni.dev/valid-attachments":[],"#));
+    assert_eq!(o.rc, 0);
+    let text = std::fs::read_to_string(state_file(&d, NET)).unwrap();
+    assert!(
+        !text.contains(r#"["a","#),
+        "empty list: everything released: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn status_reports_exhaustion_and_unusable_state() {
+    let d = data_dir("status");
+    let c = conf("1.1.0", NET, &d, r#""ranges":[[{"subnet":"10.6.0.0/30"}]]"#);
+    let o = status(&c);
+    assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
+    assert_eq!(add(&c, "a").rc, 0); // the only address, .2
+    let o = status(&c);
+    assert_eq!(o.json["code"], 50, "{}", o.stdout);
+    assert!(o.json["msg"].as_str().unwrap().contains("exhausted"));
+    // A cooling address still serves ADD, so STATUS is fine again after DEL.
+    assert_eq!(del(&c, "a").rc, 0);
+    assert_eq!(status(&c).rc, 0);
+    std::fs::write(state_file(&d, NET), "{\"format\":\"tombstone-ipam\"").unwrap();
+    let o = status(&c);
+    assert_eq!(o.json["code"], 50);
+    assert!(
+        o.json["msg"].as_str().unwrap().contains("unusable"),
+        "{}",
+        o.stdout
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn corrupt_state_is_a_clear_error_never_a_reset() {
+    let d = data_dir("corrupt");
+    let c = conf("1.0.0", NET, &d, r#""ranges":[[{"subnet":"10.7.0.0/24"}]]"#);
+    assert_eq!(add(&c, "a").rc, 0);
+    assert_eq!(add(&c, "b").rc, 0);
+    let path = state_file(&d, NET);
+    let good = std::fs::read_to_string(&path).unwrap();
+    let truncated = &good[..good.len() - 20];
+    let duplicated = good.replace(
+        "\"b\",\"eth0\"",
+        "\"b\",\"eth0\"],\n[\"a\",\"10.7.0.2\",\"x\",\"eth0\"",
+    );
+    for bad in [
+        truncated.to_string(),
+        duplicated,
+        good.replace("10.7.0.3", "10.7.0.300"),
+        String::new(),
+    ] {
+        std::fs::write(&path, &bad).unwrap();
+        for o in [add(&c, "z"), del(&c, "a")] {
+            assert_eq!(o.json["code"], 102, "{}", o.stdout);
+            assert!(o.json["msg"].as_str().unwrap().contains("unusable"));
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), bad);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn kill_9_during_adds_leaves_a_readable_state() {
+    let d = data_dir("kill");
+    let c = conf("1.1.0", NET, &d, r#""ranges":[[{"subnet":"10.8.0.0/16"}]]"#);
+    // Some state to rewrite, so a kill can land in the middle of a large write.
+    for i in 0..20 {
+        assert_eq!(add(&c, &format!("warm{i}")).rc, 0);
+    }
+    let mut killed = 0;
+    for round in 0..40u64 {
+        let mut children = vec![];
+        for k in 0..4 {
+            let mut child = std::process::Command::new(bin())
+                .envs(attach_env("ADD", &format!("k{round}x{k}")))
+                .env("TOMBSTONE_LOG", "stderr")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            let _ = child.stdin.take().unwrap().write_all(c.as_bytes());
+            children.push(child);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200 + (round * 137) % 3000));
+        for mut ch in children {
+            // SIGKILL: no chance to clean up.
+            if ch.kill().is_ok() {
+                killed += 1;
+            }
+            let _ = ch.wait();
+        }
+    }
+    assert!(killed > 0);
+    let o = add(&c, "after");
+    assert_eq!(o.rc, 0, "{}", o.stdout);
+    let text = std::fs::read_to_string(state_file(&d, NET)).unwrap();
+    let state: Value = serde_json::from_str(&text).unwrap();
+    let records = state["records"].as_array().unwrap();
+    let addrs: Vec<&Value> = records
+        .iter()
+        .filter(|r| r[0] == "a")
+        .map(|r| &r[1])
+        .collect();
+    let unique: HashSet<String> = addrs.iter().map(|a| a.to_string()).collect();
+    assert_eq!(unique.len(), addrs.len());
+    assert_eq!(records.last().unwrap()[0], "end");
+    assert_eq!(del(&c, "warm0").rc, 0);
+    assert_eq!(status(&c).rc, 0);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn bad_input_is_an_error_object_and_leaves_state_untouched() {
+    let d = data_dir("bad");
+    let ipam = r#""ranges":[[{"subnet":"10.9.0.0/24"}]]"#;
+    let good = conf("1.1.0", NET, &d, ipam);
+    assert_eq!(add(&good, "holder").rc, 0); // holds 10.9.0.2
+    let path = state_file(&d, NET);
+    let snapshot = std::fs::read(&path).unwrap();
+    let dd = d.display().to_string();
+    let with_ipam = |body: &str| conf("1.1.0", NET, &d, body);
+    let add_env = attach_env("ADD", "newpod");
+    let env_with = |extra: (&'static str, &'static str)| {
+        let mut e: Vec<(&str, &str)> = attach_env("ADD", "newpod")
+            .into_iter()
+            .filter(|(k, _)| *k != extra.0)
+            .collect();
+        e.push(extra);
+        e
+    };
+    let cases: Vec<(&str, Vec<(&str, &str)>, String, u64)> = vec![
+        ("not JSON", add_env.clone(), "{".into(), 6),
+        ("not an object", add_env.clone(), "[1]".into(), 6),
+        (
+            "no cniVersion",
+            add_env.clone(),
+            format!(r#"{{"name":"{NET}","ipam":{{{ipam},"dataDir":"{dd}"}}}}"#),
+            7,
+        ),
+        (
+            "old cniVersion",
+            add_env.clone(),
+            good.replace("1.1.0", "0.3.1"),
+            1,
+        ),
+        (
+            "bad network name",
+            add_env.clone(),
+            good.replace("\"pods\"", "\"../pods\""),
+            7,
+        ),
+        (
+            "no ipam",
+            add_env.clone(),
+            r#"{"cniVersion":"1.1.0","name":"pods"}"#.into(),
+            7,
+        ),
+        ("no ranges", add_env.clone(), with_ipam(r#""routes":[]"#), 7),
+        (
+            "host bits",
+            add_env.clone(),
+            with_ipam(r#""ranges":[[{"subnet":"10.9.0.5/24"}]]"#),
+            7,
+        ),
+        (
+            "overlap",
+            add_env.clone(),
+            with_ipam(r#""ranges":[[{"subnet":"10.9.0.0/24"}],[{"subnet":"10.9.0.0/25"}]]"#),
+            7,
+        ),
+        (
+            "gateway outside",
+            add_env.clone(),
+            with_ipam(r#""ranges":[[{"subnet":"10.9.0.0/24","gateway":"10.8.0.1"}]]"#),
+            7,
+        ),
+        (
+            "negative cool-down",
+            add_env.clone(),
+            with_ipam(&format!(r#"{ipam},"reuseAfterSeconds":-5"#)),
+            7,
+        ),
+        (
+            "bad route",
+            add_env.clone(),
+            with_ipam(&format!(r#"{ipam},"routes":[{{"dst":"nowhere"}}]"#)),
+            7,
+        ),
+        (
+            "relative dataDir",
+            add_env.clone(),
+            good.replace(&dd, "relative/dir"),
+            7,
+        ),
+        (
+            "bad runtimeConfig ip",
+            add_env.clone(),
+            good.replacen('{', r#"{"runtimeConfig":{"ips":["10.9.0.x"]},"#, 1),
+            7,
+        ),
+        (
+            "CNI_ARGS IP malformed",
+            env_with(("CNI_ARGS", "IP=10.9.0.300")),
+            good.clone(),
+            4,
+        ),
+        (
+            "CNI_ARGS no pairs",
+            env_with(("CNI_ARGS", "garbage")),
+            good.clone(),
+            4,
+        ),
+        (
+            "bad container id",
+            env_with(("CNI_CONTAINERID", "../etc")),
+            good.clone(),
+            4,
+        ),
+        (
+            "ifname too long",
+            env_with(("CNI_IFNAME", "a-very-long-ifname")),
+            good.clone(),
+            4,
+        ),
+        (
+            "no netns on ADD",
+            attach_env("ADD", "newpod")
+                .into_iter()
+                .filter(|(k, _)| *k != "CNI_NETNS")
+                .collect(),
+            good.clone(),
+            4,
+        ),
+        (
+            "unknown verb",
+            env_with(("CNI_COMMAND", "FROB")),
+            good.clone(),
+            4,
+        ),
+        (
+            "requested address in use",
+            env_with(("CNI_ARGS", "IP=10.9.0.2")),
+            good.clone(),
+            106,
+        ),
+        (
+            "requested gateway",
+            env_with(("CNI_ARGS", "IP=10.9.0.1")),
+            good.clone(),
+            106,
+        ),
+        (
+            "requested outside ranges",
+            env_with(("CNI_ARGS", "IP=10.99.0.1")),
+            good.clone(),
+            106,
+        ),
+        (
+            "GC on a 1.0.0 config",
+            vec![("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")],
+            good.replace("1.1.0", "1.0.0"),
+            1,
+        ),
+        (
+            "GC list not a list",
+            vec![("CNI_COMMAND", "GC"), ("CNI_PATH", "/x")],
+            good.replacen('{', r#"{"cni.dev/valid-attachments":"all","#, 1),
+            7,
+        ),
+        (
+            "CHECK unknown attachment",
+            attach_env("CHECK", "stranger"),
+            good.clone(),
+            3,
+        ),
+    ];
+    assert!(cases.len() >= 15);
+    for (what, env, stdin, code) in &cases {
+        let o = run_with(&bin(), env, stdin);
+        assert_ne!(o.rc, 0, "{what}: {}", o.stdout);
+        assert_eq!(o.json["code"], *code, "{what}: {}", o.stdout);
+        assert!(
+            o.json["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            snapshot,
+            "{what}: state changed"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
