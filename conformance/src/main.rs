@@ -62,12 +62,19 @@ fn run(args: Vec<String>) -> Result<()> {
             } else {
                 Variant::new("tombstone", Mode::L2, false, Chain::Tombstone)
             };
-            let variants = [Variant::new("baseline", Mode::L2, false, Chain::Reference), after];
+            let variants = [
+                Variant::new("baseline", Mode::L2, false, Chain::Reference),
+                after,
+            ];
             println!(
                 "Seed scenario on kernel {} in a qemu VM: pods a and b on an IPvlan L2 network, a deleted,\n\
                  then traffic to a's released address. Reference ipvlan + host-local, then with {} ...\n",
                 lab.vm.kernel.version,
-                if hand_made { "a hand-made unreachable route" } else { "tombstone chained" }
+                if hand_made {
+                    "a hand-made unreachable route"
+                } else {
+                    "tombstone chained"
+                }
             );
             let r = scenario::run_seed(&lab, &variants, &settings)?;
             print_report(&r, verbose, Report::seed_table);
@@ -107,7 +114,11 @@ fn run(args: Vec<String>) -> Result<()> {
             let body = words.get(1).ok_or_else(|| Error::new(USAGE))?;
             let out = scenario::run_adhoc(&lab, body)?;
             print!("{}", out.output);
-            println!("(exit status {} after {:.1} s)", out.status, out.elapsed.as_secs_f64());
+            println!(
+                "(exit status {} after {:.1} s)",
+                out.status,
+                out.elapsed.as_secs_f64()
+            );
             return Ok(());
         }
         other => return Err(Error::new(format!("unknown command {other:?}\n{USAGE}"))),

@@ -337,7 +337,9 @@ pub fn run_churn(lab: &Lab, churn: &Churn, settings: &Settings) -> Result<Report
         script.push_str(&op);
         script.push('\n');
     }
-    script.push_str("OPS\n[ $? = 0 ] || echo \"FAIL $VARIANT churn_run failed\"\nnode_down\nexit 0\n");
+    script.push_str(
+        "OPS\n[ $? = 0 ] || echo \"FAIL $VARIANT churn_run failed\"\nnode_down\nexit 0\n",
+    );
     run(lab, "churn", &script, &[v], settings)
 }
 
@@ -430,11 +432,7 @@ impl Report {
                 }
             }),
         ));
-        let headers: Vec<String> = self
-            .variants
-            .iter()
-            .map(|v| describe_variant(v))
-            .collect();
+        let headers: Vec<String> = self.variants.iter().map(|v| describe_variant(v)).collect();
         let mut out = render_table(&headers, &rows);
         if !r.failures.is_empty() {
             let _ = writeln!(out, "\nFailed steps:");
@@ -451,22 +449,40 @@ impl Report {
         let keys = [
             ("pods added", "adds"),
             ("pods deleted", "dels"),
-            ("ADDs asking for the last released address", "reuse_requested"),
+            (
+                "ADDs asking for the last released address",
+                "reuse_requested",
+            ),
             (
                 "ADDs that got an address used before (IPAM reuse + requested)",
                 "reused",
             ),
             ("failed ADD/DEL", "op_failures"),
-            ("new pods not reachable from the host right after ADD", "unreachable_after_add"),
+            (
+                "new pods not reachable from the host right after ADD",
+                "unreachable_after_add",
+            ),
             ("DELs that left no tombstone route", "del_without_tombstone"),
             ("pods alive at the end", "live"),
-            ("live pods not reachable (from host / from another pod)", "live_unreachable"),
+            (
+                "live pods not reachable (from host / from another pod)",
+                "live_unreachable",
+            ),
             ("live pods failing CHECK", "check_failures"),
-            ("tombstone routes left past the hold (+1 s, then one ADD)", "tombstones_after_hold"),
+            (
+                "tombstone routes left past the hold (+1 s, then one ADD)",
+                "tombstones_after_hold",
+            ),
             ("links leaked after deleting every pod", "stray_links"),
-            ("IPAM addresses leaked after deleting every pod", "ipam_held"),
+            (
+                "IPAM addresses leaked after deleting every pod",
+                "ipam_held",
+            ),
             ("cached libcni results left", "cached_results"),
-            ("routes left other than tombstones of the last DELs", "stray_routes"),
+            (
+                "routes left other than tombstones of the last DELs",
+                "stray_routes",
+            ),
         ];
         let rows: Vec<(String, Vec<String>)> = keys
             .iter()
@@ -476,7 +492,10 @@ impl Report {
                 (label.to_string(), vec![value.to_string()])
             })
             .collect();
-        let mut out = render_table(&["churn (ipvlan l2 + host-local + tombstone)".into()], &rows);
+        let mut out = render_table(
+            &["churn (ipvlan l2 + host-local + tombstone)".into()],
+            &rows,
+        );
         for f in &r.failures {
             let _ = writeln!(out, "FAILED: {f}");
         }
@@ -504,7 +523,10 @@ fn describe_variant(v: &Variant) -> String {
 /// "5012 no reply (timeout)" -> "5.0 s: no reply (timeout)".
 fn sender(raw: &str) -> String {
     let mut parts = raw.splitn(2, ' ');
-    match (parts.next().and_then(|ms| ms.parse::<u64>().ok()), parts.next()) {
+    match (
+        parts.next().and_then(|ms| ms.parse::<u64>().ok()),
+        parts.next(),
+    ) {
         (Some(ms), Some(why)) => format!("{:.1} s: {why}", ms as f64 / 1000.0),
         _ => raw.to_string(),
     }
@@ -570,7 +592,12 @@ mod tests {
         assert!(ipvlan < tomb);
         assert!(c.contains(r#""mode": "l3s""#));
         assert!(c.contains("fd00:10::/64"));
-        let base = conflist("net-b", &Variant::new("b", Mode::L2, false, Chain::Reference), &Settings::default(), "");
+        let base = conflist(
+            "net-b",
+            &Variant::new("b", Mode::L2, false, Chain::Reference),
+            &Settings::default(),
+            "",
+        );
         assert!(!base.contains("tombstone"));
         assert!(!base.contains("fd00"));
     }
@@ -608,6 +635,9 @@ mod tests {
             &[("row".into(), vec!["1".into(), "22222".into()])],
         );
         assert!(t.contains("| row  | 1 | 22222 |"), "{t}");
-        assert_eq!(sender("5012 no reply (timeout)"), "5.0 s: no reply (timeout)");
+        assert_eq!(
+            sender("5012 no reply (timeout)"),
+            "5.0 s: no reply (timeout)"
+        );
     }
 }

@@ -1,0 +1,263 @@
+//! Real-kernel scenarios in a qemu VM (IPvlan needs the distribution's kernel, which the VM
+//! boots). **Need root and the VM tools** (`conformance/vm/install-deps.sh`, run by
+//! `make deps`), hence `vm_root_` in every name.
+//!
+//! A missing prerequisite skips a test with a printed reason, except under CI (`CI=true`),
+//! where it fails: CI must run these. Boots are serialised (a lock file in the target dir),
+//! so the tests can run in parallel threads without skewing each other's timings.
+
+use std::time::Instant;
+
+use cni_conformance::lab::Lab;
+use cni_conformance::scenario::{self, Chain, Churn, Mode, Report, Settings, Variant};
+use cni_conformance::vm::VmConfig;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The lab, or `None` (test skipped) when a prerequisite is missing outside CI.
+fn lab(test: &str) -> Option<Lab> {
+    match Lab::prepare(VmConfig::default()) {
+        Ok(lab) => Some(lab),
+        Err(e) if in_ci() => panic!("{test}: VM prerequisite missing under CI=true: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");
+            None
+        }
+    }
+}
+
+fn seed(lab: &Lab, variants: &[Variant]) -> Report {
+    let t = Instant::now();
+    let report = scenario::run_seed(lab, variants, &Settings::default())
+        .unwrap_or_else(|e| panic!("seed scenario: {e}"));
+    println!("{}", report.seed_table());
+    println!("(boot + job {:.0} s)", t.elapsed().as_secs_f64());
+    assert!(
+        report.results.failures.is_empty(),
+        "failed steps {:?}; job output:\n{}",
+        report.results.failures,
+        report.job.output
+    );
+    report
+}
+
+/// What every variant must show, with or without tombstone: the address can be used again.
+fn assert_reuse_works(r: &Report, variant: &str, families: &[&str]) {
+    let res = &r.results;
+    let out = &r.job.output;
+    assert_eq!(res.get(variant, "reuse_add"), "ok", "{variant}: {out}");
+    assert_eq!(res.get(variant, "rehold_add"), "ok", "{variant}: {out}");
+    assert_eq!(res.get(variant, "reuse_check"), "ok", "{variant}: {out}");
+    for f in families {
+        for key in [
+            "reuse_from_pod",
+            "reuse_from_host",
+            "rehold_from_pod",
+            "rehold_from_host",
+        ] {
+            assert_eq!(
+                res.get(variant, &format!("{key}_{f}")),
+                "yes",
+                "{variant} {key}_{f}: {out}"
+            );
+        }
+        assert_eq!(
+            res.get(variant, &format!("reuse_addr_{f}")),
+            res.get(variant, &format!("released_{f}")),
+            "{variant}: the new pod did not get the released IPv{f} address"
+        );
+    }
+    assert_eq!(
+        res.get(variant, "stray_links"),
+        "",
+        "{variant}: links leaked"
+    );
+    assert_eq!(
+        res.get(variant, "ipam_held"),
+        "",
+        "{variant}: addresses leaked"
+    );
+}
+
+/// What tombstone must do in every mode: a route at DEL, nothing forwarded, immediate
+/// failure for local senders, and gone after its hold.
+fn assert_tombstone_effect(r: &Report, variant: &str, families: &[&str]) {
+    let res = &r.results;
+    let out = &r.job.output;
+    for f in families {
+        assert_eq!(
+            res.get(variant, &format!("route_at_del_{f}")),
+            "unreachable",
+            "{variant}: {out}"
+        );
+        assert_eq!(
+            res.number(variant, &format!("forwarded_{f}")),
+            Some(0),
+            "{variant}: {out}"
+        );
+        assert!(
+            res.get(variant, &format!("host_sender_{f}"))
+                .contains("No route to host")
+                || res
+                    .get(variant, &format!("host_sender_{f}"))
+                    .contains("unreachable"),
+            "{variant}: host-side sender did not fail at once: {}",
+            res.get(variant, &format!("host_sender_{f}"))
+        );
+        assert_eq!(
+            res.get(variant, &format!("route_at_third_del_{f}")),
+            "unreachable",
+            "{variant}: {out}"
+        );
+        assert_eq!(
+            res.get(variant, &format!("route_after_hold_{f}")),
+            "none",
+            "{variant}: {out}"
+        );
+    }
+}
+
+#[test]
+fn vm_root_harness_returns_job_output_and_status() {
+    let Some(lab) = lab("vm_root_harness_returns_job_output_and_status") else {
+        return;
+    };
+    let out = scenario::run_adhoc(
+        &lab,
+        "echo hello from $(uname -r); ip link add d0 type dummy && \
+         ip link add g0 link d0 type ipvlan mode l2 && echo ipvlan-ok; exit 7",
+    )
+    .expect("boot");
+    assert_eq!(out.status, 7, "{}", out.console);
+    assert!(
+        out.output
+            .contains(&format!("hello from {}", lab.vm.kernel.version)),
+        "{}",
+        out.output
+    );
+    assert!(out.output.contains("ipvlan-ok"), "{}", out.output);
+    assert!(!out.output.contains('\r'));
+    println!("boot + job {:.1} s", out.elapsed.as_secs_f64());
+}
+
+/// The seed scenario of issue 3: IPvlan L2, reference plugins alone, then `tombstone` chained.
+#[test]
+fn vm_root_seed_l2_loop_baseline_vs_tombstone() {
+    let Some(lab) = lab("vm_root_seed_l2_loop_baseline_vs_tombstone") else {
+        return;
+    };
+    let r = seed(
+        &lab,
+        &[
+            Variant::new("baseline", Mode::L2, false, Chain::Reference),
+            Variant::new("tombstone", Mode::L2, false, Chain::Tombstone),
+        ],
+    );
+    let baseline = r.results.number("baseline", "forwarded_4").unwrap_or(-1);
+    assert!(
+        baseline > 0,
+        "baseline must show the loop (forwarded {baseline}): {}",
+        r.job.output
+    );
+    assert_reuse_works(&r, "baseline", &["4"]);
+    assert_reuse_works(&r, "tombstone", &["4"]);
+    assert_tombstone_effect(&r, "tombstone", &["4"]);
+}
+
+/// The seed in a dual-stack pod subnet: the IPv6 loop and its /128 tombstone.
+#[test]
+fn vm_root_dual_stack_ipv6_baseline_vs_tombstone() {
+    let Some(lab) = lab("vm_root_dual_stack_ipv6_baseline_vs_tombstone") else {
+        return;
+    };
+    let r = seed(
+        &lab,
+        &[
+            Variant::new("baseline", Mode::L2, true, Chain::Reference),
+            Variant::new("tombstone", Mode::L2, true, Chain::Tombstone),
+        ],
+    );
+    for f in ["4", "6"] {
+        let n = r
+            .results
+            .number("baseline", &format!("forwarded_{f}"))
+            .unwrap_or(-1);
+        assert!(n > 0, "IPv{f} baseline must show the loop (forwarded {n})");
+    }
+    assert_reuse_works(&r, "baseline", &["4", "6"]);
+    assert_reuse_works(&r, "tombstone", &["4", "6"]);
+    assert_tombstone_effect(&r, "tombstone", &["4", "6"]);
+}
+
+/// Modes l3 and l3s do not loop upstream; tombstone must not break anything there.
+#[test]
+fn vm_root_modes_l3_l3s_tombstone_breaks_nothing() {
+    let Some(lab) = lab("vm_root_modes_l3_l3s_tombstone_breaks_nothing") else {
+        return;
+    };
+    let r = seed(
+        &lab,
+        &[
+            Variant::new("l3-baseline", Mode::L3, false, Chain::Reference),
+            Variant::new("l3-tombstone", Mode::L3, false, Chain::Tombstone),
+            Variant::new("l3s-baseline", Mode::L3s, false, Chain::Reference),
+            Variant::new("l3s-tombstone", Mode::L3s, false, Chain::Tombstone),
+        ],
+    );
+    for v in [
+        "l3-baseline",
+        "l3-tombstone",
+        "l3s-baseline",
+        "l3s-tombstone",
+    ] {
+        assert_reuse_works(&r, v, &["4"]);
+    }
+    for v in ["l3-tombstone", "l3s-tombstone"] {
+        assert_tombstone_effect(&r, v, &["4"]);
+    }
+}
+
+/// 50 pods added and deleted in random order (fixed seed) with address reuse.
+#[test]
+fn vm_root_churn_50_pods_no_leak_no_stale_tombstone() {
+    let Some(lab) = lab("vm_root_churn_50_pods_no_leak_no_stale_tombstone") else {
+        return;
+    };
+    let churn = Churn::default();
+    let t = Instant::now();
+    let r = scenario::run_churn(&lab, &churn, &Settings::default())
+        .unwrap_or_else(|e| panic!("churn: {e}"));
+    println!("{}", r.churn_table());
+    println!(
+        "(boot + job {:.0} s, seed {:#x})",
+        t.elapsed().as_secs_f64(),
+        churn.seed
+    );
+    let res = &r.results;
+    let out = &r.job.output;
+    assert!(res.failures.is_empty(), "{:?}\n{out}", res.failures);
+    assert_eq!(
+        res.number("churn", "adds"),
+        Some(churn.pods as i64),
+        "{out}"
+    );
+    assert!(
+        res.number("churn", "reused").unwrap_or(0) > 0,
+        "no address was reused: {out}"
+    );
+    for zero in [
+        "op_failures",
+        "unreachable_after_add",
+        "del_without_tombstone",
+        "live_unreachable",
+        "check_failures",
+        "tombstones_after_hold",
+    ] {
+        assert_eq!(res.number("churn", zero), Some(0), "{zero}: {out}");
+    }
+    for empty in ["stray_links", "ipam_held", "cached_results", "stray_routes"] {
+        assert_eq!(res.get("churn", empty), "", "{empty}: {out}");
+    }
+}
