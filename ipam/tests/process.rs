@@ -261,7 +261,8 @@ fn bad_input_is_an_error_object_and_leaves_state_untouched() {
         e.push(extra);
         e
     };
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u64)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u64);
+    let cases: Vec<Case> = vec![
         ("not JSON", add_env.clone(), "{".into(), 6),
         ("not an object", add_env.clone(), "[1]".into(), 6),
         (
