@@ -22,4 +22,4 @@ lint:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 bench: build
-	$(CARGO) run --quiet --release -p tombstone --bin tombstone-bench
+	$(CARGO) run --quiet --release -p tombstone --example bench
