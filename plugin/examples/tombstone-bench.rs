@@ -3,7 +3,7 @@
 //! DEL, ADD, DEL+ADD latency (median, p99) over N runs each; peak RSS; invocation latency
 //! and `tombstone sweep` time with 10 000 live tombstones; a sweep ending 10 000.
 //!
-//!   cargo build --release -p tombstone && cargo run --release -p tombstone --example bench [RUNS]
+//!   cargo build --release -p tombstone && cargo run --release -p tombstone --example tombstone-bench [RUNS]
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,7 +20,10 @@ use tombstone::tombstone::ledger::{self, Ledger, Tombstone};
 fn bin() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
     // target/release/examples/bench -> target/release/tombstone
-    exe.parent().and_then(Path::parent).expect("target dir").join("tombstone")
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("tombstone")
 }
 
 fn run(bin: &Path, verb: &str, container: &str, conf: &[u8]) -> Duration {
@@ -43,7 +46,11 @@ fn run(bin: &Path, verb: &str, container: &str, conf: &[u8]) -> Duration {
     child.stdin.take().unwrap().write_all(conf).unwrap();
     let out = child.wait_with_output().unwrap();
     let took = start.elapsed();
-    assert!(out.status.success(), "{verb} failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{verb} failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     took
 }
 
@@ -59,15 +66,28 @@ fn main() {
         eprintln!("the benchmark needs root (it works in a network namespace)");
         std::process::exit(2);
     }
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(300);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(300);
     let bin = bin();
-    assert!(bin.exists(), "build first: cargo build --release -p tombstone ({})", bin.display());
+    assert!(
+        bin.exists(),
+        "build first: cargo build --release -p tombstone ({})",
+        bin.display()
+    );
     let ns = format!("ts-bench-{}", std::process::id());
-    let ok = Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success();
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "ip netns add");
     let nsfile = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
     nix::sched::setns(nsfile.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    let _ = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    let _ = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
     let state = std::env::temp_dir().join(format!("{ns}-state"));
     let _ = std::fs::remove_dir_all(&state);
     let conf = |ip: &str| {
@@ -104,8 +124,13 @@ fn main() {
     let far = tombstone::tombstone::now_ms() + 3_600_000;
     for i in 0..10_000u32 {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + i));
-        nl.replace_route(&HostReject { ip, kind: RejectKind::Unreachable, table: 254, protocol: ROUTE_PROTOCOL })
-            .unwrap();
+        nl.replace_route(&HostReject {
+            ip,
+            kind: RejectKind::Unreachable,
+            table: 254,
+            protocol: ROUTE_PROTOCOL,
+        })
+        .unwrap();
         l.bury(Tombstone {
             ip,
             route_type: RejectKind::Unreachable,
@@ -125,9 +150,15 @@ fn main() {
     }
     let sweep = |bin: &Path| {
         let start = Instant::now();
-        let out = Command::new(bin).args(["sweep", "--state-dir", state.to_str().unwrap()]).output().unwrap();
+        let out = Command::new(bin)
+            .args(["sweep", "--state-dir", state.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert!(out.status.success());
-        (start.elapsed(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+        (
+            start.elapsed(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
     };
     let (live_sweep, live_report) = sweep(&bin);
     // Now let all 10 000 expire and time the sweep that ends them.
@@ -137,7 +168,10 @@ fn main() {
     }
     ledger::save(&dir, &l).unwrap();
     let (end_sweep, end_report) = sweep(&bin);
-    let left = nl.dump_routes(false, None, Some(ROUTE_PROTOCOL)).unwrap().len();
+    let left = nl
+        .dump_routes(false, None, Some(ROUTE_PROTOCOL))
+        .unwrap()
+        .len();
 
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     let _ = std::fs::remove_dir_all(&state);
@@ -147,15 +181,45 @@ fn main() {
     let (pm, pp) = stats(pairs);
     let (bdm, bdp) = stats(big_del);
     let (bam, bap) = stats(big_add);
-    println!("tombstone benchmark: {runs} runs each, whole process (spawn to exit), {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "tombstone benchmark: {runs} runs each, whole process (spawn to exit), {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!("{:<52} {:>10} {:>10}", "what", "median ms", "p99 ms");
-    println!("{:<52} {:>10.2} {:>10.2}", "DEL (1 address, empty ledger)", dm, dp);
-    println!("{:<52} {:>10.2} {:>10.2}", "ADD (1 address, lifts its tombstone)", am, ap);
+    println!(
+        "{:<52} {:>10.2} {:>10.2}",
+        "DEL (1 address, empty ledger)", dm, dp
+    );
+    println!(
+        "{:<52} {:>10.2} {:>10.2}",
+        "ADD (1 address, lifts its tombstone)", am, ap
+    );
     println!("{:<52} {:>10.2} {:>10.2}", "DEL + ADD", pm, pp);
-    println!("{:<52} {:>10.2} {:>10.2}", "DEL with 10 000 live tombstones", bdm, bdp);
-    println!("{:<52} {:>10.2} {:>10.2}", "ADD with 10 000 live tombstones", bam, bap);
-    println!("{:<52} {:>10.2} {:>10}", "`tombstone sweep`, 10 000 live, none expired", live_sweep.as_secs_f64() * 1000.0, "-");
-    println!("{:<52} {:>10.2} {:>10}", "`tombstone sweep` ending 10 000 expired", end_sweep.as_secs_f64() * 1000.0, "-");
-    println!("peak RSS of any plugin process: {:.1} MB", rss_kb as f64 / 1024.0);
+    println!(
+        "{:<52} {:>10.2} {:>10.2}",
+        "DEL with 10 000 live tombstones", bdm, bdp
+    );
+    println!(
+        "{:<52} {:>10.2} {:>10.2}",
+        "ADD with 10 000 live tombstones", bam, bap
+    );
+    println!(
+        "{:<52} {:>10.2} {:>10}",
+        "`tombstone sweep`, 10 000 live, none expired",
+        live_sweep.as_secs_f64() * 1000.0,
+        "-"
+    );
+    println!(
+        "{:<52} {:>10.2} {:>10}",
+        "`tombstone sweep` ending 10 000 expired",
+        end_sweep.as_secs_f64() * 1000.0,
+        "-"
+    );
+    println!(
+        "peak RSS of any plugin process: {:.1} MB",
+        rss_kb as f64 / 1024.0
+    );
     println!("sweeps: [{live_report}] then [{end_report}]; routes left after: {left}");
 }

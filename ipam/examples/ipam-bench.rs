@@ -2,7 +2,7 @@
 //! same runs, interleaved: ADD and DEL on an empty /24, ADD into a /16 with 60 000
 //! addresses in use (both data directories pre-populated), and peak RSS of each process.
 //!
-//! `cargo run --release -p tombstone-ipam --example bench -- [--runs N] [--full-runs N]`
+//! `cargo run --release -p tombstone-ipam --example ipam-bench -- [--runs N] [--full-runs N]`
 //! (`HOST_LOCAL` names the reference binary when it is not in a usual place).
 
 use std::io::{Read, Write};
