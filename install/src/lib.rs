@@ -1,0 +1,14 @@
+//! `tombstone-install`: puts the tombstone CNI plugins on a node and takes them off again.
+//!
+//! Floors, each importing only downward:
+//! - [`run`]: install and uninstall, planned then applied;
+//! - pure logic, no I/O: [`conflist`] (the conflist edit), [`diff`] (unified diffs for
+//!   `--dry-run`), [`host`] (protocol name and systemd unit texts), [`options`];
+//! - the edge: [`files`] (paths under `--root`, atomic replacement).
+
+pub mod conflist;
+pub mod diff;
+pub mod files;
+pub mod host;
+pub mod options;
+pub mod run;

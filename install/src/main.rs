@@ -1,0 +1,31 @@
+//! `tombstone-install`: see `--help` and install/README.md.
+
+use tombstone_install::options::{self, Parsed};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match options::parse(&args) {
+        Ok(Parsed::Help) => {
+            println!("{}", options::USAGE);
+            0
+        }
+        Ok(Parsed::Version) => {
+            println!("tombstone-install {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Ok(Parsed::Run(o)) => {
+            match tombstone_install::run::run(&o, &mut std::io::stdout().lock()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("tombstone-install: error: {e}");
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("tombstone-install: {e}\n\n{}", options::USAGE);
+            2
+        }
+    };
+    std::process::exit(code);
+}

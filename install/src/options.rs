@@ -1,0 +1,233 @@
+//! The command line, parsed and validated before anything is read or written.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use tombstone::tombstone::config::MAX_HOLD_SECONDS;
+
+pub const USAGE: &str = "\
+usage: tombstone-install [OPTIONS]
+
+Installs the tombstone CNI plugins on a node: copies the binaries into the CNI bin
+directory, adds the `tombstone` plugin right after the main plugin of IPvlan-based networks
+(or of the networks named), registers the route protocol name `tombstone`, and with
+--systemd sets up the periodic sweep. Every step is idempotent; --uninstall undoes them.
+
+options:
+  --root DIR            prefix every path below with DIR (image builds, a DaemonSet's
+                        host mount, tests) [default: /]
+  --from DIR            where the binaries to install are [default: this program's directory]
+  --bin-dir DIR         the CNI bin directory [default: /opt/cni/bin]
+  --conf-dir DIR        the CNI configuration directory [default: /etc/cni/net.d]
+  --network NAME        edit only this network (repeatable) [default: every network whose
+                        main plugin is `ipvlan` or `tombstone-ipvlan`]
+  --hold-seconds N      the plugin's holdSeconds (1..86400)
+  --route-type TYPE     the plugin's routeType: unreachable, blackhole or prohibit
+  --table ID            a table to tombstone in, a number or `main` (repeatable)
+  --no-flush-neighbors  the plugin's flushNeighbors: false
+  --plugin-state-dir D  the plugin's stateDir (absolute)
+  --skip-binaries       leave the bin directory alone
+  --systemd             also write the tombstone-sweep service and timer
+  --dry-run             print what would change (unified diffs), write nothing
+  --uninstall           remove the entries, binaries, protocol name and units
+  -h, --help            this text
+  -V, --version         the installer's version";
+
+/// Paths on the node: every one is absolute and is joined under `root` before use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub root: PathBuf,
+    pub from: Option<PathBuf>,
+    pub bin_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub networks: Vec<String>,
+    /// The plugin options to write into the entry (config keys, in the order given).
+    pub plugin: Map<String, Value>,
+    pub skip_binaries: bool,
+    pub systemd: bool,
+    pub dry_run: bool,
+    pub uninstall: bool,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    Run(Box<Options>),
+    Help,
+    Version,
+}
+
+pub fn parse(args: &[String]) -> Result<Parsed, String> {
+    let mut o = Options {
+        root: "/".into(),
+        from: None,
+        bin_dir: "/opt/cni/bin".into(),
+        conf_dir: "/etc/cni/net.d".into(),
+        networks: Vec::new(),
+        plugin: Map::new(),
+        skip_binaries: false,
+        systemd: false,
+        dry_run: false,
+        uninstall: false,
+    };
+    let mut tables = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = |what: &str| -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{flag} needs {what}")),
+            }
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "-V" | "--version" => return Ok(Parsed::Version),
+            "--root" => o.root = value("a directory")?.into(),
+            "--from" => o.from = Some(value("a directory")?.into()),
+            "--bin-dir" => o.bin_dir = value("a directory")?.into(),
+            "--conf-dir" => o.conf_dir = value("a directory")?.into(),
+            "--network" => {
+                let n = value("a network name")?;
+                if n.is_empty() {
+                    return Err("--network needs a non-empty name".into());
+                }
+                o.networks.push(n);
+            }
+            "--hold-seconds" => {
+                let v = value("a number of seconds")?;
+                let n: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_HOLD_SECONDS).contains(n))
+                    .ok_or_else(|| {
+                        format!("--hold-seconds must be 1 to {MAX_HOLD_SECONDS}, not {v:?}")
+                    })?;
+                o.plugin.insert("holdSeconds".into(), n.into());
+            }
+            "--route-type" => {
+                let v = value("a route type")?;
+                if !["unreachable", "blackhole", "prohibit"].contains(&v.as_str()) {
+                    return Err(format!(
+                        "--route-type must be unreachable, blackhole or prohibit, not {v:?}"
+                    ));
+                }
+                o.plugin.insert("routeType".into(), v.into());
+            }
+            "--table" => {
+                let v = value("a table")?;
+                let t = match v.as_str() {
+                    "main" => Value::from("main"),
+                    s => match s.parse::<u32>() {
+                        Ok(n) if !matches!(n, 0 | 253 | 255) => Value::from(n),
+                        _ => {
+                            return Err(format!(
+                                "--table must be `main` or a table number other than 0, 253, 255, not {v:?}"
+                            ));
+                        }
+                    },
+                };
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+                o.plugin.insert("tables".into(), Value::Array(tables.clone()));
+            }
+            "--no-flush-neighbors" => {
+                o.plugin.insert("flushNeighbors".into(), false.into());
+            }
+            "--plugin-state-dir" => {
+                let v = value("a directory")?;
+                if !Path::new(&v).is_absolute() {
+                    return Err(format!("--plugin-state-dir must be absolute, not {v:?}"));
+                }
+                o.plugin.insert("stateDir".into(), v.into());
+            }
+            "--skip-binaries" => o.skip_binaries = true,
+            "--systemd" => o.systemd = true,
+            "--dry-run" => o.dry_run = true,
+            "--uninstall" => o.uninstall = true,
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    for (name, p) in [("--bin-dir", &o.bin_dir), ("--conf-dir", &o.conf_dir)] {
+        if !p.is_absolute() {
+            return Err(format!("{name} must be an absolute path, not {p:?}"));
+        }
+    }
+    if o.root.as_os_str().is_empty() {
+        return Err("--root must not be empty".into());
+    }
+    Ok(Parsed::Run(Box::new(o)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Options, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse(&args)? {
+            Parsed::Run(o) => Ok(*o),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let o = run(&[]).unwrap();
+        assert_eq!(o.root, PathBuf::from("/"));
+        assert_eq!(o.bin_dir, PathBuf::from("/opt/cni/bin"));
+        assert_eq!(o.conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert!(o.plugin.is_empty() && o.networks.is_empty() && !o.dry_run);
+    }
+
+    #[test]
+    fn plugin_options_in_order() {
+        let o = run(&[
+            "--route-type=blackhole",
+            "--hold-seconds",
+            "30",
+            "--table",
+            "main",
+            "--table",
+            "100",
+            "--table",
+            "main",
+            "--no-flush-neighbors",
+            "--network",
+            "pods",
+            "--network=other",
+        ])
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&o.plugin).unwrap(),
+            r#"{"routeType":"blackhole","holdSeconds":30,"tables":["main",100],"flushNeighbors":false}"#
+        );
+        assert_eq!(o.networks, ["pods", "other"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            &["--hold-seconds", "0"][..],
+            &["--hold-seconds", "86401"],
+            &["--hold-seconds", "x"],
+            &["--route-type", "drop"],
+            &["--table", "255"],
+            &["--table", "-1"],
+            &["--bin-dir", "relative"],
+            &["--plugin-state-dir", "run/x"],
+            &["--network", ""],
+            &["--network"],
+            &["--frobnicate"],
+        ] {
+            assert!(run(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse(&["-h".into()]).unwrap(), Parsed::Help);
+    }
+}
