@@ -3,12 +3,17 @@
 //! Floors, each importing only downward:
 //! - [`tombstone`]: the chained plugin's verbs, and below them its pure logic (config,
 //!   ledger, expiry);
-//! - the edges: [`netlink`] (routes, neighbours), [`state`] (locked, atomically written
+//! - [`ipvlan`]: the IPvlan main plugin's verbs, over its pure config and planning logic;
+//! - the edges: [`netlink`] (links, addresses, routes, neighbours), [`netns`] (namespace
+//!   entry), [`delegate`] (IPAM on `CNI_PATH`), [`state`] (locked, atomically written
 //!   state files);
 //! - the ground: [`cni`] (spec 1.1 types, errors, skeleton) and [`logging`].
 
 pub mod cni;
+pub mod delegate;
+pub mod ipvlan;
 pub mod logging;
 pub mod netlink;
+pub mod netns;
 pub mod state;
 pub mod tombstone;

@@ -1,0 +1,7 @@
+//! `tombstone-ipvlan`, the IPvlan main plugin that keeps the node's gateway port. Pure logic
+//! first ([`config`]: keys and link names; [`plan`]: what a result asks of the kernel), then
+//! the verbs ([`verbs`]), which alone touch the kernel and delegate to IPAM.
+
+pub mod config;
+pub mod plan;
+pub mod verbs;
