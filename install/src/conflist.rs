@@ -292,8 +292,9 @@ impl Style {
 
     fn render(&self, m: &Map<String, Value>, unit: &str) -> String {
         match self {
-            Style::Multiline { indent, nl } => pretty(&Value::Object(m.clone()), unit)
-                .replace('\n', &format!("{nl}{indent}")),
+            Style::Multiline { indent, nl } => {
+                pretty(&Value::Object(m.clone()), unit).replace('\n', &format!("{nl}{indent}"))
+            }
             Style::Line { pad, spaced } => {
                 let (colon, comma) = if *spaced { (": ", ", ") } else { (":", ",") };
                 let body: Vec<String> = m
@@ -570,9 +571,12 @@ mod tests {
         );
         // No options given: the entry is left as it is.
         assert_eq!(add(&once, &net, &Map::new()).unwrap(), Edit::Unchanged);
-        let Edit::Changed(upd) =
-            add(&once, &net, &opts(r#"{"holdSeconds":10,"routeType":"blackhole"}"#)).unwrap()
-        else {
+        let Edit::Changed(upd) = add(
+            &once,
+            &net,
+            &opts(r#"{"holdSeconds":10,"routeType":"blackhole"}"#),
+        )
+        .unwrap() else {
             panic!()
         };
         assert!(upd.contains(
@@ -644,7 +648,10 @@ mod tests {
             (r#"{"name":"n","plugins":[]}"#, "empty"),
             (r#"{"name":"n","plugins":[{"master":"x"}]}"#, "plugin 0"),
             (r#"{"name":"n"}"#, "neither"),
-            (r#"{"name":"n","plugins":[{"type":"ipvlan"}]} x"#, "invalid JSON"),
+            (
+                r#"{"name":"n","plugins":[{"type":"ipvlan"}]} x"#,
+                "invalid JSON",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "{text}: {e}");
@@ -672,7 +679,10 @@ mod tests {
         );
         let list = parse(&out).unwrap();
         assert_eq!(list.types, ["ipvlan", "tombstone"]);
-        assert_eq!(add(&out, &list, &opts(r#"{"holdSeconds":20}"#)).unwrap(), Edit::Unchanged);
+        assert_eq!(
+            add(&out, &list, &opts(r#"{"holdSeconds":20}"#)).unwrap(),
+            Edit::Unchanged
+        );
     }
 
     #[test]

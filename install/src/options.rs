@@ -135,7 +135,8 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
                 if !tables.contains(&t) {
                     tables.push(t);
                 }
-                o.plugin.insert("tables".into(), Value::Array(tables.clone()));
+                o.plugin
+                    .insert("tables".into(), Value::Array(tables.clone()));
             }
             "--no-flush-neighbors" => {
                 o.plugin.insert("flushNeighbors".into(), false.into());

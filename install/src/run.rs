@@ -203,7 +203,10 @@ fn read_confs(dir: &Path) -> Result<Vec<ConfFile>, String> {
                 symlink,
                 net,
             }),
-            Err(e) => errors.push(format!("{}: malformed network configuration: {e}", path.display())),
+            Err(e) => errors.push(format!(
+                "{}: malformed network configuration: {e}",
+                path.display()
+            )),
         }
     }
     if errors.is_empty() {
@@ -328,8 +331,8 @@ pub fn check_version(path: &Path) -> Result<(), String> {
     if !status.success() {
         return Err(fail(format!("it exited with {status}")));
     }
-    let v: Value = serde_json::from_slice(&stdout)
-        .map_err(|_| fail("its output is not JSON".into()))?;
+    let v: Value =
+        serde_json::from_slice(&stdout).map_err(|_| fail("its output is not JSON".into()))?;
     match v.get("supportedVersions") {
         Some(Value::Array(a)) if !a.is_empty() => Ok(()),
         _ => Err(fail("no supportedVersions in its output".into())),
@@ -345,6 +348,8 @@ fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> {
     check_named(o, &confs, &p.conf)?;
     let mut changes = Vec::new();
     let mut conversions = Vec::new();
+    // Lists rewritten in place: a converted one's record of what was written follows.
+    let mut rewrites = Vec::new();
     for c in &confs {
         if !wanted(o, c) {
             if o.networks.is_empty() {
@@ -362,12 +367,10 @@ fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> {
         }
         match c.net.shape {
             Shape::List => match conflist::add(&c.text, &c.net, &o.plugin)? {
-                Edit::Unchanged => say(
-                    out,
-                    format!("unchanged  {}", p.shown(&c.path).display()),
-                ),
+                Edit::Unchanged => say(out, format!("unchanged  {}", p.shown(&c.path).display())),
                 Edit::Changed(new) => {
                     refuse_symlink(c)?;
+                    rewrites.push((c.file_name.clone(), new.clone()));
                     changes.push(Change::Write {
                         shown: p.shown(&c.path),
                         path: c.path.clone(),
@@ -452,7 +455,11 @@ fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> {
 
     // 2. Show.
     for b in binaries.iter().filter(|b| b.unchanged || o.dry_run) {
-        let verb = if b.unchanged { "unchanged " } else { "would install" };
+        let verb = if b.unchanged {
+            "unchanged "
+        } else {
+            "would install"
+        };
         say(
             out,
             format!(
@@ -498,6 +505,13 @@ fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> {
         manifest.converted.retain(|c| c.conflist != conv.conflist);
         manifest.converted.push(conv.clone());
     }
+    for (file_name, new) in &rewrites {
+        if manifest.converted.iter().any(|c| &c.conflist == file_name) {
+            state
+                .write(&wrote_stem(file_name), new.as_bytes(), true)
+                .map_err(|e| e.msg)?;
+        }
+    }
     if manifest != before || state.read(MANIFEST).map_err(|e| e.msg)?.is_none() {
         save_manifest(&state, &manifest)?;
     }
@@ -520,7 +534,11 @@ fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> {
         }
     }
     if o.systemd && !host_changes.is_empty() {
-        systemctl(p, out, &[&["daemon-reload"], &["enable", "--now", host::TIMER_UNIT]]);
+        systemctl(
+            p,
+            out,
+            &[&["daemon-reload"], &["enable", "--now", host::TIMER_UNIT]],
+        );
     }
     say(out, "done".into());
     Ok(())
@@ -557,7 +575,10 @@ fn systemctl(p: &Paths, out: &mut dyn Write, calls: &[&[&str]]) {
     for args in calls {
         let line = format!("systemctl {}", args.join(" "));
         if !p.is_host() || !running {
-            say(out, format!("to do        {line} (systemd is not running here)"));
+            say(
+                out,
+                format!("to do      {line} (systemd is not running here)"),
+            );
             continue;
         }
         match Command::new("systemctl")
@@ -694,7 +715,9 @@ fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> 
     if !still_used.contains(conflist::TOMBSTONE_TYPE) {
         for node_path in [host::RT_PROTOS_PATH, host::TIMER_PATH, host::SERVICE_PATH] {
             let path = under(&p.root, Path::new(node_path));
-            let Some(old) = read_opt(&path)? else { continue };
+            let Some(old) = read_opt(&path)? else {
+                continue;
+            };
             let old = String::from_utf8_lossy(&old).into_owned();
             if old.starts_with(host::MARKER) {
                 host_gone.push(Change::Remove {
@@ -776,7 +799,10 @@ fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> 
         if manifest.converted.is_empty() && manifest.binaries.is_empty() {
             fs::remove_dir_all(state.path())
                 .map_err(|e| format!("cannot remove {}: {e}", state.path().display()))?;
-            say(out, format!("removed    {}", p.shown(state.path()).display()));
+            say(
+                out,
+                format!("removed    {}", p.shown(state.path()).display()),
+            );
         } else {
             save_manifest(&state, &manifest)?;
         }

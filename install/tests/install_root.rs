@@ -1,0 +1,456 @@
+//! The built `tombstone-install`, whole process, in a temporary `--root`: fresh install,
+//! idempotence, uninstall byte for byte, `.conf` conversion and back, `--dry-run`, malformed
+//! files, networks left alone, binaries that fail their VERSION check.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+const INSTALLER: &str = env!("CARGO_BIN_EXE_tombstone-install");
+
+/// The directory holding the real `tombstone` and `tombstone-ipam` binaries (built beside
+/// the installer; built here when a run of this package alone has not built them).
+fn plugins_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(INSTALLER).parent().unwrap().to_path_buf();
+        if !dir.join("tombstone").is_file() || !dir.join("tombstone-ipam").is_file() {
+            let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+            cmd.args(["build", "-p", "tombstone", "-p", "tombstone-ipam", "--bins"]);
+            if profile == "release" {
+                cmd.arg("--release");
+            }
+            assert!(cmd.status().unwrap().success(), "cannot build the plugins");
+        }
+        // A copy without tombstone-ipvlan, so the set of binaries does not depend on what
+        // else the workspace has built.
+        let from = scratch("from");
+        for b in ["tombstone", "tombstone-ipam"] {
+            fs::copy(dir.join(b), from.join(b)).unwrap();
+        }
+        from
+    })
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ts-install-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Root {
+    path: PathBuf,
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+impl Root {
+    fn new(tag: &str) -> Root {
+        let path = scratch(tag);
+        fs::create_dir_all(path.join("etc/cni/net.d")).unwrap();
+        Root { path }
+    }
+
+    fn conf(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path.join("etc/cni/net.d").join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn file(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.file(rel)).unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(INSTALLER)
+            .arg("--root")
+            .arg(&self.path)
+            .arg("--from")
+            .arg(plugins_dir())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Every file and directory under the root: bytes, mode, modification time.
+    fn snapshot(&self) -> BTreeMap<PathBuf, (Vec<u8>, u32, SystemTime)> {
+        let mut out = BTreeMap::new();
+        walk(&self.path, &self.path, &mut out);
+        out
+    }
+}
+
+fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (Vec<u8>, u32, SystemTime)>) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(base).unwrap().to_path_buf();
+        if m.is_dir() {
+            out.insert(
+                rel,
+                (Vec::new(), m.permissions().mode(), SystemTime::UNIX_EPOCH),
+            );
+            walk(base, &p, out);
+        } else {
+            out.insert(
+                rel,
+                (
+                    fs::read(&p).unwrap(),
+                    m.permissions().mode(),
+                    m.modified().unwrap(),
+                ),
+            );
+        }
+    }
+}
+
+fn files_only(
+    s: &BTreeMap<PathBuf, (Vec<u8>, u32, SystemTime)>,
+) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+    s.iter()
+        .filter(|(_, v)| v.2 != SystemTime::UNIX_EPOCH)
+        .map(|(k, v)| (k.clone(), (v.0.clone(), v.1)))
+        .collect()
+}
+
+const PODS: &str = r#"{
+    "cniVersion": "1.0.0",
+    "name": "pods",
+    "plugins": [
+        {
+            "type": "ipvlan",
+            "master": "eth0",
+            "mode": "l2",
+            "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.10.0.0/24" }]] }
+        },
+        { "type": "portmap", "capabilities": { "portMappings": true } }
+    ]
+}
+"#;
+const COMPACT: &str =
+    r#"{"cniVersion":"1.1.0","name":"fast","plugins":[{"type":"ipvlan","master":"eth1"}]}"#;
+const BRIDGE: &str = "{\n  \"cniVersion\": \"1.0.0\",\n  \"name\": \"br\",\n  \"plugins\": [\n    { \"type\": \"bridge\", \"bridge\": \"cni0\" }\n  ]\n}\n";
+const SINGLE: &str = "{\n\t\"cniVersion\": \"0.4.0\",\n\t\"name\": \"legacy\",\n\t\"type\": \"ipvlan\",\n\t\"master\": \"eth2\",\n\t\"ipam\": {\"type\": \"host-local\", \"subnet\": \"10.30.0.0/24\"}\n}\n";
+
+fn node() -> Root {
+    let r = Root::new(&format!("{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+    r.conf("10-pods.conflist", PODS);
+    r.conf("20-fast.conflist", COMPACT);
+    r.conf("30-br.conflist", BRIDGE);
+    r.conf("40-legacy.conf", SINGLE);
+    // Someone else's binary in the bin dir, with its own mode.
+    fs::create_dir_all(r.file("opt/cni/bin")).unwrap();
+    fs::write(r.file("opt/cni/bin/host-local"), b"not ours").unwrap();
+    fs::set_permissions(
+        r.file("opt/cni/bin/host-local"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    r
+}
+
+fn types(text: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn fresh_install_then_a_second_run_changes_nothing() {
+    let r = node();
+    let out = r.ok(&[
+        "--hold-seconds",
+        "30",
+        "--route-type",
+        "blackhole",
+        "--systemd",
+    ]);
+    assert!(out.contains("installed  /opt/cni/bin/tombstone\n"), "{out}");
+
+    for b in ["tombstone", "tombstone-ipam"] {
+        let dest = r.file(&format!("opt/cni/bin/{b}"));
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            fs::read(plugins_dir().join(b)).unwrap()
+        );
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        let v = Command::new(&dest)
+            .env("CNI_COMMAND", "VERSION")
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&v.stdout).contains("supportedVersions"));
+    }
+    assert!(!r.file("opt/cni/bin/tombstone-ipvlan").exists());
+    assert_eq!(
+        fs::read(r.file("opt/cni/bin/host-local")).unwrap(),
+        b"not ours"
+    );
+
+    let pods = r.read("etc/cni/net.d/10-pods.conflist");
+    assert_eq!(types(&pods), ["ipvlan", "tombstone", "portmap"]);
+    assert!(pods.contains(
+        "        },\n        {\n            \"type\": \"tombstone\",\n            \"holdSeconds\": 30,\n            \"routeType\": \"blackhole\"\n        },\n        { \"type\": \"portmap\""
+    ), "{pods}");
+    assert_eq!(
+        r.read("etc/cni/net.d/20-fast.conflist"),
+        r#"{"cniVersion":"1.1.0","name":"fast","plugins":[{"type":"ipvlan","master":"eth1"},{"type":"tombstone","holdSeconds":30,"routeType":"blackhole"}]}"#
+    );
+    assert_eq!(r.read("etc/cni/net.d/30-br.conflist"), BRIDGE);
+    assert!(
+        out.contains("skipped    /etc/cni/net.d/30-br.conflist"),
+        "{out}"
+    );
+    assert!(
+        r.read("etc/iproute2/rt_protos.d/tombstone.conf")
+            .contains("\n84\ttombstone\n")
+    );
+    assert!(
+        r.read("etc/systemd/system/tombstone-sweep.service")
+            .contains("ExecStart=/opt/cni/bin/tombstone sweep\n")
+    );
+    assert!(
+        r.read("etc/systemd/system/tombstone-sweep.timer")
+            .contains("OnUnitActiveSec=10s")
+    );
+
+    let before = r.snapshot();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = r.ok(&[
+        "--hold-seconds",
+        "30",
+        "--route-type",
+        "blackhole",
+        "--systemd",
+    ]);
+    assert_eq!(
+        r.snapshot(),
+        before,
+        "a second run changed something:\n{again}"
+    );
+    for word in ["installed", "updated", "wrote", "moved"] {
+        assert!(!again.contains(word), "{again}");
+    }
+    assert_eq!(again.matches("unchanged").count(), 8, "{again}");
+}
+
+#[test]
+fn uninstall_restores_every_file_byte_for_byte() {
+    let r = node();
+    let before = files_only(&r.snapshot());
+    r.ok(&["--systemd", "--hold-seconds", "45"]);
+    // The options change once (an upgrade): the entry is updated in place.
+    let out = r.ok(&[
+        "--systemd",
+        "--hold-seconds",
+        "20",
+        "--table",
+        "main",
+        "--table",
+        "100",
+    ]);
+    assert!(
+        out.contains("updated    /etc/cni/net.d/10-pods.conflist"),
+        "{out}"
+    );
+    assert!(
+        r.read("etc/cni/net.d/10-pods.conflist")
+            .contains("\"holdSeconds\": 20,")
+    );
+    let out = r.ok(&["--uninstall"]);
+    assert!(out.contains("removed    /opt/cni/bin/tombstone\n"), "{out}");
+    assert_eq!(files_only(&r.snapshot()), before);
+    assert!(!r.file("var/lib/tombstone-install").exists());
+    // Uninstalling again finds nothing to do.
+    let out = r.ok(&["--uninstall"]);
+    assert!(!out.contains("removed"), "{out}");
+    assert_eq!(files_only(&r.snapshot()), before);
+}
+
+#[test]
+fn a_single_plugin_conf_becomes_a_list_and_comes_back() {
+    let r = node();
+    r.ok(&[]);
+    assert!(!r.file("etc/cni/net.d/40-legacy.conf").exists());
+    let list = r.read("etc/cni/net.d/40-legacy.conflist");
+    assert_eq!(types(&list), ["ipvlan", "tombstone"]);
+    assert!(list.starts_with("{\n\t\"cniVersion\": \"0.4.0\",\n\t\"name\": \"legacy\",\n\t\"plugins\": [\n\t\t{\n\t\t\t\"type\": \"ipvlan\""), "{list}");
+    // A second run leaves the list alone and does not resurrect the .conf.
+    r.ok(&[]);
+    assert!(!r.file("etc/cni/net.d/40-legacy.conf").exists());
+    r.ok(&["--uninstall"]);
+    assert_eq!(r.read("etc/cni/net.d/40-legacy.conf"), SINGLE);
+    assert!(!r.file("etc/cni/net.d/40-legacy.conflist").exists());
+}
+
+#[test]
+fn a_list_edited_after_conversion_keeps_the_edit() {
+    let r = node();
+    r.ok(&[]);
+    let p = r.file("etc/cni/net.d/40-legacy.conflist");
+    let edited = r
+        .read("etc/cni/net.d/40-legacy.conflist")
+        .replace("eth2", "eth3");
+    fs::write(&p, &edited).unwrap();
+    let out = r.ok(&["--uninstall"]);
+    assert!(out.contains("was edited after it was converted"), "{out}");
+    let now = r.read("etc/cni/net.d/40-legacy.conflist");
+    assert_eq!(types(&now), ["ipvlan"]);
+    assert!(now.contains("eth3"));
+    assert!(!r.file("etc/cni/net.d/40-legacy.conf").exists());
+}
+
+#[test]
+fn dry_run_prints_diffs_and_writes_nothing() {
+    let r = node();
+    let before = r.snapshot();
+    let out = r.ok(&["--dry-run", "--hold-seconds", "15", "--systemd"]);
+    assert_eq!(r.snapshot(), before);
+    assert!(out.contains(
+        "--- /etc/cni/net.d/10-pods.conflist\n+++ /etc/cni/net.d/10-pods.conflist\n@@ -8,6 +8,10 @@\n"
+    ), "{out}");
+    assert!(out.contains("+        {\n+            \"type\": \"tombstone\",\n+            \"holdSeconds\": 15\n+        },\n"), "{out}");
+    assert!(
+        out.contains("--- /dev/null\n+++ /etc/cni/net.d/40-legacy.conflist\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("--- /etc/cni/net.d/40-legacy.conf\n+++ /dev/null\n"),
+        "{out}"
+    );
+    assert!(out.contains("+84\ttombstone\n"), "{out}");
+    assert!(
+        out.contains("would install /opt/cni/bin/tombstone "),
+        "{out}"
+    );
+    assert!(out.ends_with("dry run: nothing was written\n"));
+
+    r.ok(&[]);
+    let installed = r.snapshot();
+    let out = r.ok(&["--uninstall", "--dry-run"]);
+    assert_eq!(r.snapshot(), installed);
+    assert!(
+        out.contains("-            \"type\": \"tombstone\"\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("would remove /opt/cni/bin/tombstone\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_malformed_conflist_is_a_clear_error_and_nothing_changes() {
+    let r = node();
+    let bad = "{\n  \"name\": \"broken\",\n  \"plugins\": [ { \"type\": \"ipvlan\" },\n";
+    r.conf("05-broken.conflist", bad);
+    let before = r.snapshot();
+    let out = r.run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("05-broken.conflist: malformed network configuration: invalid JSON"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(r.snapshot(), before);
+    assert_eq!(r.read("etc/cni/net.d/05-broken.conflist"), bad);
+    // The same for a list without a main plugin type.
+    r.conf(
+        "05-broken.conflist",
+        r#"{"name":"x","plugins":[{"master":"eth0"}]}"#,
+    );
+    let out = r.run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin 0 has no \"type\""));
+}
+
+#[test]
+fn named_networks_and_networks_that_are_not_ipvlan_based() {
+    let r = node();
+    // Only the named network, even one that is not IPvlan-based.
+    r.ok(&["--network", "br", "--skip-binaries"]);
+    assert_eq!(
+        types(&r.read("etc/cni/net.d/30-br.conflist")),
+        ["bridge", "tombstone"]
+    );
+    assert_eq!(r.read("etc/cni/net.d/10-pods.conflist"), PODS);
+    assert_eq!(r.read("etc/cni/net.d/20-fast.conflist"), COMPACT);
+    assert!(!r.file("opt/cni/bin/tombstone").exists());
+    r.ok(&["--uninstall", "--network", "br"]);
+    assert_eq!(r.read("etc/cni/net.d/30-br.conflist"), BRIDGE);
+
+    let out = r.run(&["--network", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no network named \"nope\""));
+    // Usage errors are exit 2.
+    assert_eq!(r.run(&["--hold-seconds", "0"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_binary_that_fails_its_version_check_is_not_installed() {
+    let r = node();
+    let from = r.file("release");
+    fs::create_dir_all(&from).unwrap();
+    fs::copy(
+        plugins_dir().join("tombstone-ipam"),
+        from.join("tombstone-ipam"),
+    )
+    .unwrap();
+    // A real program that is not a CNI plugin.
+    fs::copy("/bin/true", from.join("tombstone")).unwrap();
+    let before = r.snapshot();
+    let out = Command::new(INSTALLER)
+        .arg("--root")
+        .arg(&r.path)
+        .arg("--from")
+        .arg(&from)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tombstone failed its VERSION check"), "{err}");
+    assert_eq!(r.snapshot(), before);
+    // A missing binary is as clear.
+    fs::remove_file(from.join("tombstone")).unwrap();
+    let out = Command::new(INSTALLER)
+        .arg("--root")
+        .arg(&r.path)
+        .arg("--from")
+        .arg(&from)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
