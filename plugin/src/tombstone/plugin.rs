@@ -110,6 +110,9 @@ impl Session {
         }
         self.ledger.forget_attachment(a);
         self.save()?;
+        if buried.is_empty() {
+            return Ok(());
+        }
         for t in &buried {
             for route in sweep::routes_of(t) {
                 self.nl.replace_route(&route)?;
@@ -197,26 +200,31 @@ impl Plugin for TombstonePlugin {
         if s.ledger.record_attachment(a, &ips) {
             s.save()?;
         }
+        // Every table this plugin may have used for the address: the configured ones and
+        // those the ledger recorded (the config may have changed since the DEL).
+        let mut routes = Vec::new();
         for &ip in &ips {
             let mut tables = conf.tables.clone();
             if let Some(t) = s.ledger.tombstone(ip) {
                 tables.extend(t.tables.iter().filter(|t| !conf.tables.contains(t)));
             }
-            for table in tables {
-                let route = HostReject {
-                    ip,
-                    kind: conf.route_type,
-                    table,
-                    protocol: ROUTE_PROTOCOL,
-                };
-                if s.nl.delete_route(&route)? {
-                    log::warn!(
-                        "network {}: {ip} was given to {}/{} while still tombstoned (table {table}); tombstone removed",
-                        inv.conf.name,
-                        a.container_id,
-                        a.ifname
-                    );
-                }
+            routes.extend(tables.into_iter().map(|table| HostReject {
+                ip,
+                kind: conf.route_type,
+                table,
+                protocol: ROUTE_PROTOCOL,
+            }));
+        }
+        for (route, removed) in routes.iter().zip(s.nl.delete_routes(&routes)) {
+            if removed? {
+                log::warn!(
+                    "network {}: {} was given to {}/{} while still tombstoned (table {}); tombstone removed",
+                    inv.conf.name,
+                    route.ip,
+                    a.container_id,
+                    a.ifname,
+                    route.table
+                );
             }
         }
         if !s.ledger.lift(&ips).is_empty() {
