@@ -1,0 +1,65 @@
+//! The DaemonSet manifest validates against the Kubernetes schemas, offline, with
+//! `kubernetes-validate` (PyPI; `install/ci-deps.sh` puts it in `install/.venv`). Without the
+//! tool the test is skipped with a note, except under CI (`CI` set), where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn validator() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubernetes-validate");
+    if venv.is_file() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("kubernetes-validate"))
+            .find(|p| p.is_file())
+    })
+}
+
+#[test]
+fn daemonset_manifest_matches_the_kubernetes_schemas() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/daemonset.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    // What the installer side relies on, whatever the schema allows.
+    for needle in [
+        "kind: DaemonSet",
+        "hostNetwork: true",
+        "- /opt/tombstone/bin/tombstone-install\n            - --root\n            - /host\n",
+        "tombstone sweep --state-dir /run/cni/tombstone",
+        "add: [\"NET_ADMIN\"]",
+        "mountPath: /host/opt/cni/bin",
+        "mountPath: /host/etc/cni/net.d",
+        "mountPath: /host/etc/iproute2",
+        "mountPath: /host/var/lib/tombstone-install",
+    ] {
+        assert!(text.contains(needle), "the manifest lacks {needle:?}");
+    }
+    let Some(tool) = validator() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubernetes-validate is missing: run install/ci-deps.sh"
+        );
+        eprintln!("skipped: kubernetes-validate not found (run install/ci-deps.sh)");
+        return;
+    };
+    let out = Command::new(&tool)
+        .args(["--strict", "--kubernetes-version", "1.37.0"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("passed for resource daemonset/tombstone"),
+        "{report}"
+    );
+    assert!(
+        report.contains("passed for resource serviceaccount/tombstone"),
+        "{report}"
+    );
+}
