@@ -140,7 +140,10 @@ fn dispatch_inner(
     let conf = NetConf::parse(&stdin)?;
     let level = match conf.raw.get("logLevel") {
         None | Some(Value::Null) => log::LevelFilter::Info,
-        Some(Value::String(s)) => logging::parse_level(s)?,
+        Some(Value::String(s)) => logging::parse_level(s).ok_or_else(|| {
+            CniError::config(format!("invalid logLevel {s:?}"))
+                .with_details(format!("expected {}", logging::LEVELS))
+        })?,
         Some(_) => return Err(CniError::config("logLevel must be a string")),
     };
     log::set_max_level(level);
