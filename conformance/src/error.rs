@@ -6,13 +6,29 @@ use std::fmt;
 #[derive(Debug)]
 pub struct Error {
     msg: String,
+    missing_prerequisite: bool,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(msg: impl Into<String>) -> Self {
-        Error { msg: msg.into() }
+        Error {
+            msg: msg.into(),
+            missing_prerequisite: false,
+        }
+    }
+
+    /// Something the machine lacks (root, a package): tests skip on it outside CI.
+    pub fn missing(msg: impl Into<String>) -> Self {
+        Error {
+            msg: msg.into(),
+            missing_prerequisite: true,
+        }
+    }
+
+    pub fn is_missing_prerequisite(&self) -> bool {
+        self.missing_prerequisite
     }
 }
 

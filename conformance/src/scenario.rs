@@ -533,7 +533,12 @@ fn sender(raw: &str) -> String {
 }
 
 fn render_table(headers: &[String], rows: &[(String, Vec<String>)]) -> String {
-    let label_w = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let label_w = rows
+        .iter()
+        .map(|(l, _)| l.len())
+        .max()
+        .unwrap_or(0)
+        .max("what".len());
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()

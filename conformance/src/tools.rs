@@ -21,11 +21,11 @@ const CNITOOL_SOURCE: &str = include_str!("../cnitool/main.go");
 /// Builds `cnitool` (once per source version) and returns its path.
 pub fn cnitool() -> Result<PathBuf> {
     let go = which("go").ok_or_else(|| {
-        Error::new("go not found: install golang-go (conformance/vm/install-deps.sh)")
+        Error::missing("go not found: install golang-go (conformance/vm/install-deps.sh)")
     })?;
     let libcni = Path::new(GOCODE).join("src/github.com/containernetworking/cni/libcni");
     if !libcni.is_dir() {
-        return Err(Error::new(format!(
+        return Err(Error::missing(format!(
             "libcni source not found at {}: install golang-github-appc-cni-dev \
              (conformance/vm/install-deps.sh)",
             libcni.display()
@@ -77,7 +77,7 @@ pub fn plugin_dir(name: &str, ours: &[&str]) -> Result<PathBuf> {
     let reference = Path::new(REFERENCE_PLUGINS);
     for needed in ["ipvlan", "host-local"] {
         if !reference.join(needed).is_file() {
-            return Err(Error::new(format!(
+            return Err(Error::missing(format!(
                 "reference plugin {needed} not found in {}: install containernetworking-plugins \
                  (conformance/vm/install-deps.sh)",
                 reference.display()

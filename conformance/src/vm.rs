@@ -66,11 +66,12 @@ impl Kernel {
     }
 
     pub fn find_in(boot: &Path, modules_root: &Path) -> Result<Kernel> {
-        let entries = fs::read_dir(boot).with_context(|| {
-            format!(
-                "no kernel: cannot read {} (install linux-image-amd64: conformance/vm/install-deps.sh)",
+        let entries = fs::read_dir(boot).map_err(|e| {
+            Error::missing(format!(
+                "no kernel: cannot read {}: {e} (install linux-image-amd64: \
+                 conformance/vm/install-deps.sh)",
                 boot.display()
-            )
+            ))
         })?;
         let mut found: Vec<Kernel> = Vec::new();
         let mut without_ipvlan = Vec::new();
@@ -92,7 +93,7 @@ impl Kernel {
         }
         found.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
         found.pop().ok_or_else(|| {
-            Error::new(format!(
+            Error::missing(format!(
                 "no kernel with IPvlan: no {}/vmlinuz-<ver> with an ipvlan module under {}/<ver> \
                  (kernels without it: {:?}); install linux-image-amd64 \
                  (conformance/vm/install-deps.sh)",
@@ -188,13 +189,15 @@ fn find_busybox() -> Result<PathBuf> {
         .find(|p| p.is_file())
         .or_else(|| which("busybox"))
         .ok_or_else(|| {
-            Error::new("busybox not found: install busybox-static (conformance/vm/install-deps.sh)")
+            Error::missing(
+                "busybox not found: install busybox-static (conformance/vm/install-deps.sh)",
+            )
         })?;
     let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     // A dynamically linked busybox names its program interpreter; the initramfs has no libc.
     if bytes.windows(8).any(|w| w == b"/lib64/l") || bytes.windows(12).any(|w| w == b"/lib/ld-linu")
     {
-        return Err(Error::new(format!(
+        return Err(Error::missing(format!(
             "{} is dynamically linked: install busybox-static",
             path.display()
         )));
@@ -271,7 +274,7 @@ pub fn initramfs(kernel: &Kernel) -> Result<PathBuf> {
     }
     for m in MODULES {
         let file = find_module(&kernel.modules, m).ok_or_else(|| {
-            Error::new(format!(
+            Error::missing(format!(
                 "kernel {}: module {m} not found under {}",
                 kernel.version,
                 kernel.modules.display()
@@ -339,7 +342,7 @@ impl Vm {
             which(&config.qemu.to_string_lossy())
         }
         .ok_or_else(|| {
-            Error::new(format!(
+            Error::missing(format!(
                 "{} not found: install qemu-system-x86 (conformance/vm/install-deps.sh)",
                 config.qemu.display()
             ))

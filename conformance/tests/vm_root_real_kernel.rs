@@ -16,10 +16,12 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// The lab, or `None` (test skipped) when a prerequisite is missing outside CI.
+/// The lab, or `None` (test skipped) when a prerequisite is missing outside CI. Any other
+/// error (a build that fails, a boot that fails) fails the test.
 fn lab(test: &str) -> Option<Lab> {
     match Lab::prepare(VmConfig::default()) {
         Ok(lab) => Some(lab),
+        Err(e) if !e.is_missing_prerequisite() => panic!("{test}: preparing the VM failed: {e}"),
         Err(e) if in_ci() => panic!("{test}: VM prerequisite missing under CI=true: {e}"),
         Err(e) => {
             eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");

@@ -1,0 +1,331 @@
+# Jobs of the tombstone-ipvlan tests: sourced after lib.sh. The header sets CNITOOL,
+# CNI_PATH (reference plugins plus ours), NETCONFPATH, HOLD.
+#
+# The node here has no hand-made gateway port: `tombstone-ipvlan` makes its own (gw_<hex>).
+# eth0 (a dummy) carries the node's address and the default route, so the plugin finds its
+# master from the default route (no "master" key in the configs below).
+
+iv_node_up() {
+    ip link add eth0 type dummy && ip link set eth0 up &&
+        ip addr add 192.168.100.2/24 dev eth0 &&
+        ip route add default via 192.168.100.1 dev eth0 || fail "node topology"
+    echo 1 > /proc/sys/net/ipv4/ip_forward
+    for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > "$f"; done
+    rm -rf /var/lib/cni /run/cni
+    mkdir -p "$NETCONFPATH"
+}
+
+iv_node_down() {
+    for ns in $(ip netns list | awk '{ print $1 }'); do ip netns del "$ns"; done
+    ip link del eth0 2>/dev/null
+    ip route flush table all type unreachable 2>/dev/null
+    rm -rf /var/lib/cni /run/cni "$NETCONFPATH"
+    true
+}
+
+# iv_conflist NET MODE IPAM_TYPE RANGE_EXTRA DATADIR WITH_TOMBSTONE
+iv_conflist() {
+    tomb=""
+    [ "$6" = 1 ] && tomb=",
+    { \"type\": \"tombstone\", \"holdSeconds\": $HOLD }"
+    mkdir -p "$NETCONFPATH"
+    cat > "$NETCONFPATH/$1.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$1",
+  "plugins": [
+    { "type": "tombstone-ipvlan", "mode": "$2", "capabilities": { "ips": true },
+      "ipam": { "type": "$3", "dataDir": "$5", "reuseAfterSeconds": 60,
+                "ranges": [[{ "subnet": "10.10.0.0/24", "gateway": "10.10.0.1"$4 }]],
+                "routes": [{ "dst": "0.0.0.0/0" }] } }$tomb
+  ]
+}
+EOF
+}
+
+# The reference chain, for the benchmark: ipvlan + host-local.
+iv_reference_conflist() {
+    mkdir -p "$NETCONFPATH"
+    cat > "$NETCONFPATH/$1.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$1",
+  "plugins": [
+    { "type": "ipvlan", "master": "eth0", "mode": "l2",
+      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.20.0.0/16", "gateway": "10.20.0.1" }]],
+                "routes": [{ "dst": "0.0.0.0/0" }] } }
+  ]
+}
+EOF
+}
+
+gw_port() { ip -o link show | awk -F': ' '{ split($2, n, "@"); print n[1] }' | grep '^gw_' | tr '\n' ' ' | sed 's/ $//'; }
+# Links in a pod's netns other than lo, one line.
+ns_links() { ip -n "$1" -o link show 2>/dev/null | awk -F': ' '{ split($2, n, "@"); print n[1] }' | grep -vx lo | tr '\n' ' ' | sed 's/ $//'; }
+# Host links other than lo, eth0 and the gateway port.
+iv_stray_links() { ip -o link show | awk -F': ' '{ split($2, n, "@"); print n[1] }' | grep -vx 'lo\|eth0' | grep -v '^gw_' | tr '\n' ' ' | sed 's/ $//'; }
+# Allocations tombstone-ipam holds for network $1 in data dir $2 (default /var/lib/cni/networks).
+allocations() {
+    f="${2:-/var/lib/cni/networks}/$1/tombstone-ipam.json"
+    if [ -f "$f" ]; then grep -c '^\["a"' "$f"; else echo 0; fi
+}
+# The pod's IPvlan mode as the kernel reports it.
+pod_mode() { ip -n "$1" -d link show eth0 | sed -n 's/.*ipvlan *mode \([a-z0-9]*\).*/\1/p' | head -1; }
+# The plugin's stdout error code from a cnitool failure log.
+err_code() { sed -n 's/.*"code": *\([0-9]*\).*/\1/p; s/.*code \([0-9]*\).*/\1/p' "$1" | head -1; }
+
+# ---- ADD/CHECK/DEL in one mode, host<->pod through the gateway port, pod<->pod
+iv_mode() {
+    MODE=$1
+    VARIANT=$MODE
+    NET=ivnet-$MODE
+    iv_node_up
+    iv_conflist "$NET" "$MODE" tombstone-ipam "" /var/lib/cni/networks 0
+    pod_add a > /tmp/add-a.log 2>&1 || { cat /tmp/add-a.log; fail "ADD of pod a"; }
+    pod_add b > /tmp/add-b.log 2>&1 || { cat /tmp/add-b.log; fail "ADD of pod b"; }
+    a=$(pod_addr a 4)
+    b=$(pod_addr b 4)
+    say addr_a "$a"
+    say addr_b "$b"
+    say mode_a "$(pod_mode a)"
+    say gw_port "$(gw_port)"
+    say gw_addr "$(ip -4 -o addr show dev "$(gw_port)" | awk '{ print $4 }' | tr '\n' ' ')"
+    say gw_up "$(ip -o link show dev "$(gw_port)" | grep -c '[<,]UP[,>]')"
+    say host_route "$(ip route show 10.10.0.0/24 | head -1)"
+    say pod_route "$(ip -n a route show default | head -1)"
+    say result_iface "$(grep -c '"sandbox": *"/run/netns/a"' /tmp/result-a.json)"
+    say a_to_b "$(yes_no reach a "$b")"
+    say b_to_a "$(yes_no reach b "$a")"
+    say host_to_a "$(yes_no reach host "$a")"
+    say host_to_b "$(yes_no reach host "$b")"
+    say a_to_gw "$(yes_no reach a 10.10.0.1)"
+    say a_to_node "$(yes_no reach a 192.168.100.2)"
+    if pod_check a > /tmp/check-a.log 2>&1; then say check ok; else say check failed; cat /tmp/check-a.log; fi
+    # CHECK notices a removed address.
+    ip -n a addr del "$a/24" dev eth0
+    if pod_check a > /tmp/check-a2.log 2>&1; then say check_tampered ok; else say check_tampered failed; fi
+    pod_del a || fail "DEL of pod a"
+    # A repeated DEL, with the netns gone, succeeds (cnitool's cache is gone: no prevResult).
+    if CNI_CONTAINERID=pod-a "$CNITOOL" del "$NET" /run/netns/a > /tmp/del2.log 2>&1; then say del_again ok; else say del_again failed; cat /tmp/del2.log; fi
+    say allocations_after_del_a "$(allocations "$NET")"
+    pod_del b || fail "DEL of pod b"
+    say allocations_end "$(allocations "$NET")"
+    say stray_links "$(iv_stray_links)"
+    say gw_port_after "$(gw_port)"
+    iv_node_down
+}
+
+# ---- failure injection: every failed ADD leaves no link and no allocation
+iv_failures() {
+    VARIANT=fail
+    NET=ivfail
+    iv_node_up
+    # IPAM error: tombstone-ipam's data dir is a file.
+    echo x > /tmp/not-a-dir
+    iv_conflist "$NET" l2 tombstone-ipam "" /tmp/not-a-dir/sub 0
+    ip netns add f1
+    if CNI_CONTAINERID=pod-f1 "$CNITOOL" add "$NET" /run/netns/f1 > /tmp/f1.log 2>&1; then say ipam_error_add succeeded; else say ipam_error_add failed; fi
+    say ipam_error_msg "$(head -c 300 /tmp/f1.log | tr '\n' ' ')"
+    say ipam_error_links "$(ns_links f1)"
+
+    # IPAM exhausted: a range of one address; the second pod gets none.
+    iv_conflist "$NET" l2 tombstone-ipam ', "rangeStart": "10.10.0.50", "rangeEnd": "10.10.0.50"' /var/lib/cni/networks 0
+    pod_add x1 > /tmp/x1.log 2>&1 || { cat /tmp/x1.log; fail "ADD of pod x1"; }
+    ip netns add x2
+    if CNI_CONTAINERID=pod-x2 "$CNITOOL" add "$NET" /run/netns/x2 > /tmp/x2.log 2>&1; then say exhausted_add succeeded; else say exhausted_add failed; fi
+    say exhausted_msg "$(head -c 300 /tmp/x2.log | tr '\n' ' ')"
+    say exhausted_links "$(ns_links x2)"
+    say exhausted_allocations "$(allocations "$NET")"
+    pod_del x1 || fail "DEL of pod x1"
+
+    # Bad netns: a missing path and a file that is not a netns.
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 0
+    if CNI_CONTAINERID=pod-n1 "$CNITOOL" add "$NET" /run/netns/absent > /tmp/n1.log 2>&1; then say badns_add succeeded; else say badns_add failed; fi
+    say badns_msg "$(head -c 300 /tmp/n1.log | tr '\n' ' ')"
+    : > /tmp/plain-file
+    if CNI_CONTAINERID=pod-n2 "$CNITOOL" add "$NET" /tmp/plain-file > /tmp/n2.log 2>&1; then say notns_add succeeded; else say notns_add failed; fi
+    say notns_msg "$(head -c 300 /tmp/n2.log | tr '\n' ' ')"
+
+    # Name collision: the pod already has an eth0 (a dummy); it must survive ADD and DEL.
+    ip netns add c1
+    ip -n c1 link add eth0 type dummy
+    if CNI_CONTAINERID=pod-c1 "$CNITOOL" add "$NET" /run/netns/c1 > /tmp/c1.log 2>&1; then say collision_add succeeded; else say collision_add failed; fi
+    say collision_msg "$(head -c 300 /tmp/c1.log | tr '\n' ' ')"
+    CNI_CONTAINERID=pod-c1 "$CNITOOL" del "$NET" /run/netns/c1 > /dev/null 2>&1 || say collision_del failed
+    say collision_links "$(ns_links c1)"
+    say collision_kind "$(ip -n c1 -d link show eth0 | grep -o 'dummy' | head -1)"
+    say failures_allocations "$(allocations "$NET")"
+
+    # Killed mid-ADD: IPAM is a wrapper that allocates with tombstone-ipam, then stalls; the
+    # plugin is killed with SIGKILL while it waits. The link exists (temporary name) and so
+    # does the allocation. k1 is retried (ADD again), k2 only deleted, as a runtime would.
+    mkdir -p /tmp/slowbin
+    cat > /tmp/slowbin/slow-ipam <<EOF
+#!/bin/sh
+out=\$("$OURS/tombstone-ipam")
+rc=\$?
+if [ "\$CNI_COMMAND" = ADD ] && [ ! -e /tmp/slow-off ]; then
+    sleep 60 &
+    echo \$! > /tmp/slow-sleep.pid
+    touch /tmp/ipam-allocated
+    wait
+fi
+echo "\$out"
+exit \$rc
+EOF
+    chmod +x /tmp/slowbin/slow-ipam
+    iv_conflist "$NET" l2 slow-ipam "" /var/lib/cni/networks 0
+    for k in k1 k2; do
+        ip netns add $k
+        rm -f /tmp/ipam-allocated
+        CNI_PATH="/tmp/slowbin:$CNI_PATH" CNI_CONTAINERID=pod-$k "$CNITOOL" add "$NET" /run/netns/$k > /tmp/$k.log 2>&1 &
+        i=0
+        while [ ! -e /tmp/ipam-allocated ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+        for p in /proc/[0-9]*; do
+            case $(readlink "$p/exe" 2>/dev/null) in *tombstone-ipvlan) kill -9 "${p#/proc/}" ;; esac
+        done
+        wait
+        kill "$(cat /tmp/slow-sleep.pid)" 2>/dev/null
+        say killed_links_$k "$(ns_links $k)"
+    done
+    say killed_allocations "$(allocations "$NET")"
+    touch /tmp/slow-off
+    if CNI_PATH="/tmp/slowbin:$CNI_PATH" CNI_CONTAINERID=pod-k1 "$CNITOOL" add "$NET" /run/netns/k1 > /tmp/k1b.log 2>&1; then say killed_retry_add ok; else say killed_retry_add failed; cat /tmp/k1b.log; fi
+    say killed_retry_links "$(ns_links k1)"
+    CNI_PATH="/tmp/slowbin:$CNI_PATH" CNI_CONTAINERID=pod-k1 "$CNITOOL" del "$NET" /run/netns/k1 > /dev/null 2>&1 || say killed_del_k1 failed
+    CNI_PATH="/tmp/slowbin:$CNI_PATH" CNI_CONTAINERID=pod-k2 "$CNITOOL" del "$NET" /run/netns/k2 > /dev/null 2>&1 || say killed_del_k2 failed
+    say killed_links_after_del "$(ns_links k1)|$(ns_links k2)"
+    say killed_allocations_after_del "$(allocations "$NET")"
+
+    # DEL when the master is gone: pod m1 up, then eth0 deleted, then DEL.
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 0
+    pod_add m1 > /tmp/m1.log 2>&1 || { cat /tmp/m1.log; fail "ADD of pod m1"; }
+    ip link del eth0
+    if CNI_CONTAINERID=pod-m1 "$CNITOOL" del "$NET" /run/netns/m1 > /tmp/m1d.log 2>&1; then say master_gone_del ok; else say master_gone_del failed; cat /tmp/m1d.log; fi
+    say master_gone_allocations "$(allocations "$NET")"
+    say stray_links "$(iv_stray_links)"
+    iv_node_down
+}
+
+# ---- 20 concurrent ADDs, then 20 concurrent DELs
+iv_concurrent() {
+    VARIANT=concurrent
+    NET=ivconc
+    iv_node_up
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 0
+    n=20
+    i=1
+    while [ $i -le $n ]; do ip netns add "q$i"; i=$((i + 1)); done
+    i=1
+    while [ $i -le $n ]; do
+        (CNI_CONTAINERID=pod-q$i "$CNITOOL" add "$NET" /run/netns/q$i > /tmp/q$i.json 2> /tmp/q$i.err; echo $? > /tmp/q$i.rc) &
+        i=$((i + 1))
+    done
+    wait
+    ok=0
+    i=1
+    while [ $i -le $n ]; do
+        [ "$(cat /tmp/q$i.rc)" = 0 ] && ok=$((ok + 1)) || cat /tmp/q$i.err
+        pod_addr "q$i" 4 >> /tmp/q-addrs
+        i=$((i + 1))
+    done
+    say adds_ok "$ok"
+    say distinct_addrs "$(sort -u /tmp/q-addrs | grep -c .)"
+    say gw_ports "$(gw_port | wc -w)"
+    say gw_addrs "$(ip -4 -o addr show dev "$(gw_port)" | grep -c 'inet ')"
+    say allocations "$(allocations "$NET")"
+    reach_ok=0
+    for addr in $(cat /tmp/q-addrs); do reach host "$addr" && reach_ok=$((reach_ok + 1)); done
+    say host_reaches "$reach_ok"
+    i=1
+    while [ $i -le $n ]; do
+        (CNI_CONTAINERID=pod-q$i "$CNITOOL" del "$NET" /run/netns/q$i > /dev/null 2>&1; echo $? > /tmp/qd$i.rc) &
+        i=$((i + 1))
+    done
+    wait
+    ok=0
+    i=1
+    while [ $i -le $n ]; do [ "$(cat /tmp/qd$i.rc)" = 0 ] && ok=$((ok + 1)); i=$((i + 1)); done
+    say dels_ok "$ok"
+    left=0
+    i=1
+    while [ $i -le $n ]; do [ -n "$(ns_links q$i)" ] && left=$((left + 1)); i=$((i + 1)); done
+    say pods_with_links "$left"
+    say allocations_end "$(allocations "$NET")"
+    iv_node_down
+}
+
+# ---- the seed scenario on our three plugins: tombstone-ipvlan + tombstone-ipam + tombstone
+iv_seed() {
+    VARIANT=chain
+    NET=ivchain
+    iv_node_up
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 1
+    pod_add a > /tmp/sa.log 2>&1 || { cat /tmp/sa.log; fail "ADD of pod a"; }
+    pod_add b > /tmp/sb.log 2>&1 || { cat /tmp/sb.log; fail "ADD of pod b"; }
+    addr=$(pod_addr a 4)
+    say released_4 "$addr"
+    say b_to_a "$(yes_no reach b "$addr")"
+    say host_to_a "$(yes_no reach host "$addr")"
+    say a_to_host "$(yes_no reach a 10.10.0.1)"
+    pod_del a || fail "DEL of pod a"
+    say route_at_del_4 "$(route_kind "$addr")"
+    n0=$(forwarded 4)
+    ip netns exec b busybox ping -4 -c "$PINGS" -i 0.2 -W 1 "$addr" > /dev/null 2>&1
+    n1=$(forwarded 4)
+    say forwarded_4 "$((n1 - n0))"
+    sleep 2
+    say host_sender_4 "$(host_sender "$addr")"
+    # IPAM's cool-down keeps the released address from the next pod...
+    pod_add d > /tmp/sd.log 2>&1 || { cat /tmp/sd.log; fail "ADD of pod d"; }
+    say next_addr_4 "$(pod_addr d 4)"
+    # ...and an explicit request gets it back, reachable at once (tombstone removed).
+    if pod_add c "$addr" > /tmp/sc.log 2>&1; then say reuse_add ok; else say reuse_add failed; cat /tmp/sc.log; fi
+    say reuse_addr_4 "$(pod_addr c 4)"
+    say reuse_from_pod_4 "$(yes_no reach b "$addr")"
+    say reuse_from_host_4 "$(yes_no reach host "$addr")"
+    if pod_check c > /tmp/check-c.log 2>&1; then say reuse_check ok; else say reuse_check failed; cat /tmp/check-c.log; fi
+    for p in b c d; do pod_del $p || fail "DEL of pod $p"; done
+    say stray_links "$(iv_stray_links)"
+    say allocations_end "$(allocations "$NET")"
+    iv_node_down
+}
+
+# ---- benchmark: ADD and DEL latency through cnitool, the chains interleaved in one VM
+# iv_bench RUNS
+iv_bench() {
+    VARIANT=bench
+    iv_node_up
+    iv_conflist ours l2 tombstone-ipam "" /var/lib/cni/networks 0
+    iv_conflist ourchain l2 tombstone-ipam "" /var/lib/cni/networks 1
+    sed -i 's/10\.10\./10.30./g' "$NETCONFPATH/ourchain.conflist"
+    iv_reference_conflist reference
+    : > /tmp/bench.txt
+    i=1
+    while [ "$i" -le "$1" ]; do
+        for net in reference ours ourchain; do
+            ns=bn-$net
+            ip netns add "$ns"
+            t0=$(date +%s%N)
+            CNI_CONTAINERID=bench-$net-$i "$CNITOOL" add "$net" "/run/netns/$ns" > /dev/null 2> /tmp/bench.err || { cat /tmp/bench.err; echo "FAIL bench ADD $net"; }
+            t1=$(date +%s%N)
+            CNI_CONTAINERID=bench-$net-$i "$CNITOOL" del "$net" "/run/netns/$ns" > /dev/null 2> /tmp/bench.err || { cat /tmp/bench.err; echo "FAIL bench DEL $net"; }
+            t2=$(date +%s%N)
+            ip netns del "$ns"
+            echo "$net add $(((t1 - t0) / 1000))" >> /tmp/bench.txt
+            echo "$net del $(((t2 - t1) / 1000))" >> /tmp/bench.txt
+        done
+        i=$((i + 1))
+    done
+    for net in reference ours ourchain; do
+        for op in add del; do
+            # median and mean, microseconds
+            awk -v n="$net" -v o="$op" '$1 == n && $2 == o { print $3 }' /tmp/bench.txt | sort -n > /tmp/b.sorted
+            say "${net}_${op}_median_us" "$(awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }' /tmp/b.sorted)"
+            say "${net}_${op}_mean_us" "$(awk '{ s += $1 } END { printf "%d", s / NR }' /tmp/b.sorted)"
+        done
+    done
+    say stray_links "$(iv_stray_links)"
+    say allocations_end "$(allocations ours) $(allocations ourchain)"
+    iv_node_down
+}

@@ -1,0 +1,244 @@
+//! `tombstone-ipvlan` on a real IPvlan kernel (the VM), driven through libcni's cnitool with
+//! `tombstone-ipam` and `tombstone`: modes, the gateway port, failure injection, concurrency,
+//! the seed scenario on our three plugins, and the benchmark beside the reference chain.
+//! **Needs root and the VM tools** (`conformance/vm/install-deps.sh`), hence `vm_root_`.
+//! One boot for the functional checks, one for the benchmark.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cni_conformance::lab::Lab;
+use cni_conformance::scenario::{self, Results};
+use cni_conformance::vm::VmConfig;
+use cni_conformance::{paths, tools};
+
+const IPVLAN_SH: &str = include_str!("../jobs/ipvlan.sh");
+/// The binaries on the job's `CNI_PATH` besides the reference plugins.
+const OURS: &[&str] = &["tombstone", "tombstone-ipvlan", "tombstone-ipam"];
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn lab(test: &str) -> Option<Lab> {
+    let config = VmConfig {
+        timeout: Duration::from_secs(1200),
+        ..VmConfig::default()
+    };
+    match Lab::prepare(config) {
+        Ok(lab) => Some(lab),
+        Err(e) if in_ci() => panic!("{test}: VM prerequisite missing under CI=true: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");
+            None
+        }
+    }
+}
+
+/// Builds our three plugins (under cargo) and returns a `CNI_PATH` dir with them and the
+/// reference plugins.
+fn plugin_dir() -> PathBuf {
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "tombstone",
+                "-p",
+                "tombstone-ipam",
+            ])
+            .current_dir(paths::workspace_root())
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    tools::plugin_dir("ipvlan", OURS).expect("plugin dir")
+}
+
+/// Boots once and runs `calls` (shell lines) after the ipvlan job library.
+fn run(lab: &Lab, calls: &str) -> (Results, String) {
+    let dir = plugin_dir();
+    let quoted = format!("'{}'", dir.display());
+    let body = format!("{IPVLAN_SH}\nexport CNI_PATH={quoted}\nOURS={quoted}\n{calls}\nexit 0\n");
+    let t = Instant::now();
+    let job = scenario::run_adhoc(lab, &body).unwrap_or_else(|e| panic!("VM job: {e}"));
+    println!("(boot + job {:.0} s)", t.elapsed().as_secs_f64());
+    assert_eq!(job.status, 0, "job exited {}:\n{}", job.status, job.output);
+    (Results::parse(&job.output), job.output)
+}
+
+fn expect(r: &Results, out: &str, variant: &str, key: &str, want: &str) {
+    assert_eq!(r.get(variant, key), want, "{variant} {key}; job output:\n{out}");
+}
+
+#[test]
+fn vm_root_ipvlan_modes_failures_concurrency_and_seed_chain() {
+    let Some(lab) = lab("vm_root_ipvlan_modes_failures_concurrency_and_seed_chain") else {
+        return;
+    };
+    let (r, out) = run(
+        &lab,
+        "for m in l2 l3 l3s; do ( iv_mode $m ) || echo \"FAIL $m iv_mode exited $?\"; iv_node_down; done\n\
+         ( iv_failures ) || echo \"FAIL fail iv_failures exited $?\"; iv_node_down\n\
+         ( iv_concurrent ) || echo \"FAIL concurrent exited $?\"; iv_node_down\n\
+         ( iv_seed ) || echo \"FAIL chain iv_seed exited $?\"; iv_node_down",
+    );
+    println!("{out}");
+    assert!(r.failures.is_empty(), "failed steps {:?}:\n{out}", r.failures);
+
+    // ADD/CHECK/DEL in each mode; the gateway port gives host<->pod; pod<->pod.
+    for m in ["l2", "l3", "l3s"] {
+        expect(&r, &out, m, "mode_a", m);
+        let gw = r.get(m, "gw_port");
+        assert!(
+            gw.starts_with("gw_") && gw.len() == 11,
+            "{m}: gateway port {gw:?}"
+        );
+        expect(&r, &out, m, "gw_addr", "10.10.0.1/24");
+        expect(&r, &out, m, "gw_up", "1");
+        assert!(
+            r.get(m, "host_route").contains(&format!("dev {gw}")),
+            "{m}: host route {:?}",
+            r.get(m, "host_route")
+        );
+        expect(&r, &out, m, "pod_route", "default via 10.10.0.1 dev eth0");
+        expect(&r, &out, m, "result_iface", "1");
+        for key in [
+            "a_to_b",
+            "b_to_a",
+            "host_to_a",
+            "host_to_b",
+            "a_to_gw",
+        ] {
+            expect(&r, &out, m, key, "yes");
+        }
+        expect(&r, &out, m, "check", "ok");
+        expect(&r, &out, m, "check_tampered", "failed");
+        expect(&r, &out, m, "del_again", "ok");
+        expect(&r, &out, m, "allocations_after_del_a", "1");
+        expect(&r, &out, m, "allocations_end", "0");
+        expect(&r, &out, m, "stray_links", "");
+        // Never torn down by a pod's DEL.
+        expect(&r, &out, m, "gw_port_after", gw);
+    }
+
+    // Failure injection: no link, no allocation.
+    let f = "fail";
+    expect(&r, &out, f, "ipam_error_add", "failed");
+    expect(&r, &out, f, "ipam_error_links", "");
+    expect(&r, &out, f, "exhausted_add", "failed");
+    expect(&r, &out, f, "exhausted_links", "");
+    expect(&r, &out, f, "exhausted_allocations", "1");
+    expect(&r, &out, f, "badns_add", "failed");
+    expect(&r, &out, f, "notns_add", "failed");
+    expect(&r, &out, f, "collision_add", "failed");
+    expect(&r, &out, f, "collision_links", "eth0");
+    expect(&r, &out, f, "collision_kind", "dummy");
+    expect(&r, &out, f, "failures_allocations", "0");
+    for k in ["k1", "k2"] {
+        let links = r.get(f, &format!("killed_links_{k}"));
+        assert!(
+            links.starts_with("tsi"),
+            "killed mid-ADD: the link should still be under its temporary name: {links:?}\n{out}"
+        );
+    }
+    expect(&r, &out, f, "killed_allocations", "2");
+    expect(&r, &out, f, "killed_retry_add", "ok");
+    expect(&r, &out, f, "killed_retry_links", "eth0");
+    expect(&r, &out, f, "killed_links_after_del", "|");
+    expect(&r, &out, f, "killed_allocations_after_del", "0");
+    expect(&r, &out, f, "master_gone_del", "ok");
+    expect(&r, &out, f, "master_gone_allocations", "0");
+    expect(&r, &out, f, "stray_links", "");
+
+    // 20 concurrent ADDs, one gateway port, then 20 concurrent DELs.
+    let c = "concurrent";
+    for (key, want) in [
+        ("adds_ok", "20"),
+        ("distinct_addrs", "20"),
+        ("gw_ports", "1"),
+        ("gw_addrs", "1"),
+        ("allocations", "20"),
+        ("host_reaches", "20"),
+        ("dels_ok", "20"),
+        ("pods_with_links", "0"),
+        ("allocations_end", "0"),
+    ] {
+        expect(&r, &out, c, key, want);
+    }
+
+    // The seed scenario on tombstone-ipvlan + tombstone-ipam + tombstone.
+    let s = "chain";
+    for key in ["b_to_a", "host_to_a", "a_to_host"] {
+        expect(&r, &out, s, key, "yes");
+    }
+    expect(&r, &out, s, "route_at_del_4", "unreachable");
+    expect(&r, &out, s, "forwarded_4", "0");
+    let sender = r.get(s, "host_sender_4");
+    assert!(
+        sender.contains("No route to host") || sender.contains("unreachable"),
+        "host sender: {sender}"
+    );
+    assert_ne!(
+        r.get(s, "next_addr_4"),
+        r.get(s, "released_4"),
+        "cool-down: {out}"
+    );
+    expect(&r, &out, s, "reuse_add", "ok");
+    expect(&r, &out, s, "reuse_addr_4", r.get(s, "released_4"));
+    expect(&r, &out, s, "reuse_from_pod_4", "yes");
+    expect(&r, &out, s, "reuse_from_host_4", "yes");
+    expect(&r, &out, s, "reuse_check", "ok");
+    expect(&r, &out, s, "stray_links", "");
+    expect(&r, &out, s, "allocations_end", "0");
+}
+
+/// ADD and DEL latency of whole chains as cnitool sees them, interleaved in one VM:
+/// the reference `ipvlan` + `host-local`, ours (`tombstone-ipvlan` + `tombstone-ipam`), and
+/// ours with `tombstone` chained. Prints a table; the target is ours at most half the
+/// reference's.
+#[test]
+fn vm_root_ipvlan_benchmark_beside_reference_chain() {
+    let Some(lab) = lab("vm_root_ipvlan_benchmark_beside_reference_chain") else {
+        return;
+    };
+    let runs: u32 = std::env::var("IPVLAN_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let (r, out) = run(&lab, &format!("( iv_bench {runs} ) || echo \"FAIL bench exited $?\""));
+    assert!(r.failures.is_empty(), "failed steps {:?}:\n{out}", r.failures);
+    let ms = |net: &str, op: &str, stat: &str| -> f64 {
+        r.number("bench", &format!("{net}_{op}_{stat}_us"))
+            .unwrap_or_else(|| panic!("no {net} {op} {stat}:\n{out}")) as f64
+            / 1000.0
+    };
+    let mut table = String::from(
+        "| chain (through cnitool, TCG VM) | ADD median | ADD mean | DEL median | DEL mean | ADD ratio to reference (median) | DEL ratio (median) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (net, label) in [
+        ("reference", "ipvlan + host-local (reference)"),
+        ("ours", "tombstone-ipvlan + tombstone-ipam"),
+        ("ourchain", "tombstone-ipvlan + tombstone-ipam + tombstone"),
+    ] {
+        table.push_str(&format!(
+            "| {label} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} | {:.2} |\n",
+            ms(net, "add", "median"),
+            ms(net, "add", "mean"),
+            ms(net, "del", "median"),
+            ms(net, "del", "mean"),
+            ms(net, "add", "median") / ms("reference", "add", "median"),
+            ms(net, "del", "median") / ms("reference", "del", "median"),
+        ));
+    }
+    println!("{runs} runs of each chain, interleaved\n{table}");
+    assert_eq!(r.get("bench", "stray_links"), "", "{out}");
+    assert_eq!(r.get("bench", "allocations_end"), "0 0", "{out}");
+}
