@@ -1,8 +1,8 @@
 //! The CNI verbs of `tombstone-ipvlan`.
 //!
 //! ADD: validate everything first, then create the pod link under a temporary name directly
-//! in the pod's netns, rename it to `CNI_IFNAME`, ask IPAM, ensure the gateway port, put the
-//! addresses and routes in place. Any failure after the link exists deletes the link and
+//! in the pod's netns, ask IPAM, ensure the gateway port, put the addresses on, rename the
+//! link to `CNI_IFNAME`, set it up and add the routes. Any failure after the link exists deletes the link and
 //! releases the IPAM allocation before the error is returned. DEL never needs the master,
 //! the netns or `prevResult`, and always releases IPAM.
 
@@ -133,15 +133,6 @@ impl IpvlanPlugin {
         ipam_called: &mut bool,
     ) -> Result<Value> {
         let a = inv.attachment();
-        if !pod
-            .rename_link(link.index, &a.ifname)
-            .map_err(link_failure)?
-        {
-            return Err(link_error(format!(
-                "interface {:?} already exists in the pod's netns",
-                a.ifname
-            )));
-        }
         let result = match (&conf.ipam_type, prev) {
             (Some(t), _) => {
                 *ipam_called = true;
@@ -168,6 +159,18 @@ impl IpvlanPlugin {
         }
         for addr in &plan.addresses {
             pod.add_address(link.index, *addr).map_err(link_failure)?;
+        }
+        // Renamed last, while still down (the kernel refuses to rename a link that is up):
+        // until here a killed ADD leaves only the temporary name, which a retried ADD or a
+        // DEL of the same attachment removes.
+        if !pod
+            .rename_link(link.index, &a.ifname)
+            .map_err(link_failure)?
+        {
+            return Err(link_error(format!(
+                "interface {:?} already exists in the pod's netns",
+                a.ifname
+            )));
         }
         pod.set_link_up(link.index).map_err(link_failure)?;
         for (dst, gateway) in &plan.routes {
