@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tombstone::netlink::{HostReject, Netlink, RejectKind};
 use tombstone::tombstone::ROUTE_PROTOCOL;
-use tombstone::tombstone::ledger::{self, Ledger, Tombstone};
+use tombstone::tombstone::ledger::{Ledger, Tombstone};
+use tombstone::tombstone::store;
 
 fn bin() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
@@ -141,7 +142,7 @@ fn main() {
         });
     }
     let dir = tombstone::state::StateDir::open(&state).unwrap();
-    ledger::save(&dir, &l).unwrap();
+    store::save(&dir, &l).unwrap();
     let (mut big_del, mut big_add) = (vec![], vec![]);
     for i in 0..20 {
         let c = conf(&format!("10.30.0.{}", i + 1));
@@ -162,11 +163,11 @@ fn main() {
     };
     let (live_sweep, live_report) = sweep(&bin);
     // Now let all 10 000 expire and time the sweep that ends them.
-    let mut l = ledger::load(&dir, "bench").unwrap().into_ledger();
+    let mut l = store::load(&dir, "bench").unwrap().into_ledger();
     for t in &mut l.tombstones {
         t.expires_at_ms = 0;
     }
-    ledger::save(&dir, &l).unwrap();
+    store::save(&dir, &l).unwrap();
     let (end_sweep, end_report) = sweep(&bin);
     let left = nl
         .dump_routes(false, None, Some(ROUTE_PROTOCOL))

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use super::ledger::{self, Ledger, Loaded};
+use super::ledger::{self, Ledger};
+use super::store::{self, Loaded};
 use super::{DEFAULT_STATE_DIR, ROUTE_PROTOCOL, now_ms, sweep};
 use crate::cni::{CniError, Result};
 use crate::netlink::{HostReject, Netlink, RejectKind};
@@ -122,7 +123,7 @@ fn hold_all(dir: &StateDir, held: &mut BTreeMap<String, Held>) -> Result<()> {
         }
         let network = decode_stem(&stem);
         let lock = dir.lock(&stem)?;
-        let (ledger, dirty) = match ledger::load(dir, &network)? {
+        let (ledger, dirty) = match store::load(dir, &network)? {
             Loaded::Fresh(l) | Loaded::Existing(l) => (l, false),
             Loaded::Rebuilt(l, aside, why) => {
                 log::error!(
@@ -197,7 +198,7 @@ pub fn sweep_all_in(dir: &StateDir, keep_orphans: bool) -> Result<SweepReport> {
     report.networks = held.len();
     for h in held.values() {
         if h.dirty {
-            ledger::save(dir, &h.ledger)?;
+            store::save(dir, &h.ledger)?;
         }
     }
     Ok(report)

@@ -1,6 +1,6 @@
 //! The ledger of one network: which addresses each attachment holds (so a DEL without
 //! `prevResult` still knows them) and which tombstones are live, until when. Pure data and
-//! rules; reading and writing it is [`load`]/[`save`] over a [`StateDir`].
+//! rules, no I/O; [`super::store`] reads and writes it.
 //!
 //! File format (JSON, version 1):
 //! `{"version":1,"network":"pods","attachments":[{"containerID","ifname","ips":[..]}],
@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::cni::{Attachment, CniError, Result};
 use crate::netlink::RejectKind;
-use crate::state::{StateDir, encode_stem};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -160,25 +159,6 @@ impl Ledger {
     }
 }
 
-/// How reading a ledger went.
-#[derive(Debug)]
-pub enum Loaded {
-    Fresh(Ledger),
-    Existing(Ledger),
-    /// The file was unreadable as a ledger; it was moved aside to the given path and an
-    /// empty ledger takes its place (the kernel routes it described are reclaimed by
-    /// `tombstone sweep` as orphans; ADD removes any tombstone of its addresses regardless).
-    Rebuilt(Ledger, std::path::PathBuf, String),
-}
-
-impl Loaded {
-    pub fn into_ledger(self) -> Ledger {
-        match self {
-            Loaded::Fresh(l) | Loaded::Existing(l) | Loaded::Rebuilt(l, ..) => l,
-        }
-    }
-}
-
 /// Decodes a ledger file. `Err` carries why it is unusable; a newer format version is not
 /// "corrupt" but refused (code 102), so an older binary never clobbers a newer ledger.
 pub fn decode(bytes: &[u8], network: &str) -> Result<std::result::Result<Ledger, String>> {
@@ -197,32 +177,6 @@ pub fn decode(bytes: &[u8], network: &str) -> Result<std::result::Result<Ledger,
     Ok(serde_json::from_slice::<Ledger>(bytes)
         .map_err(|e| e.to_string())
         .and_then(|l| l.validate(network).map(|_| l)))
-}
-
-/// The record name of a network in the state directory.
-pub fn stem(network: &str) -> String {
-    encode_stem(network)
-}
-
-/// Reads a network's ledger (the caller holds its lock).
-pub fn load(dir: &StateDir, network: &str) -> Result<Loaded> {
-    let stem = stem(network);
-    let Some(bytes) = dir.read(&stem)? else {
-        return Ok(Loaded::Fresh(Ledger::new(network)));
-    };
-    match decode(&bytes, network)? {
-        Ok(l) => Ok(Loaded::Existing(l)),
-        Err(why) => {
-            let aside = dir.quarantine(&stem, &super::now_ms().to_string())?;
-            Ok(Loaded::Rebuilt(Ledger::new(network), aside, why))
-        }
-    }
-}
-
-/// Writes a network's ledger atomically (no fsync: it lives on tmpfs, like the routes).
-pub fn save(dir: &StateDir, ledger: &Ledger) -> Result<()> {
-    let bytes = serde_json::to_vec(ledger).expect("a ledger always serializes");
-    dir.write(&stem(&ledger.network), &bytes, false)
 }
 
 #[cfg(test)]
@@ -320,27 +274,5 @@ mod tests {
         // A newer format is refused, not rebuilt over.
         let newer = br#"{"version":2,"network":"pods"}"#;
         assert_eq!(decode(newer, "pods").unwrap_err().code, 102);
-    }
-
-    #[test]
-    fn load_rebuilds_a_corrupt_ledger_and_keeps_it_aside() {
-        let d = std::env::temp_dir().join(format!("ts-ledger-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let dir = StateDir::open(&d).unwrap();
-        let mut other = Ledger::new("other");
-        other.bury(stone("10.0.0.9", "z", 5));
-        save(&dir, &other).unwrap();
-        assert!(matches!(load(&dir, "pods").unwrap(), Loaded::Fresh(_)));
-        dir.write("pods", b"{\"version\":1,\"netw", false).unwrap();
-        match load(&dir, "pods").unwrap() {
-            Loaded::Rebuilt(l, aside, _) => {
-                assert!(l.is_empty());
-                assert!(aside.exists());
-            }
-            other => panic!("expected a rebuild, got {other:?}"),
-        }
-        // The other network's record is untouched.
-        assert_eq!(load(&dir, "other").unwrap().into_ledger(), other);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

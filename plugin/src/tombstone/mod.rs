@@ -1,11 +1,12 @@
-//! The `tombstone` chained plugin. Pure logic first ([`config`], [`ledger`]), then the kernel
-//! work that both the CNI verbs and the command line share ([`sweep`]), then the verbs
-//! ([`plugin`]) and the subcommands ([`cli`]).
+//! The `tombstone` chained plugin. Pure logic first ([`config`], [`ledger`]), then the
+//! ledger's file ([`store`]) and the kernel work that both the CNI verbs and the command
+//! line share ([`sweep`]), then the verbs ([`plugin`]) and the subcommands ([`cli`]).
 
 pub mod cli;
 pub mod config;
 pub mod ledger;
 pub mod plugin;
+pub mod store;
 pub mod sweep;
 
 /// The route protocol number that marks a route as a tombstone (`ip route show proto 84`;

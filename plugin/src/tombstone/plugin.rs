@@ -14,7 +14,8 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use super::config::TombstoneConf;
-use super::ledger::{self, Ledger, Loaded, Tombstone};
+use super::ledger::{Ledger, Tombstone};
+use super::store::{self, Loaded};
 use super::sweep;
 use super::{ROUTE_PROTOCOL, now_ms};
 use crate::cni::{Attachment, CniError, Invocation, Plugin, Result, code};
@@ -37,8 +38,8 @@ impl Session {
     /// what a crashed earlier DEL of it began).
     fn open(conf: &TombstoneConf, network: &str, deleting: Option<&Attachment>) -> Result<Session> {
         let dir = StateDir::open(&conf.state_dir)?;
-        let lock = dir.lock(&ledger::stem(network))?;
-        let (mut ledger, mut dirty) = match ledger::load(&dir, network)? {
+        let lock = dir.lock(&store::stem(network))?;
+        let (mut ledger, mut dirty) = match store::load(&dir, network)? {
             Loaded::Fresh(l) => (l, false),
             Loaded::Existing(l) => (l, false),
             Loaded::Rebuilt(l, aside, why) => {
@@ -71,7 +72,7 @@ impl Session {
     }
 
     fn save(&self) -> Result<()> {
-        ledger::save(&self.dir, &self.ledger)
+        store::save(&self.dir, &self.ledger)
     }
 
     /// Tombstones `ips` of attachment `a`: tables holding an operator's route for the
