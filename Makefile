@@ -13,6 +13,7 @@ RELEASE_DIR := target/$(TRIPLE)/release
 
 deps:
 	bash conformance/vm/install-deps.sh
+	bash install/ci-deps.sh
 
 build:
 	$(CARGO) build --release --workspace --bins
