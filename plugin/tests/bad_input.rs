@@ -262,26 +262,15 @@ fn cases(ns: &Netns) -> Vec<Case> {
 
 #[test]
 fn root_bad_input_changes_nothing() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     // Live state for bad requests to disturb: a tombstone and a neighbour entry of the
     // address every case names, and a ledger.
     let mut setup = ns.conf(json!({"holdSeconds": 600}));
     setup["prevResult"] = prev_result(&["10.10.0.9/24"]);
     ns.run("DEL", "ctr-old", &setup).ok_empty();
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.10.0.5",
-        "lladdr",
-        "02:00:00:00:00:05",
-        "dev",
-        "v0",
-        "nud",
-        "permanent",
-    ]);
+    ns.neigh_add("10.10.0.5", "02:00:00:00:00:05", "v0", "permanent");
     let kernel = ns.kernel_snapshot();
     let state = dir_snapshot(&ns.state_dir);
     assert!(kernel.contains("unreachable 10.10.0.9") && kernel.contains("10.10.0.5 dev v0"));

@@ -9,81 +9,19 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-fn with_prev(ns: &Netns, extra: Value, ips: &[&str]) -> Value {
-    let mut c = ns.conf(extra);
-    c["prevResult"] = prev_result(ips);
-    c
-}
-
 #[test]
 fn root_del_installs_routes_and_removes_every_neighbour_state() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     ns.ip(&["link", "add", "v2", "type", "veth", "peer", "name", "v3"]);
     ns.ip(&["link", "set", "v2", "up"]);
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.10.0.5",
-        "lladdr",
-        "02:00:00:00:00:05",
-        "dev",
-        "v0",
-        "nud",
-        "permanent",
-    ]);
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.10.0.5",
-        "lladdr",
-        "02:00:00:00:00:05",
-        "dev",
-        "v2",
-        "nud",
-        "stale",
-    ]);
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.10.0.6",
-        "lladdr",
-        "02:00:00:00:00:06",
-        "dev",
-        "v0",
-        "nud",
-        "reachable",
-    ]);
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.10.0.7",
-        "lladdr",
-        "02:00:00:00:00:07",
-        "dev",
-        "v0",
-        "nud",
-        "permanent",
-    ]);
-    ns.ip(&[
-        "-6",
-        "neigh",
-        "add",
-        "fd10::5",
-        "lladdr",
-        "02:00:00:00:00:05",
-        "dev",
-        "v0",
-        "nud",
-        "permanent",
-    ]);
-    let conf = with_prev(
-        &ns,
-        json!({}),
-        &["10.10.0.5/24", "10.10.0.6/24", "fd10::5/64"],
-    );
+    ns.neigh_add("10.10.0.5", "02:00:00:00:00:05", "v0", "permanent");
+    ns.neigh_add("10.10.0.5", "02:00:00:00:00:05", "v2", "stale");
+    ns.neigh_add("10.10.0.6", "02:00:00:00:00:06", "v0", "reachable");
+    ns.neigh_add("10.10.0.7", "02:00:00:00:00:07", "v0", "permanent");
+    ns.neigh_add("fd10::5", "02:00:00:00:00:05", "v0", "permanent");
+    let conf = ns.conf_with_prev(json!({}), &["10.10.0.5/24", "10.10.0.6/24", "fd10::5/64"]);
     ns.run("DEL", "ctr-a", &conf).ok_empty();
     assert_eq!(
         ns.tombstones(),
@@ -113,11 +51,10 @@ fn root_del_installs_routes_and_removes_every_neighbour_state() {
 
 #[test]
 fn root_del_twice_and_del_without_prev_result() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
-    let conf = with_prev(&ns, json!({}), &["10.10.0.5/24"]);
+    };
+    let conf = ns.conf_with_prev(json!({}), &["10.10.0.5/24"]);
     ns.run("ADD", "ctr-a", &conf);
     // DEL with no prevResult (the runtime lost its cache): the record made at ADD names the IP.
     let bare = ns.conf(json!({}));
@@ -141,11 +78,10 @@ fn root_del_twice_and_del_without_prev_result() {
 
 #[test]
 fn root_add_removes_the_tombstone_and_passes_prev_result_through() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
-    let conf = with_prev(&ns, json!({}), &["10.10.0.5/24", "fd10::5/64"]);
+    };
+    let conf = ns.conf_with_prev(json!({}), &["10.10.0.5/24", "fd10::5/64"]);
     ns.run("DEL", "ctr-old", &conf).ok_empty();
     assert_eq!(ns.tombstones().len(), 2);
     let out = ns.run("ADD", "ctr-new", &conf);
@@ -174,11 +110,10 @@ fn root_add_removes_the_tombstone_and_passes_prev_result_through() {
 
 #[test]
 fn root_check_fails_while_tombstoned_and_passes_after_add() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
-    let conf = with_prev(&ns, json!({}), &["10.10.0.5/24"]);
+    };
+    let conf = ns.conf_with_prev(json!({}), &["10.10.0.5/24"]);
     ns.run("DEL", "ctr-a", &conf).ok_empty();
     let e = ns.run("CHECK", "ctr-b", &conf).err(101);
     assert!(e["details"].as_str().unwrap().contains("10.10.0.5"));
@@ -188,19 +123,18 @@ fn root_check_fails_while_tombstoned_and_passes_after_add() {
 
 #[test]
 fn root_gc_with_the_list_present_absent_and_empty() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     ns.run(
         "ADD",
         "ctr-a",
-        &with_prev(&ns, json!({}), &["10.10.0.5/24"]),
+        &ns.conf_with_prev(json!({}), &["10.10.0.5/24"]),
     );
     ns.run(
         "ADD",
         "ctr-b",
-        &with_prev(&ns, json!({}), &["10.10.0.6/24"]),
+        &ns.conf_with_prev(json!({}), &["10.10.0.6/24"]),
     );
     let gc = |list: Option<Value>| {
         let mut c = ns.conf(json!({}));
@@ -234,10 +168,9 @@ fn root_gc_with_the_list_present_absent_and_empty() {
 
 #[test]
 fn root_status_ready_and_not_ready() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     let status = |c: &Value| {
         ns.run_env(
             &[
@@ -263,18 +196,13 @@ fn root_status_ready_and_not_ready() {
 
 #[test]
 fn root_tombstones_expire_after_their_hold() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     ns.run(
         "DEL",
         "ctr-a",
-        &with_prev(
-            &ns,
-            json!({"holdSeconds": 1}),
-            &["10.10.0.5/24", "fd10::5/64"],
-        ),
+        &ns.conf_with_prev(json!({"holdSeconds": 1}), &["10.10.0.5/24", "fd10::5/64"]),
     )
     .ok_empty();
     assert_eq!(ns.tombstones().len(), 2);
@@ -283,7 +211,7 @@ fn root_tombstones_expire_after_their_hold() {
     ns.run(
         "DEL",
         "ctr-other",
-        &with_prev(&ns, json!({"holdSeconds": 1}), &["10.10.0.9/24"]),
+        &ns.conf_with_prev(json!({"holdSeconds": 1}), &["10.10.0.9/24"]),
     )
     .ok_empty();
     assert_eq!(ns.tombstones(), ["unreachable 10.10.0.9"]);
@@ -303,10 +231,9 @@ fn root_tombstones_expire_after_their_hold() {
 
 #[test]
 fn root_an_operators_route_is_never_replaced_or_deleted() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     ns.ip(&[
         "route",
         "add",
@@ -317,8 +244,7 @@ fn root_an_operators_route_is_never_replaced_or_deleted() {
         "static",
     ]);
     ns.ip(&["route", "add", "blackhole", "10.10.0.6/32", "table", "100"]);
-    let conf = with_prev(
-        &ns,
+    let conf = ns.conf_with_prev(
         json!({"tables": ["main", 100]}),
         &["10.10.0.5/24", "10.10.0.6/24"],
     );
@@ -344,12 +270,10 @@ fn root_an_operators_route_is_never_replaced_or_deleted() {
 
 #[test]
 fn root_route_types_and_a_second_table() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
-    let c = with_prev(
-        &ns,
+    };
+    let c = ns.conf_with_prev(
         json!({"routeType": "blackhole", "tables": [254, 100]}),
         &["10.10.0.5/24", "fd10::5/64"],
     );
@@ -367,8 +291,7 @@ fn root_route_types_and_a_second_table() {
     );
     assert_eq!(t.len(), 4);
     // The ADD after a config change (another type) still removes them: deletes match any type.
-    let p = with_prev(
-        &ns,
+    let p = ns.conf_with_prev(
         json!({"routeType": "prohibit", "tables": [254, 100]}),
         &["10.10.0.5/24", "fd10::5/64"],
     );
@@ -380,14 +303,13 @@ fn root_route_types_and_a_second_table() {
 
 #[test]
 fn root_orphan_routes_are_swept_unless_kept() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     ns.run(
         "DEL",
         "ctr-a",
-        &with_prev(&ns, json!({}), &["10.10.0.5/24"]),
+        &ns.conf_with_prev(json!({}), &["10.10.0.5/24"]),
     )
     .ok_empty();
     ns.ip(&[
@@ -427,10 +349,9 @@ fn root_orphan_routes_are_swept_unless_kept() {
 
 #[test]
 fn root_crashes_between_ledger_and_kernel_heal() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     // A DEL that died after writing its ledger entry, before installing the route: the
     // runtime's retry (without prevResult) finds the address in the entry and finishes.
     std::fs::create_dir_all(&ns.state_dir).unwrap();
@@ -446,7 +367,7 @@ fn root_crashes_between_ledger_and_kernel_heal() {
     ns.run(
         "CHECK",
         "ctr-q",
-        &with_prev(&ns, json!({}), &["10.10.0.9/24"]),
+        &ns.conf_with_prev(json!({}), &["10.10.0.9/24"]),
     )
     .ok_empty();
     let l = ns.ledger("pods");
@@ -465,21 +386,20 @@ fn root_crashes_between_ledger_and_kernel_heal() {
 
 #[test]
 fn root_a_truncated_ledger_is_set_aside_and_rebuilt() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     ns.run(
         "DEL",
         "ctr-a",
-        &with_prev(&ns, json!({"name": "other"}), &["10.10.0.9/24"]),
+        &ns.conf_with_prev(json!({"name": "other"}), &["10.10.0.9/24"]),
     )
     .ok_empty();
     let other_before = std::fs::read(ns.state_file("other")).unwrap();
     ns.run(
         "DEL",
         "ctr-a",
-        &with_prev(&ns, json!({}), &["10.10.0.5/24"]),
+        &ns.conf_with_prev(json!({}), &["10.10.0.5/24"]),
     )
     .ok_empty();
     let full = std::fs::read(ns.state_file("pods")).unwrap();
@@ -487,7 +407,7 @@ fn root_a_truncated_ledger_is_set_aside_and_rebuilt() {
     let out = ns.run(
         "DEL",
         "ctr-b",
-        &with_prev(&ns, json!({}), &["10.10.0.6/24"]),
+        &ns.conf_with_prev(json!({}), &["10.10.0.6/24"]),
     );
     out.ok_empty();
     assert!(out.stderr.contains("unreadable"), "{}", out.stderr);
@@ -519,10 +439,9 @@ fn root_a_truncated_ledger_is_set_aside_and_rebuilt() {
 
 #[test]
 fn root_32_concurrent_invocations_leave_the_ledger_equal_to_the_kernel() {
-    if !require_root() {
+    let Some(ns) = Netns::for_root_test() else {
         return;
-    }
-    let ns = Netns::new();
+    };
     thread::scope(|s| {
         for i in 0..32 {
             let ns = &ns;
@@ -534,7 +453,7 @@ fn root_32_concurrent_invocations_leave_the_ledger_equal_to_the_kernel() {
                 } else {
                     vec![&own]
                 };
-                let c = with_prev(ns, json!({}), &ips);
+                let c = ns.conf_with_prev(json!({}), &ips);
                 let verb = if i % 4 == 3 { "ADD" } else { "DEL" };
                 let out = ns.run(verb, &format!("ctr-{i}"), &c);
                 assert_eq!(out.code, 0, "{} {}", out.stdout, out.stderr);

@@ -55,6 +55,12 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// A namespace for a test that needs root, or `None` (after saying so) when the test
+    /// is skipped outside CI; see [`require_root`].
+    pub fn for_root_test() -> Option<Netns> {
+        require_root().then(Netns::new)
+    }
+
     pub fn new() -> Netns {
         let name = unique("ts-");
         sh(&["ip", "netns", "add", &name]);
@@ -103,6 +109,11 @@ impl Netns {
         s
     }
 
+    /// Adds a neighbour entry (`ip` picks ARP or NDP from the address) in state `nud`.
+    pub fn neigh_add(&self, ip: &str, lladdr: &str, dev: &str, nud: &str) {
+        self.ip(&["neigh", "add", ip, "lladdr", lladdr, "dev", dev, "nud", nud]);
+    }
+
     pub fn neigh(&self, ip: &str) -> String {
         self.ip(&["neigh", "show", "to", ip])
     }
@@ -117,6 +128,13 @@ impl Netns {
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
         }
+        c
+    }
+
+    /// [`Self::conf`] with a main plugin's `prevResult` for `ips`.
+    pub fn conf_with_prev(&self, extra: Value, ips: &[&str]) -> Value {
+        let mut c = self.conf(extra);
+        c["prevResult"] = prev_result(ips);
         c
     }
 
