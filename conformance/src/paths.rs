@@ -32,3 +32,14 @@ pub fn release_dir() -> PathBuf {
 pub fn cache_dir() -> PathBuf {
     target_dir().join("cni-conformance")
 }
+
+/// A temporary file name in `dir`, unique across processes and threads, for write-then-rename.
+pub fn unique_tmp(dir: &Path, stem: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    dir.join(format!(
+        ".{stem}-{}-{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}

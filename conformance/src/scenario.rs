@@ -432,7 +432,7 @@ impl Report {
                 }
             }),
         ));
-        let headers: Vec<String> = self.variants.iter().map(|v| describe_variant(v)).collect();
+        let headers: Vec<String> = self.variants.iter().map(describe_variant).collect();
         let mut out = render_table(&headers, &rows);
         if !r.failures.is_empty() {
             let _ = writeln!(out, "\nFailed steps:");

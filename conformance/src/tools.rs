@@ -36,13 +36,27 @@ pub fn cnitool() -> Result<PathBuf> {
     if bin.is_file() {
         return Ok(bin);
     }
+    // One build at a time (test threads, processes): flock on a file beside it.
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let lock_path = dir.join("build.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("open {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("lock {}", lock_path.display()))?;
+    if bin.is_file() {
+        return Ok(bin);
+    }
     // A GOPATH of our own (for the build's package dir), then the distribution's source tree.
     let gopath = dir.join("gopath");
     let src = gopath.join("src/cnitool");
     fs::create_dir_all(&src).with_context(|| format!("create {}", src.display()))?;
     fs::write(src.join("main.go"), CNITOOL_SOURCE)
         .with_context(|| format!("write {}", src.join("main.go").display()))?;
-    let tmp = dir.join(format!(".cnitool-{}.tmp", std::process::id()));
+    let tmp = paths::unique_tmp(&dir, "cnitool");
     let out = Command::new(go)
         .args(["build", "-o"])
         .arg(&tmp)

@@ -49,7 +49,7 @@ pub const QEMU: &str = "qemu-system-x86_64";
 const BEGIN_MARKER: &str = "@@CNI-JOB-BEGIN@@";
 const EXIT_MARKER: &str = "@@CNI-JOB-EXIT@@";
 /// Bumped whenever the initramfs layout or `/init` changes, so a stale cache is rebuilt.
-const INITRAMFS_FORMAT: u32 = 2;
+const INITRAMFS_FORMAT: u32 = 3;
 
 /// A kernel image with its modules directory.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ impl Kernel {
                 without_ipvlan.push(version.to_string());
             }
         }
-        found.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
+        found.sort_by_key(|k| version_key(&k.version));
         found.pop().ok_or_else(|| {
             Error::missing(format!(
                 "no kernel with IPvlan: no {}/vmlinuz-<ver> with an ipvlan module under {}/<ver> \
@@ -231,8 +231,7 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose host
    mount -t tmpfs -o mode=0755 tmpfs /rw && mkdir -p /rw/u /rw/w &&
    mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/u,workdir=/rw/w /host &&
    mount -t proc proc /host/proc && mount -t sysfs sys /host/sys &&
-   mount -t devtmpfs dev /host/dev && mount -t tmpfs -o mode=0755 tmpfs /host/run &&
-   mount -t tmpfs -o mode=1777 tmpfs /host/tmp; then
+   mount -t devtmpfs dev /host/dev && mount -t tmpfs -o mode=0755 tmpfs /host/run; then
     echo "{BEGIN_MARKER}"
     chroot /host /bin/sh "$job" </dev/null 2>&1
     rc=$?
@@ -283,7 +282,7 @@ pub fn initramfs(kernel: &Kernel) -> Result<PathBuf> {
         a.file(&format!("/modules/{m}.ko"), 0o644, &read_module(&file)?);
     }
     a.file("/init", 0o755, init_script().as_bytes());
-    let tmp = dir.join(format!(".initramfs-{}.tmp", std::process::id()));
+    let tmp = paths::unique_tmp(&dir, "initramfs");
     fs::write(&tmp, a.finish()).with_context(|| format!("write {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("rename to {}", path.display()))?;
     Ok(path)

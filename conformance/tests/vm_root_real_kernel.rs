@@ -6,7 +6,7 @@
 //! where it fails: CI must run these. Boots are serialised (a lock file in the target dir),
 //! so the tests can run in parallel threads without skewing each other's timings.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cni_conformance::lab::Lab;
 use cni_conformance::scenario::{self, Chain, Churn, Mode, Report, Settings, Variant};
@@ -142,6 +142,25 @@ fn vm_root_harness_returns_job_output_and_status() {
     assert!(out.output.contains("ipvlan-ok"), "{}", out.output);
     assert!(!out.output.contains('\r'));
     println!("boot + job {:.1} s", out.elapsed.as_secs_f64());
+}
+
+#[test]
+fn vm_root_harness_kills_a_boot_at_its_timeout() {
+    let Some(lab) = lab("vm_root_harness_kills_a_boot_at_its_timeout") else {
+        return;
+    };
+    let mut vm = lab.vm.clone();
+    vm.config.timeout = Duration::from_secs(2);
+    let t = Instant::now();
+    let err = vm
+        .run_job("timeout", "sleep 600")
+        .expect_err("a 2 s boot cannot finish");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 /// The seed scenario of issue 3: IPvlan L2, reference plugins alone, then `tombstone` chained.
