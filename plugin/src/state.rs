@@ -70,14 +70,31 @@ impl StateDir {
         Ok(self.path.join(format!("{stem}{suffix}")))
     }
 
-    /// Takes the exclusive lock of record `stem`, waiting for other holders.
-    pub fn lock(&self, stem: &str) -> Result<Lock> {
+    fn lock_file(&self, stem: &str) -> Result<(PathBuf, File)> {
         let path = self.file(stem, ".lock")?;
         let file = open_nofollow(&path, true)
             .map_err(|e| CniError::io(format!("cannot open lock {}: {e}", path.display())))?;
+        Ok((path, file))
+    }
+
+    /// Takes the exclusive lock of record `stem`, waiting for other holders.
+    pub fn lock(&self, stem: &str) -> Result<Lock> {
+        let (path, file) = self.lock_file(stem)?;
         file.lock()
             .map_err(|e| CniError::io(format!("cannot lock {}: {e}", path.display())))?;
         Ok(Lock { _file: file })
+    }
+
+    /// Takes the exclusive lock of record `stem` if nobody holds it; `None` when held.
+    pub fn try_lock(&self, stem: &str) -> Result<Option<Lock>> {
+        let (path, file) = self.lock_file(stem)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Lock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(CniError::io(format!("cannot lock {}: {e}", path.display())))
+            }
+        }
     }
 
     /// The record's bytes, or `None` when it does not exist yet.
@@ -294,6 +311,17 @@ mod tests {
         );
         assert_eq!(s.read("net").unwrap(), None);
         let _l = s.lock("net").unwrap();
+        // flock belongs to the open file: a second opening conflicts, even in this process.
+        assert!(
+            s.try_lock("net").unwrap().is_none(),
+            "a held lock is reported as held"
+        );
+        let other = s.try_lock("other").unwrap().expect("a free lock is taken");
+        drop(other);
+        assert!(
+            s.try_lock("other").unwrap().is_some(),
+            "dropping releases it"
+        );
         s.write("net", b"{}", true).unwrap();
         s.write("net", b"{\"a\":1}", false).unwrap();
         assert_eq!(s.read("net").unwrap().unwrap(), b"{\"a\":1}");

@@ -230,6 +230,40 @@ fn root_tombstones_expire_after_their_hold() {
 }
 
 #[test]
+fn root_the_background_sweeper_ends_tombstones_with_no_further_call() {
+    let Some(ns) = Netns::for_root_test() else {
+        return;
+    };
+    let dir = ns.state_dir.to_str().unwrap().to_string();
+    for (net, hold, ip) in [("pods", 1, "10.10.0.5/24"), ("other", 2, "fd10::6/64")] {
+        let c = ns.conf_with_prev(
+            json!({"name": net, "holdSeconds": hold, "sweeper": true}),
+            &[ip],
+        );
+        ns.run("DEL", &format!("ctr-{net}"), &c).ok_empty();
+    }
+    assert_eq!(ns.tombstones().len(), 2);
+    let sweepers = processes_with(&["sweep", "--until-empty", &dir]);
+    assert_eq!(
+        sweepers.len(),
+        1,
+        "one sweeper per state directory: {sweepers:?}"
+    );
+    // No other call comes: the sweeper alone ends both at their holds, then exits.
+    assert!(
+        eventually(6, || ns.tombstones().is_empty()),
+        "{:?}",
+        ns.tombstones()
+    );
+    assert_eq!(ns.ledger("pods")["tombstones"], json!([]));
+    assert_eq!(ns.ledger("other")["tombstones"], json!([]));
+    assert!(
+        eventually(3, || processes_with(&["--until-empty", &dir]).is_empty()),
+        "the sweeper exits when nothing is left"
+    );
+}
+
+#[test]
 fn root_an_operators_route_is_never_replaced_or_deleted() {
     let Some(ns) = Netns::for_root_test() else {
         return;

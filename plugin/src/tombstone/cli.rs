@@ -1,29 +1,31 @@
 //! The subcommands outside CNI: `tombstone sweep` (for a timer) and `tombstone list`.
 
-use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use super::ledger::{self, Ledger};
-use super::store::{self, Loaded};
-use super::{DEFAULT_STATE_DIR, ROUTE_PROTOCOL, now_ms, sweep};
+use super::ledger;
+use super::sweep::{SweepReport, sweep_all_in};
+use super::{DEFAULT_STATE_DIR, now_ms, sweeper};
 use crate::cni::{CniError, Result};
-use crate::netlink::{HostReject, Netlink, RejectKind};
-use crate::state::{Lock, StateDir, decode_stem};
+use crate::netlink::RejectKind;
+use crate::state::{StateDir, decode_stem};
 
 pub const USAGE: &str = "\
-usage: tombstone sweep [--state-dir DIR] [--keep-orphans]
+usage: tombstone sweep [--state-dir DIR] [--keep-orphans | --until-empty]
        tombstone list  [--state-dir DIR] [--json]
 
 Without CNI_COMMAND in the environment, runs one of these subcommands:
   sweep   end expired tombstones of every network, drop ledger entries without a route,
-          and delete routes of the tombstone protocol that no ledger names (orphans)
+          and delete routes of the tombstone protocol that no ledger names (orphans);
+          --until-empty keeps sweeping, each time the next tombstone expires, until none
+          is left (the background sweeper a DEL starts; one per state directory)
   list    show live tombstones: address, network, attachment, time left";
 
 struct Opts {
     state_dir: PathBuf,
     json: bool,
     keep_orphans: bool,
+    until_empty: bool,
 }
 
 fn parse(args: &[String]) -> std::result::Result<Opts, String> {
@@ -31,6 +33,7 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
         state_dir: DEFAULT_STATE_DIR.into(),
         json: false,
         keep_orphans: false,
+        until_empty: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -40,6 +43,7 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
             }
             "--json" => o.json = true,
             "--keep-orphans" => o.keep_orphans = true,
+            "--until-empty" => o.until_empty = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -72,6 +76,7 @@ pub fn run(args: &[String], about: &str) -> i32 {
     };
     crate::logging::init("tombstone", log::LevelFilter::Info);
     let result = match cmd.as_str() {
+        "sweep" if opts.until_empty => sweeper::run_until_empty(&opts.state_dir),
         "sweep" => sweep_all(&opts).map(|r| println!("{r}")),
         "list" => list(&opts),
         other => {
@@ -86,122 +91,6 @@ pub fn run(args: &[String], about: &str) -> i32 {
             1
         }
     }
-}
-
-/// What a sweep did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    pub networks: usize,
-    pub ended: usize,
-    pub dropped: usize,
-    pub orphans: usize,
-    pub live: usize,
-}
-
-impl std::fmt::Display for SweepReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "networks {}  ended {}  dropped {}  orphans removed {}  live {}",
-            self.networks, self.ended, self.dropped, self.orphans, self.live
-        )
-    }
-}
-
-struct Held {
-    _lock: Lock,
-    ledger: Ledger,
-    dirty: bool,
-}
-
-/// Locks and loads every network's ledger not held yet (sorted, so two sweeps never
-/// deadlock; a plugin holds one lock at a time).
-fn hold_all(dir: &StateDir, held: &mut BTreeMap<String, Held>) -> Result<()> {
-    for stem in dir.records()? {
-        if held.contains_key(&stem) {
-            continue;
-        }
-        let network = decode_stem(&stem);
-        let lock = dir.lock(&stem)?;
-        let (ledger, dirty) = match store::load(dir, &network)? {
-            Loaded::Fresh(l) | Loaded::Existing(l) => (l, false),
-            Loaded::Rebuilt(l, aside, why) => {
-                log::error!(
-                    "network {network}: ledger unreadable ({why}); moved to {}",
-                    aside.display()
-                );
-                (l, true)
-            }
-        };
-        held.insert(
-            stem,
-            Held {
-                _lock: lock,
-                ledger,
-                dirty,
-            },
-        );
-    }
-    Ok(())
-}
-
-/// Sweeps every network of the state directory, under all their locks.
-pub fn sweep_all_in(dir: &StateDir, keep_orphans: bool) -> Result<SweepReport> {
-    let nl = Netlink::open()?;
-    let mut held = BTreeMap::new();
-    hold_all(dir, &mut held)?;
-    let mut report = SweepReport::default();
-    let now = now_ms();
-    for h in held.values_mut() {
-        let n = sweep::end_expired(&nl, &mut h.ledger, now);
-        report.ended += n;
-        h.dirty |= n > 0;
-    }
-    let present = sweep::our_routes(&nl, true, true)?;
-    // A ledger created since the first listing may name routes of that dump: hold it too.
-    hold_all(dir, &mut held)?;
-    let mut named: HashSet<(IpAddr, u32)> = HashSet::new();
-    for h in held.values_mut() {
-        let n = sweep::reconcile(&mut h.ledger, &present, None);
-        report.dropped += n;
-        h.dirty |= n > 0;
-        for t in &h.ledger.tombstones {
-            named.extend(t.tables.iter().map(|table| (t.ip, *table)));
-        }
-        report.live += h.ledger.tombstones.len();
-    }
-    if !keep_orphans {
-        let orphans: Vec<HostReject> = present
-            .difference(&named)
-            .map(|&(ip, table)| HostReject {
-                ip,
-                kind: RejectKind::Unreachable,
-                table,
-                protocol: ROUTE_PROTOCOL,
-            })
-            .collect();
-        for (r, res) in orphans.iter().zip(nl.delete_routes(&orphans)) {
-            match res {
-                Ok(true) => {
-                    log::info!(
-                        "orphan tombstone route {} (table {}) removed",
-                        r.ip,
-                        r.table
-                    );
-                    report.orphans += 1;
-                }
-                Ok(false) => {}
-                Err(e) => log::warn!("orphan route {}: {e}", r.ip),
-            }
-        }
-    }
-    report.networks = held.len();
-    for h in held.values() {
-        if h.dirty {
-            store::save(dir, &h.ledger)?;
-        }
-    }
-    Ok(report)
 }
 
 fn sweep_all(o: &Opts) -> Result<SweepReport> {

@@ -19,6 +19,7 @@ pub struct TombstoneConf {
     pub tables: Vec<u32>,
     pub flush_neighbors: bool,
     pub state_dir: PathBuf,
+    pub sweeper: bool,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +30,7 @@ struct Raw {
     tables: Option<Vec<Value>>,
     flush_neighbors: Option<bool>,
     state_dir: Option<PathBuf>,
+    sweeper: Option<bool>,
 }
 
 impl TombstoneConf {
@@ -66,6 +68,7 @@ impl TombstoneConf {
             tables,
             flush_neighbors: raw.flush_neighbors.unwrap_or(true),
             state_dir,
+            sweeper: raw.sweeper.unwrap_or(true),
         })
     }
 }
@@ -109,18 +112,20 @@ mod tests {
         assert_eq!(c.tables, vec![254]);
         assert!(c.flush_neighbors);
         assert_eq!(c.state_dir, PathBuf::from("/run/cni/tombstone"));
+        assert!(c.sweeper);
     }
 
     #[test]
     fn every_key() {
         let c = parse(
-            r#","holdSeconds":5,"routeType":"blackhole","tables":["main",100,"200",100],"flushNeighbors":false,"stateDir":"/tmp/x""#,
+            r#","holdSeconds":5,"routeType":"blackhole","tables":["main",100,"200",100],"flushNeighbors":false,"stateDir":"/tmp/x","sweeper":false"#,
         )
         .unwrap();
         assert_eq!(c.hold_seconds, 5);
         assert_eq!(c.route_type, RejectKind::Blackhole);
         assert_eq!(c.tables, vec![254, 100, 200]);
         assert!(!c.flush_neighbors);
+        assert!(!c.sweeper);
         assert_eq!(
             parse(r#","routeType":"prohibit""#).unwrap().route_type,
             RejectKind::Prohibit
@@ -143,6 +148,7 @@ mod tests {
             r#","tables":100"#,
             r#","flushNeighbors":"yes""#,
             r#","stateDir":"relative/dir""#,
+            r#","sweeper":1"#,
         ] {
             assert_eq!(parse(bad).unwrap_err().code, 7, "{bad}");
         }

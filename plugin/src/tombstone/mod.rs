@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod plugin;
 pub mod store;
 pub mod sweep;
+pub mod sweeper;
 
 /// The route protocol number that marks a route as a tombstone (`ip route show proto 84`;
 /// the installer registers the name `tombstone` for it). Free in the kernel's and iproute2's

@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::config::TombstoneConf;
 use super::ledger::{Ledger, Tombstone};
 use super::store::{self, Loaded};
-use super::sweep;
 use super::{ROUTE_PROTOCOL, now_ms};
+use super::{sweep, sweeper};
 use crate::cni::{Attachment, CniError, Invocation, Plugin, Result, code};
 use crate::netlink::{HostReject, Netlink};
 use crate::state::{Lock, StateDir};
@@ -118,6 +118,9 @@ impl Session {
             for route in sweep::routes_of(t) {
                 self.nl.replace_route(&route)?;
             }
+        }
+        if conf.sweeper {
+            sweeper::ensure_running(&self.dir);
         }
         if conf.flush_neighbors {
             for &ip in ips {

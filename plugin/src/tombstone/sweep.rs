@@ -1,13 +1,15 @@
 //! Kernel work on ledgers that both the CNI verbs and `tombstone sweep` do: ending expired
 //! tombstones, dropping ledger entries whose routes are gone, removing orphan routes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
-use super::ROUTE_PROTOCOL;
 use super::ledger::{Ledger, Tombstone};
+use super::store::{self, Loaded};
+use super::{ROUTE_PROTOCOL, now_ms};
 use crate::cni::{Attachment, Result};
-use crate::netlink::{HostReject, Netlink};
+use crate::netlink::{HostReject, Netlink, RejectKind};
+use crate::state::{Lock, StateDir, decode_stem};
 
 /// The (address, table) of every host route with our protocol, both families.
 pub fn our_routes(nl: &Netlink, v4: bool, v6: bool) -> Result<HashSet<(IpAddr, u32)>> {
@@ -106,6 +108,134 @@ pub fn families(ledger: &Ledger) -> (bool, bool) {
     let v4 = ledger.tombstones.iter().any(|t| t.ip.is_ipv4());
     let v6 = ledger.tombstones.iter().any(|t| t.ip.is_ipv6());
     (v4, v6)
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub networks: usize,
+    pub ended: usize,
+    pub dropped: usize,
+    pub orphans: usize,
+    pub live: usize,
+    /// When the next live tombstone expires (ms since the epoch), if any is left.
+    pub next_expiry_ms: Option<u64>,
+}
+
+impl std::fmt::Display for SweepReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "networks {}  ended {}  dropped {}  orphans removed {}  live {}",
+            self.networks, self.ended, self.dropped, self.orphans, self.live
+        )
+    }
+}
+
+struct Held {
+    _lock: Lock,
+    ledger: Ledger,
+    dirty: bool,
+}
+
+/// Locks and loads every network's ledger not held yet (sorted, so two sweeps never
+/// deadlock; a plugin holds one lock at a time).
+fn hold_all(dir: &StateDir, held: &mut BTreeMap<String, Held>) -> Result<()> {
+    for stem in dir.records()? {
+        if held.contains_key(&stem) {
+            continue;
+        }
+        let network = decode_stem(&stem);
+        let lock = dir.lock(&stem)?;
+        let (ledger, dirty) = match store::load(dir, &network)? {
+            Loaded::Fresh(l) | Loaded::Existing(l) => (l, false),
+            Loaded::Rebuilt(l, aside, why) => {
+                log::error!(
+                    "network {network}: ledger unreadable ({why}); moved to {}",
+                    aside.display()
+                );
+                (l, true)
+            }
+        };
+        held.insert(
+            stem,
+            Held {
+                _lock: lock,
+                ledger,
+                dirty,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Sweeps every network of the state directory, under all their locks.
+pub fn sweep_all_in(dir: &StateDir, keep_orphans: bool) -> Result<SweepReport> {
+    let nl = Netlink::open()?;
+    let mut held = BTreeMap::new();
+    // The dump must be taken while every ledger that could name one of its routes is held:
+    // a route exists only after its entry is written, so a ledger file that appears after
+    // the dump cannot name a route in it. Repeat until the listing is stable across a dump.
+    let present = loop {
+        hold_all(dir, &mut held)?;
+        let before = held.len();
+        let present = our_routes(&nl, true, true)?;
+        hold_all(dir, &mut held)?;
+        if held.len() == before {
+            break present;
+        }
+    };
+    let mut report = SweepReport::default();
+    let now = now_ms();
+    let mut named: HashSet<(IpAddr, u32)> = HashSet::new();
+    for h in held.values_mut() {
+        let ended = end_expired(&nl, &mut h.ledger, now);
+        let dropped = reconcile(&mut h.ledger, &present, None);
+        report.ended += ended;
+        report.dropped += dropped;
+        h.dirty |= ended + dropped > 0;
+        for t in &h.ledger.tombstones {
+            named.extend(t.tables.iter().map(|table| (t.ip, *table)));
+            report.next_expiry_ms = Some(
+                report
+                    .next_expiry_ms
+                    .map_or(t.expires_at_ms, |e| e.min(t.expires_at_ms)),
+            );
+        }
+        report.live += h.ledger.tombstones.len();
+    }
+    if !keep_orphans {
+        let orphans: Vec<HostReject> = present
+            .difference(&named)
+            .map(|&(ip, table)| HostReject {
+                ip,
+                kind: RejectKind::Unreachable,
+                table,
+                protocol: ROUTE_PROTOCOL,
+            })
+            .collect();
+        for (r, res) in orphans.iter().zip(nl.delete_routes(&orphans)) {
+            match res {
+                Ok(true) => {
+                    log::info!(
+                        "orphan tombstone route {} (table {}) removed",
+                        r.ip,
+                        r.table
+                    );
+                    report.orphans += 1;
+                }
+                Ok(false) => {}
+                Err(e) => log::warn!("orphan route {}: {e}", r.ip),
+            }
+        }
+    }
+    report.networks = held.len();
+    for h in held.values() {
+        if h.dirty {
+            store::save(dir, &h.ledger)?;
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -124,6 +124,8 @@ impl Netns {
             "name": "pods",
             "type": "tombstone",
             "stateDir": self.state_dir,
+            // Tests drive expiry themselves; the background sweeper has a test of its own.
+            "sweeper": false,
         });
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
@@ -261,6 +263,36 @@ pub fn prev_result(ips: &[&str]) -> Value {
         "dns": {"nameservers": ["10.10.0.10"]},
         "vendorKey": {"kept": true}
     })
+}
+
+/// The processes whose command line contains every one of `words`.
+pub fn processes_with(words: &[&str]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if words.iter().all(|w| cmdline.contains(w)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Polls `cond` every 100 ms for up to `secs` seconds.
+pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    cond()
 }
 
 /// Every file of a directory with its bytes (for "state unchanged").
