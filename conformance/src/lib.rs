@@ -3,11 +3,16 @@
 //! client to drive plugins the way runtimes do, and the scenarios that measure what the
 //! `tombstone` plugin changes.
 
+pub mod check_cli;
+pub mod checks;
 pub mod cpio;
 pub mod error;
 pub mod lab;
 pub mod paths;
+pub mod report;
+pub mod runner;
 pub mod scenario;
+pub mod target;
 pub mod tools;
 pub mod vm;
 

@@ -6,6 +6,7 @@
 //! cni-conformance modes                the seed in IPvlan modes l3 and l3s
 //! cni-conformance churn [--seed N]     50 pods added/deleted in random order
 //! cni-conformance job '<shell>'        an ad hoc shell job in the VM (jobs/lib.sh loaded)
+//! cni-conformance check ...            the CNI spec conformance runner (see check_cli.rs)
 //! ```
 //! Options: `--verbose` prints the job's whole output; `--timeout SECS` bounds each boot.
 
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Vec<String>) -> Result<()> {
+    if args.first().map(String::as_str) == Some("check") {
+        return cni_conformance::check_cli::main(&args[1..]);
+    }
     let mut verbose = false;
     let mut hand_made = false;
     let mut seed: Option<u64> = None;
