@@ -62,6 +62,15 @@ impl Netns {
         run_ip(&all)
     }
 
+    /// Adds a stand-in link named `name` (one end of a veth pair whose peer `<name>.p` stays
+    /// beside it): the kernel may lack `dummy`, every kernel with namespaces has veth.
+    pub fn add_link(&self, name: &str) -> Result<()> {
+        let peer: String = format!("{name}.p").chars().take(15).collect();
+        self.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])?;
+        self.ip(&["link", "set", name, "up"])?;
+        Ok(())
+    }
+
     /// Whether a link of that name exists in the namespace.
     pub fn has_link(&self, ifname: &str) -> bool {
         !self.removed && self.ip(&["link", "show", "dev", ifname]).is_ok()
@@ -119,7 +128,7 @@ pub fn kernel_supports_link(kind: &str) -> bool {
     let Ok(ns) = Netns::create("probe") else {
         return false;
     };
-    ns.ip(&["link", "add", "probe0", "type", "dummy"]).is_ok()
+    ns.add_link("probe0").is_ok()
         && ns
             .ip(&["link", "add", "probe1", "link", "probe0", "type", kind])
             .is_ok()
@@ -274,7 +283,7 @@ impl<'t> Session<'t> {
     }
 
     /// A new attachment with its own container namespace. For chained targets the runtime's
-    /// earlier plugin is simulated: a dummy link named `CNI_IFNAME` is put in the namespace.
+    /// earlier plugin is simulated: a link named `CNI_IFNAME` is put in the namespace.
     pub fn attachment(&mut self) -> Result<Attachment> {
         let index = self.next_index;
         self.next_index += 1;
@@ -287,9 +296,8 @@ impl<'t> Session<'t> {
         };
         if self.target.kind == Kind::Chained {
             a.netns
-                .ip(&["link", "add", &a.ifname, "type", "dummy"])
+                .add_link(&a.ifname)
                 .context("create the chained target's interface")?;
-            a.netns.ip(&["link", "set", &a.ifname, "up"])?;
         }
         Ok(a)
     }
@@ -428,6 +436,7 @@ impl<'t> Session<'t> {
                 "PATH",
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             )
+            .envs(self.target.env.iter().map(|(k, v)| (k.as_str(), v)))
             .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -5,7 +5,8 @@
 //! { "name": "macvlan", "kind": "main", "binary": "${REFERENCE}/macvlan",
 //!   "cniPath": ["${REFERENCE}"], "setup": [["ip", "link", "add", "cnic0", "type", "dummy"]],
 //!   "config": { "cniVersion": "1.0.0", "name": "cnic", "type": "macvlan", ... },
-//!   "prevResult": { ... }, "uniqueAddresses": true, "requires": ["ipvlan"] }
+//!   "prevResult": { ... }, "uniqueAddresses": true, "requires": ["ipvlan"],
+//!   "env": { "SOME_LOG": "stderr" } }
 //! ```
 //! Strings may use `${WORKSPACE}`, `${RELEASE}` (the workspace's release binaries) and
 //! `${REFERENCE}` (the reference plugins: `CNI_REFERENCE_DIR`, else the first of
@@ -72,6 +73,8 @@ pub struct Target {
     pub unique_addresses: bool,
     /// Link kinds the kernel must support (e.g. `ipvlan`): checks are not applicable without.
     pub requires: Vec<String>,
+    /// Extra environment for the plugin (e.g. a log switch), beside `PATH` and `CNI_*`.
+    pub env: Vec<(String, String)>,
     /// Where the target file was (relative paths resolve against it).
     pub source: Option<PathBuf>,
 }
@@ -153,6 +156,15 @@ impl Target {
                     a.iter()
                         .filter_map(Value::as_str)
                         .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            env: v
+                .get("env")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, x)| x.as_str().map(|x| (k.clone(), x.to_string())))
                         .collect()
                 })
                 .unwrap_or_default(),

@@ -3,10 +3,11 @@
 //! the variant that breaks exactly its rule (the check must fail) and at `"break": "none"`
 //! (it must pass), so no check passes vacuously.
 //!
-//! `"mode"`: `ipam` (allocates from `subnet`, abbreviated result), `main` (a dummy link named
+//! `"mode"`: `ipam` (allocates from `subnet`, abbreviated result), `main` (a veth link named
 //! `CNI_IFNAME` in the container plus an address) or `chained` (passes `prevResult` through).
 //! State: one file per attachment under `<dataDir>/<name>/`, changed under a lock.
-//! The break is read from the raw stdin text, so it also applies when stdin is not JSON.
+//! The break is read from the raw stdin text, so it also applies when stdin is not JSON, and
+//! else from `CNI_BROKEN_BREAK` (VERSION's stdin carries no config).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -45,8 +46,9 @@ fn main() -> ExitCode {
         .split("\"break\":\"")
         .nth(1)
         .and_then(|r| r.split('"').next())
-        .unwrap_or("none")
-        .to_string();
+        .map(str::to_string)
+        .or_else(|| env("CNI_BROKEN_BREAK"))
+        .unwrap_or_else(|| "none".into());
     let mut p = Plugin {
         brk,
         version: "1.1.0".into(),
@@ -103,7 +105,12 @@ impl Plugin {
     }
 
     fn supported(&self) -> Vec<&'static str> {
-        VERSIONS.to_vec()
+        if self.is("no-1.1") {
+            // Not a violation: a plugin of spec 1.0 (GC, STATUS, 1.1 results are not its business).
+            VERSIONS[..2].to_vec()
+        } else {
+            VERSIONS.to_vec()
+        }
     }
 
     fn run(&mut self, cmd: &str, raw: &str) -> Res<Option<String>> {
@@ -169,11 +176,12 @@ impl Plugin {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let result = if !VERSIONS.contains(&version.as_str()) && !self.is("accept-any-version") {
+        let known = self.supported().contains(&version.as_str());
+        let result = if !known && !self.is("accept-any-version") {
             let code = if self.is("version-code") { 7 } else { 1 };
             Err(fail(code, format!("unsupported cniVersion {version:?}")))
         } else {
-            if VERSIONS.contains(&version.as_str()) {
+            if known {
                 self.version = version.clone();
             }
             self.verb(cmd, &conf)
@@ -233,7 +241,8 @@ impl Plugin {
                 prev
             }
         } else {
-            if mode == "main" && !self.is("iface-exists") && link_exists(&netns, &ifname) {
+            let taken = mode == "main" && link_exists(&netns, &ifname);
+            if taken && !self.is("iface-exists") {
                 return Err(fail(
                     105,
                     format!("{ifname} already exists in the container"),
@@ -248,8 +257,16 @@ impl Plugin {
             let addr = allocate(dir, subnet, self.is("no-locking"))?;
             let mut ip = json!({"address": format!("{addr}/24"), "gateway": Ipv4Addr::from(u32::from(subnet) + 1).to_string()});
             let mut r = json!({"ips": [], "routes": [{"dst": "0.0.0.0/0"}], "dns": {}});
+            if mode == "main" && !taken {
+                let peer: String = format!("{ifname}.p").chars().take(15).collect();
+                in_netns(
+                    &netns,
+                    &[
+                        "link", "add", &ifname, "type", "veth", "peer", "name", &peer,
+                    ],
+                )?;
+            }
             if mode == "main" {
-                in_netns(&netns, &["link", "add", &ifname, "type", "dummy"])?;
                 ip["interface"] = json!(0);
                 r["interfaces"] =
                     json!([{"name": ifname, "mac": "02:00:00:00:00:01", "sandbox": netns}]);

@@ -231,7 +231,7 @@ pub fn validate_result(
 pub fn iface_exists(ctx: &Ctx) -> CheckResult {
     let mut s = ctx.session()?;
     let a = s.attachment()?;
-    a.netns.ip(&["link", "add", &a.ifname, "type", "dummy"])?;
+    a.netns.add_link(&a.ifname)?;
     let r = s.add(&a, &ctx.version());
     let _ = s.del(&a, &ctx.version(), None);
     Ok(verdict(

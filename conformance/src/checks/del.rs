@@ -83,7 +83,7 @@ pub fn after_failed_add(ctx: &Ctx) -> CheckResult {
     // A main plugin fails for real when the interface name is taken; others get a version
     // they cannot speak.
     let add = if ctx.target.kind == Kind::Main {
-        a.netns.ip(&["link", "add", &a.ifname, "type", "dummy"])?;
+        a.netns.add_link(&a.ifname)?;
         s.add(&a, &v)
     } else {
         s.add(&a, super::version::UNSUPPORTED)
