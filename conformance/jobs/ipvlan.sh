@@ -329,3 +329,22 @@ iv_bench() {
     say allocations_end "$(allocations ours) $(allocations ourchain)"
     iv_node_down
 }
+
+# ---- what one process start costs here: VERSION of each plugin binary, RUNS times
+# iv_exec_cost RUNS
+iv_exec_cost() {
+    VARIANT=bench
+    dir=${CNI_PATH%%:*}
+    for bin in ipvlan host-local tombstone-ipvlan tombstone-ipam tombstone; do
+        : > /tmp/exec.txt
+        i=1
+        while [ "$i" -le "$1" ]; do
+            t0=$(date +%s%N)
+            echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$dir/$bin" > /dev/null 2>&1
+            t1=$(date +%s%N)
+            echo $(((t1 - t0) / 1000)) >> /tmp/exec.txt
+            i=$((i + 1))
+        done
+        say "exec_${bin}_median_us" "$(sort -n /tmp/exec.txt | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
+    done
+}

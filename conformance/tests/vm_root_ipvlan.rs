@@ -222,7 +222,7 @@ fn vm_root_ipvlan_benchmark_beside_reference_chain() {
         .unwrap_or(30);
     let (r, out) = run(
         &lab,
-        &format!("( iv_bench {runs} ) || echo \"FAIL bench exited $?\""),
+        &format!("( iv_bench {runs} ) || echo \"FAIL bench exited $?\"\niv_exec_cost {runs}"),
     );
     assert!(
         r.failures.is_empty(),
@@ -253,6 +253,20 @@ fn vm_root_ipvlan_benchmark_beside_reference_chain() {
         ));
     }
     println!("{runs} runs of each chain, interleaved\n{table}");
+    let mut exec = String::from("| one process start (VERSION) | median |\n|---|---:|\n");
+    for bin in [
+        "ipvlan",
+        "host-local",
+        "tombstone-ipvlan",
+        "tombstone-ipam",
+        "tombstone",
+    ] {
+        let us = r
+            .number("bench", &format!("exec_{bin}_median_us"))
+            .unwrap_or(-1);
+        exec.push_str(&format!("| {bin} | {:.1} ms |\n", us as f64 / 1000.0));
+    }
+    println!("{exec}");
     assert_eq!(r.get("bench", "stray_links"), "", "{out}");
     assert_eq!(r.get("bench", "allocations_end"), "0 0", "{out}");
 }
