@@ -150,15 +150,11 @@ impl Plugin {
             }
         }
         if !self.is("bad-id-accepted") {
-            if let Some(id) = env("CNI_CONTAINERID") {
-                if !valid_id(&id) {
-                    return Err(fail(4, "invalid CNI_CONTAINERID"));
-                }
+            if env("CNI_CONTAINERID").is_some_and(|id| !valid_id(&id)) {
+                return Err(fail(4, "invalid CNI_CONTAINERID"));
             }
-            if let Some(n) = env("CNI_IFNAME") {
-                if !valid_ifname(&n) {
-                    return Err(fail(4, "invalid CNI_IFNAME"));
-                }
+            if env("CNI_IFNAME").is_some_and(|n| !valid_ifname(&n)) {
+                return Err(fail(4, "invalid CNI_IFNAME"));
             }
         }
         let conf: Map<String, Value> = match serde_json::from_str::<Value>(raw) {
@@ -186,8 +182,12 @@ impl Plugin {
             }
             self.verb(cmd, &conf)
         };
-        if result.is_err() && cmd == "ADD" && self.is("del-after-failed-add") {
-            if let Ok(dir) = state_dir(&conf) {
+        if result.is_err()
+            && cmd == "ADD"
+            && self.is("del-after-failed-add")
+            && let Ok(dir) = state_dir(&conf)
+        {
+            {
                 let _ = fs::create_dir_all(&dir);
                 let _ = fs::write(dir.join(format!("failed-{}", attachment_key())), "");
             }
@@ -329,8 +329,10 @@ impl Plugin {
         if self.is("del-after-failed-add") && dir.join(format!("failed-{key}")).exists() {
             return Err(fail(3, "no record of a successful ADD"));
         }
-        if mode == "main" {
-            if let Some(netns) = env("CNI_NETNS").filter(|n| Path::new(n).exists()) {
+        if mode == "main"
+            && let Some(netns) = env("CNI_NETNS").filter(|n| Path::new(n).exists())
+        {
+            {
                 let ifname = env("CNI_IFNAME").unwrap_or_default();
                 if link_exists(&netns, &ifname) {
                     in_netns(&netns, &["link", "del", &ifname])?;
@@ -389,10 +391,10 @@ impl Plugin {
         let entries = fs::read_dir(dir).map_err(|e| fail(5, e.to_string()))?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(key) = name.strip_prefix("att-") {
-                if !valid.iter().any(|v| v == key) {
-                    let _ = fs::remove_file(e.path());
-                }
+            if let Some(key) = name.strip_prefix("att-")
+                && !valid.iter().any(|v| v == key)
+            {
+                let _ = fs::remove_file(e.path());
             }
         }
         Ok(())

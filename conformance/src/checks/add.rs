@@ -151,10 +151,10 @@ pub fn validate_result(
                         "ips[{i}].address {addr:?} is not an address in CIDR"
                     ));
                 }
-                if let Some(g) = ip.get("gateway") {
-                    if g.as_str().and_then(|g| g.parse::<IpAddr>().ok()).is_none() {
-                        p.push(format!("ips[{i}].gateway {g} is not an address"));
-                    }
+                if let Some(g) = ip.get("gateway")
+                    && g.as_str().and_then(|g| g.parse::<IpAddr>().ok()).is_none()
+                {
+                    p.push(format!("ips[{i}].gateway {g} is not an address"));
                 }
                 match ip.get("interface") {
                     Some(_) if kind == Kind::Ipam => p.push(format!(
@@ -193,10 +193,10 @@ pub fn validate_result(
                 if dst.and_then(parse_cidr).is_none() {
                     p.push(format!("routes[{i}].dst {dst:?} is not a CIDR"));
                 }
-                if let Some(g) = r.get("gw") {
-                    if g.as_str().and_then(|g| g.parse::<IpAddr>().ok()).is_none() {
-                        p.push(format!("routes[{i}].gw {g} is not an address"));
-                    }
+                if let Some(g) = r.get("gw")
+                    && g.as_str().and_then(|g| g.parse::<IpAddr>().ok()).is_none()
+                {
+                    p.push(format!("routes[{i}].gw {g} is not an address"));
                 }
                 if v110 {
                     for k in ["mtu", "advmss", "priority", "table", "scope"] {
@@ -216,10 +216,10 @@ pub fn validate_result(
                 p.push("dns.domain is not a string".into());
             }
             for k in ["nameservers", "search", "options"] {
-                if let Some(x) = d.get(k) {
-                    if !x.as_array().is_some_and(|l| l.iter().all(Value::is_string)) {
-                        p.push(format!("dns.{k} is not a list of strings"));
-                    }
+                if let Some(x) = d.get(k)
+                    && !x.as_array().is_some_and(|l| l.iter().all(Value::is_string))
+                {
+                    p.push(format!("dns.{k} is not a list of strings"));
                 }
             }
         }
