@@ -187,10 +187,8 @@ impl Plugin {
             && self.is("del-after-failed-add")
             && let Ok(dir) = state_dir(&conf)
         {
-            {
-                let _ = fs::create_dir_all(&dir);
-                let _ = fs::write(dir.join(format!("failed-{}", attachment_key())), "");
-            }
+            let _ = fs::create_dir_all(&dir);
+            let _ = fs::write(dir.join(format!("failed-{}", attachment_key())), "");
         }
         result
     }
@@ -332,11 +330,9 @@ impl Plugin {
         if mode == "main"
             && let Some(netns) = env("CNI_NETNS").filter(|n| Path::new(n).exists())
         {
-            {
-                let ifname = env("CNI_IFNAME").unwrap_or_default();
-                if link_exists(&netns, &ifname) {
-                    in_netns(&netns, &["link", "del", &ifname])?;
-                }
+            let ifname = env("CNI_IFNAME").unwrap_or_default();
+            if link_exists(&netns, &ifname) {
+                in_netns(&netns, &["link", "del", &ifname])?;
             }
         }
         let _ = fs::remove_file(dir.join(format!("att-{key}")));
