@@ -4,8 +4,8 @@
 //! lock for its lifetime); it sleeps until the next expiry, sweeps, and exits when no
 //! tombstone is left. Disable it with `"sweeper": false` where a timer runs the sweep.
 
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
