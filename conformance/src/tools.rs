@@ -99,18 +99,14 @@ pub fn plugin_dir(name: &str, ours: &[&str]) -> Result<PathBuf> {
         }
     }
     let dir = paths::cache_dir().join("cni-bin").join(name);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
-    }
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut links: Vec<(PathBuf, std::ffi::OsString)> = Vec::new();
     let entries =
         fs::read_dir(reference).with_context(|| format!("read {}", reference.display()))?;
     for entry in entries.flatten() {
-        if ours.iter().any(|o| entry.file_name().to_str() == Some(o)) {
-            continue;
+        if !ours.iter().any(|o| entry.file_name().to_str() == Some(o)) {
+            links.push((entry.path(), entry.file_name()));
         }
-        symlink(entry.path(), dir.join(entry.file_name()))
-            .with_context(|| format!("link {} into {}", entry.path().display(), dir.display()))?;
     }
     for bin in ours {
         let path = paths::release_dir().join(bin);
@@ -121,8 +117,16 @@ pub fn plugin_dir(name: &str, ours: &[&str]) -> Result<PathBuf> {
                 path.display()
             )));
         }
-        symlink(&path, dir.join(bin))
-            .with_context(|| format!("link {} into {}", path.display(), dir.display()))?;
+        links.push((path, bin.into()));
+    }
+    // Each link is made under a unique name and renamed into place: test threads may prepare
+    // the same directory at once.
+    for (target, name) in links {
+        let tmp = paths::unique_tmp(&dir, "link");
+        symlink(&target, &tmp)
+            .with_context(|| format!("link {} into {}", target.display(), dir.display()))?;
+        let link = dir.join(&name);
+        fs::rename(&tmp, &link).with_context(|| format!("rename to {}", link.display()))?;
     }
     Ok(dir)
 }

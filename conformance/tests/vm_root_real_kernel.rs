@@ -151,16 +151,12 @@ fn vm_root_harness_kills_a_boot_at_its_timeout() {
     };
     let mut vm = lab.vm.clone();
     vm.config.timeout = Duration::from_secs(2);
-    let t = Instant::now();
+    // The error says which bound was hit; the wall time would include waiting for the
+    // boot lock while other tests boot.
     let err = vm
         .run_job("timeout", "sleep 600")
         .expect_err("a 2 s boot cannot finish");
-    assert!(err.to_string().contains("timed out"), "{err}");
-    assert!(
-        t.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert!(err.to_string().contains("timed out after 2s"), "{err}");
 }
 
 /// The seed scenario of issue 3: IPvlan L2, reference plugins alone, then `tombstone` chained.
