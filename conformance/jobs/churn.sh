@@ -21,8 +21,12 @@ churn_run() {
                 done
                 [ -n "$want" ] && reuse_requested=$((reuse_requested + 1))
             fi
-            # shellcheck disable=SC2086
-            if ! pod_add "$pod" $want; then
+            if [ -n "$want" ]; then
+                pod_add_ip "$pod" "$want"
+            else
+                pod_add "$pod"
+            fi
+            if [ $? != 0 ]; then
                 note "ADD $pod ${want:+($want)} failed"
                 op_failures=$((op_failures + 1))
                 ip netns del "$pod" 2>/dev/null

@@ -70,6 +70,14 @@ pod_add() {
         > "/tmp/result-$name.json"
 }
 
+# pod_add_ip NAME ADDR: an ADD asking for one address the way upstream cnitool users do,
+# with CNI_ARGS "IP=<addr>" (host-local reads one address there).
+pod_add_ip() {
+    ip netns add "$1" || return 1
+    CNI_ARGS="IP=$2" CNI_CONTAINERID="pod-$1" "$CNITOOL" add "$NET" "/run/netns/$1" \
+        > "/tmp/result-$1.json"
+}
+
 pod_check() { CNI_CONTAINERID="pod-$1" "$CNITOOL" check "$NET" "/run/netns/$1"; }
 
 pod_del() {

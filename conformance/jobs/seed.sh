@@ -20,6 +20,14 @@ handmade_release() {
     true
 }
 
+# reuse_add NAME ADDR...: an ADD asking for the released addresses: CNI_ARGS IP= for one,
+# the "ips" capability for several (CNI_ARGS IP= carries one address only).
+reuse_add() {
+    name=$1
+    shift
+    if [ $# = 1 ]; then pod_add_ip "$name" "$1"; else pod_add "$name" "$@"; fi
+}
+
 seed_variant() {
     node_up "$MODE"
     pod_add a || fail "ADD of pod a"
@@ -57,7 +65,7 @@ seed_variant() {
     # shellcheck disable=SC2086
     handmade_release $addrs
     # shellcheck disable=SC2086
-    if pod_add c $addrs; then say reuse_add ok; else say reuse_add failed; fi
+    if reuse_add c $addrs; then say reuse_add ok; else say reuse_add failed; fi
     for addr in $addrs; do
         f=$(family_of "$addr")
         say "reuse_addr_$f" "$(pod_addr c "$f")"
@@ -75,7 +83,7 @@ seed_variant() {
     # shellcheck disable=SC2086
     handmade_release $addrs
     # shellcheck disable=SC2086
-    if pod_add e $addrs; then say rehold_add ok; else say rehold_add failed; fi
+    if reuse_add e $addrs; then say rehold_add ok; else say rehold_add failed; fi
     say rehold_after_ms "$(($(now_ms) - t0))"
     for addr in $addrs; do
         f=$(family_of "$addr")

@@ -35,7 +35,11 @@ fn seed(lab: &Lab, variants: &[Variant]) -> Report {
     let report = scenario::run_seed(lab, variants, &Settings::default())
         .unwrap_or_else(|e| panic!("seed scenario: {e}"));
     println!("{}", report.seed_table());
-    println!("(boot + job {:.0} s)", t.elapsed().as_secs_f64());
+    println!(
+        "(boot + job {:.0} s; {:.0} s with the wait for other tests' boots)",
+        report.elapsed().as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
     assert!(
         report.results.failures.is_empty(),
         "failed steps {:?}; job output:\n{}",
@@ -248,7 +252,8 @@ fn vm_root_churn_50_pods_no_leak_no_stale_tombstone() {
         .unwrap_or_else(|e| panic!("churn: {e}"));
     println!("{}", r.churn_table());
     println!(
-        "(boot + job {:.0} s, seed {:#x})",
+        "(boot + job {:.0} s; {:.0} s with the wait for other tests' boots; seed {:#x})",
+        r.elapsed().as_secs_f64(),
         t.elapsed().as_secs_f64(),
         churn.seed
     );
