@@ -23,9 +23,28 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// Where the workspace's release binaries (our plugins) are.
+/// Where the workspace's release binaries (our plugins) are: beside this program (a test
+/// binary sits one level lower, in `deps/`). Builds target the host tuple explicitly
+/// (`.cargo/config.toml`), so that is `target/<host tuple>/release`.
 pub fn release_dir() -> PathBuf {
-    target_dir().join("release")
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(mut dir) = exe.parent()
+    {
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir = dir.parent().unwrap_or(dir);
+        }
+        if dir.file_name().is_some_and(|n| n == "release") {
+            return dir.to_path_buf();
+        }
+    }
+    // Installed elsewhere: the first `target/*/release` that holds our plugin.
+    std::fs::read_dir(target_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("release"))
+        .find(|d| d.join("tombstone").is_file())
+        .unwrap_or_else(|| target_dir().join("release"))
 }
 
 /// The harness's cache: initramfs, cnitool, plugin dir, job scripts.

@@ -123,8 +123,12 @@ impl StateDir {
         }
     }
 
-    /// Replaces the record atomically. `durable` adds an fsync of the file and of the
-    /// directory, for state that must survive a power loss (not needed on tmpfs).
+    /// Replaces the record atomically. `durable` adds an fdatasync of the new file before the
+    /// rename, so a power loss leaves the old record or the new one, never an empty or torn
+    /// one (not needed on tmpfs). The directory is not synced: after a power loss the
+    /// rename itself may be lost, leaving the previous record, which describes a node whose
+    /// pods all ended with the power anyway; a state that cannot be read would stop every
+    /// pod start, a state one change old stops none.
     pub fn write(&self, stem: &str, bytes: &[u8], durable: bool) -> Result<()> {
         self.write_with(stem, durable, |w| w.write_all(bytes))
     }
@@ -155,15 +159,10 @@ impl StateDir {
             let mut buffered = std::io::BufWriter::with_capacity(64 << 10, &mut f);
             fill(&mut buffered).and_then(|_| buffered.flush())
         }
-        .and_then(|_| if durable { f.sync_all() } else { Ok(()) });
+        .and_then(|_| if durable { f.sync_data() } else { Ok(()) });
         if let Err(e) = written.and_then(|_| fs::rename(&tmp, &path)) {
             let _ = fs::remove_file(&tmp);
             return Err(io("write", e));
-        }
-        if durable {
-            File::open(&self.path)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("sync directory of", e))?;
         }
         Ok(())
     }
