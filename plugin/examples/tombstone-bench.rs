@@ -20,7 +20,7 @@ use tombstone::tombstone::store;
 
 fn bin() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
-    // target/release/examples/bench -> target/release/tombstone
+    // target/<host tuple>/release/examples/tombstone-bench -> .../release/tombstone
     exe.parent()
         .and_then(Path::parent)
         .expect("target dir")
