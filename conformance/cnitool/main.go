@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 )
@@ -85,6 +86,13 @@ func main() {
 		CapabilityArgs: capArgs,
 	}
 	ctx := context.TODO()
+
+	// CNITOOL_TIMING: report how long the libcni call took, the chain's latency as the
+	// runtime sees it (without this program's own start).
+	if os.Getenv("CNITOOL_TIMING") != "" {
+		start := time.Now()
+		defer func() { fmt.Fprintf(os.Stderr, "libcni_us %d\n", time.Since(start).Microseconds()) }()
+	}
 
 	switch verb {
 	case "add":

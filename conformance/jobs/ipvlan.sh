@@ -304,6 +304,7 @@ iv_bench() {
     sed -i 's/10\.10\./10.30./g' "$NETCONFPATH/ourchain.conflist"
     iv_reference_conflist reference
     : > /tmp/bench.txt
+    export CNITOOL_TIMING=1
     i=1
     while [ "$i" -le "$1" ]; do
         for net in reference ours ourchain; do
@@ -312,16 +313,19 @@ iv_bench() {
             t0=$(date +%s%N)
             CNI_CONTAINERID=bench-$net-$i "$CNITOOL" add "$net" "/run/netns/$ns" > /dev/null 2> /tmp/bench.err || { cat /tmp/bench.err; echo "FAIL bench ADD $net"; }
             t1=$(date +%s%N)
+            echo "$net addlib $(awk '$1 == "libcni_us" { print $2 }' /tmp/bench.err)" >> /tmp/bench.txt
             CNI_CONTAINERID=bench-$net-$i "$CNITOOL" del "$net" "/run/netns/$ns" > /dev/null 2> /tmp/bench.err || { cat /tmp/bench.err; echo "FAIL bench DEL $net"; }
             t2=$(date +%s%N)
+            echo "$net dellib $(awk '$1 == "libcni_us" { print $2 }' /tmp/bench.err)" >> /tmp/bench.txt
             ip netns del "$ns"
             echo "$net add $(((t1 - t0) / 1000))" >> /tmp/bench.txt
             echo "$net del $(((t2 - t1) / 1000))" >> /tmp/bench.txt
         done
         i=$((i + 1))
     done
+    unset CNITOOL_TIMING
     for net in reference ours ourchain; do
-        for op in add del; do
+        for op in add del addlib dellib; do
             # median and mean, microseconds
             awk -v n="$net" -v o="$op" '$1 == n && $2 == o { print $3 }' /tmp/bench.txt | sort -n > /tmp/b.sorted
             say "${net}_${op}_median_us" "$(awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }' /tmp/b.sorted)"
