@@ -51,6 +51,25 @@ pub struct Outcome {
     pub exit_code: i32,
 }
 
+/// The text a plugin binary prints on stderr when run without `CNI_COMMAND`, in the
+/// reference plugins' words.
+pub fn about(name: &str, version: &str) -> String {
+    format!(
+        "CNI {name} plugin v{version}\nCNI protocol versions supported: {}",
+        version::SUPPORTED.join(", ")
+    )
+}
+
+/// A plugin binary's whole `main`: with `CNI_COMMAND` set, runs the plugin as a CNI
+/// process; without, prints [`about`] on stderr and exits 0, as the reference plugins do.
+pub fn plugin_main(plugin: &dyn Plugin, version: &str) -> ! {
+    if std::env::var_os("CNI_COMMAND").is_none() {
+        eprintln!("{}", about(plugin.name(), version));
+        std::process::exit(0);
+    }
+    std::process::exit(run(plugin))
+}
+
 /// Runs the plugin as a CNI process and returns the exit status for `main`.
 pub fn run(plugin: &dyn Plugin) -> i32 {
     let env = Env::from_process();
@@ -260,6 +279,14 @@ mod tests {
         );
         let (v, _) = run_with("VERSION", r#"{"cniVersion":"1.0.0"}"#);
         assert_eq!(v["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn about_names_the_plugin_and_every_version() {
+        assert_eq!(
+            about("x", "1.2.3"),
+            "CNI x plugin v1.2.3\nCNI protocol versions supported: 0.4.0, 1.0.0, 1.1.0"
+        );
     }
 
     #[test]
