@@ -1,15 +1,12 @@
 //! DEL: repeated, without the netns, without CNI_NETNS, without prevResult, after a failed ADD.
 
-use super::{CheckResult, Ctx, Outcome, verdict};
+use super::{Added, CheckResult, Ctx, Outcome, verdict};
 use crate::runner::EnvEdit;
 use crate::target::Kind;
 
 pub fn twice(ctx: &Ctx) -> CheckResult {
-    let mut s = ctx.session()?;
-    let a = s.attachment()?;
-    let v = ctx.version();
-    let prev = match ctx.add_ok(&s, &a, &v) {
-        Ok(p) => p,
+    let Added { s, a, v, prev } = match ctx.added()? {
+        Ok(added) => added,
         Err(o) => return Ok(o),
     };
     let mut problems = Vec::new();
@@ -23,11 +20,8 @@ pub fn twice(ctx: &Ctx) -> CheckResult {
 }
 
 pub fn netns_gone(ctx: &Ctx) -> CheckResult {
-    let mut s = ctx.session()?;
-    let mut a = s.attachment()?;
-    let v = ctx.version();
-    let prev = match ctx.add_ok(&s, &a, &v) {
-        Ok(p) => p,
+    let Added { s, mut a, v, prev } = match ctx.added()? {
+        Ok(added) => added,
         Err(o) => return Ok(o),
     };
     a.netns.remove();
@@ -39,11 +33,8 @@ pub fn netns_gone(ctx: &Ctx) -> CheckResult {
 }
 
 pub fn no_netns(ctx: &Ctx) -> CheckResult {
-    let mut s = ctx.session()?;
-    let a = s.attachment()?;
-    let v = ctx.version();
-    let prev = match ctx.add_ok(&s, &a, &v) {
-        Ok(p) => p,
+    let Added { s, a, v, prev } = match ctx.added()? {
+        Ok(added) => added,
         Err(o) => return Ok(o),
     };
     let r = s.invoke(
@@ -60,11 +51,8 @@ pub fn no_netns(ctx: &Ctx) -> CheckResult {
 }
 
 pub fn no_prev(ctx: &Ctx) -> CheckResult {
-    let mut s = ctx.session()?;
-    let a = s.attachment()?;
-    let v = ctx.version();
-    let prev = match ctx.add_ok(&s, &a, &v) {
-        Ok(p) => p,
+    let Added { s, a, v, prev } = match ctx.added()? {
+        Ok(added) => added,
         Err(o) => return Ok(o),
     };
     let r = s.del(&a, &v, None);

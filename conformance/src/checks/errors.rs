@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{CheckResult, Ctx, Outcome, expect_code, expect_failure, verdict};
+use super::{Added, CheckResult, Ctx, Outcome, expect_code, expect_failure, verdict};
 use crate::runner::{EnvEdit, Response, Session};
 
 const REQUIRED_ON_ADD: &[&str] = &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"];
@@ -201,11 +201,8 @@ pub fn stdout_only_result(ctx: &Ctx) -> CheckResult {
 }
 
 pub fn stdout_quiet(ctx: &Ctx) -> CheckResult {
-    let mut s = ctx.session()?;
-    let a = s.attachment()?;
-    let v = ctx.version();
-    let prev = match ctx.add_ok(&s, &a, &v) {
-        Ok(p) => p,
+    let Added { s, a, v, prev } = match ctx.added()? {
+        Ok(added) => added,
         Err(o) => return Ok(o),
     };
     let mut problems = Vec::new();

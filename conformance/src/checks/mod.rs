@@ -411,6 +411,16 @@ impl<'t> Ctx<'t> {
         Session::new(self.target)
     }
 
+    /// The common start of checks on an existing attachment: a session, one attachment and
+    /// a working ADD of it in the target's version. `Err` carries the check's failure when
+    /// that ADD did not work.
+    pub fn added(&self) -> crate::Result<std::result::Result<Added<'t>, Outcome>> {
+        let mut s = self.session()?;
+        let a = s.attachment()?;
+        let v = self.version();
+        Ok(self.add_ok(&s, &a, &v).map(|prev| Added { s, a, v, prev }))
+    }
+
     /// For a check that needs a working ADD first.
     pub fn add_ok(
         &self,
@@ -426,6 +436,14 @@ impl<'t> Ctx<'t> {
             .map(serde_json::Value::Object)
             .map_err(|e| Outcome::fail(format!("setup ADD: {e}")))
     }
+}
+
+/// What [`Ctx::added`] sets up.
+pub struct Added<'t> {
+    pub s: Session<'t>,
+    pub a: Attachment,
+    pub v: String,
+    pub prev: serde_json::Value,
 }
 
 /// The result of one check on one target.
