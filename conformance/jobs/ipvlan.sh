@@ -23,7 +23,8 @@ iv_node_down() {
     true
 }
 
-# iv_conflist NET MODE IPAM_TYPE RANGE_EXTRA DATADIR WITH_TOMBSTONE
+# iv_conflist NET MODE IPAM_TYPE RANGE_EXTRA DATADIR WITH_TOMBSTONE [PLUGIN_EXTRA]
+# PLUGIN_EXTRA: more keys of the tombstone-ipvlan object (', "mtu": 1400').
 iv_conflist() {
     tomb=""
     [ "$6" = 1 ] && tomb=",
@@ -34,7 +35,7 @@ iv_conflist() {
   "cniVersion": "1.0.0",
   "name": "$1",
   "plugins": [
-    { "type": "tombstone-ipvlan", "mode": "$2", "capabilities": { "ips": true },
+    { "type": "tombstone-ipvlan", "mode": "$2"${7:-}, "capabilities": { "ips": true },
       "ipam": { "type": "$3", "dataDir": "$5", "reuseAfterSeconds": 60,
                 "ranges": [[{ "subnet": "10.10.0.0/24", "gateway": "10.10.0.1"$4 }]],
                 "routes": [{ "dst": "0.0.0.0/0" }] } }$tomb
@@ -291,6 +292,163 @@ iv_seed() {
     for p in b c d; do pod_del $p || fail "DEL of pod $p"; done
     say stray_links "$(iv_stray_links)"
     say allocations_end "$(allocations "$NET")"
+    iv_node_down
+}
+
+# ---- STATUS, GC, mtu, linkInContainer and a dual-stack gateway port
+
+# iv_plugin_conf NET VERSION [EXTRA]: the config a runtime gives the first plugin of
+# $NETCONFPATH/NET.conflist: the plugin's object with the list's name and the given
+# cniVersion, plus EXTRA keys (e.g. cni.dev/valid-attachments). iv_conflist writes the
+# plugin object between the '"plugins": [' line and the line that closes the list.
+iv_plugin_conf() {
+    sed -n '/"plugins": \[/,/^  \]/p' "$NETCONFPATH/$1.conflist" | sed '1d;$d' |
+        sed "1s|{|{ \"cniVersion\": \"$2\", \"name\": \"$1\"${3:-},|"
+}
+
+# iv_direct COMMAND CONFIG_FILE: runs tombstone-ipvlan itself (no libcni), as a 1.1 runtime
+# does for GC and STATUS; stdout in /tmp/direct.out; prints the exit status.
+iv_direct() {
+    CNI_COMMAND=$1 "$OURS/tombstone-ipvlan" < "$2" > /tmp/direct.out 2> /tmp/direct.err
+    echo $?
+}
+direct_code() { sed -n 's/.*"code": *\([0-9]*\).*/\1/p' /tmp/direct.out | head -1; }
+direct_msg() { sed 's/\\"//g' /tmp/direct.out | sed -n 's/.*"msg": *"\([^"]*\)".*/\1/p' | head -1; }
+
+iv_status_gc_options() {
+    # STATUS: ok with the master up; 50 with it down or missing (configured master, and the
+    # default route's link, which goes with the link when it goes down).
+    VARIANT=status
+    NET=ivstatus
+    iv_node_up
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 0
+    iv_plugin_conf "$NET" 1.1.0 > /tmp/status-default.json
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 0 ', "master": "eth0"'
+    iv_plugin_conf "$NET" 1.1.0 > /tmp/status-eth0.json
+    say up_default_rc "$(iv_direct STATUS /tmp/status-default.json)"
+    say up_default_stdout "$(wc -c < /tmp/direct.out)"
+    say up_master_rc "$(iv_direct STATUS /tmp/status-eth0.json)"
+    ip link set eth0 down
+    say down_master_rc "$(iv_direct STATUS /tmp/status-eth0.json)"
+    say down_master_code "$(direct_code)"
+    say down_master_msg "$(direct_msg)"
+    say down_default_rc "$(iv_direct STATUS /tmp/status-default.json)"
+    say down_default_code "$(direct_code)"
+    say down_default_msg "$(direct_msg)"
+    ip link set eth0 up
+    ip route add default via 192.168.100.1 dev eth0
+    say up_again_rc "$(iv_direct STATUS /tmp/status-eth0.json)"
+    ip link del eth0
+    say missing_master_rc "$(iv_direct STATUS /tmp/status-eth0.json)"
+    say missing_master_code "$(direct_code)"
+    say missing_master_msg "$(direct_msg)"
+    say missing_default_rc "$(iv_direct STATUS /tmp/status-default.json)"
+    say missing_default_code "$(direct_code)"
+    iv_node_down
+
+    # GC: pods g1 and g2 through libcni (1.0.0), then GC (1.1.0) listing g1 only.
+    VARIANT=gc
+    NET=ivgc
+    iv_node_up
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 0
+    pod_add g1 > /tmp/g1.log 2>&1 || { cat /tmp/g1.log; fail "ADD of pod g1"; }
+    pod_add g2 > /tmp/g2.log 2>&1 || { cat /tmp/g2.log; fail "ADD of pod g2"; }
+    g1=$(pod_addr g1 4)
+    g2=$(pod_addr g2 4)
+    state=/var/lib/cni/networks/$NET/tombstone-ipam.json
+    say allocations_before "$(allocations "$NET")"
+    iv_plugin_conf "$NET" 1.1.0 ', "cni.dev/valid-attachments": [{ "containerID": "pod-g1", "ifname": "eth0" }]' > /tmp/gc.json
+    echo "# [gc] config:"; sed 's/^/#   /' /tmp/gc.json
+    say gc_rc "$(iv_direct GC /tmp/gc.json)"
+    say gc_stdout "$(wc -c < /tmp/direct.out)"
+    [ -s /tmp/direct.out ] && cat /tmp/direct.out
+    say allocations_after "$(allocations "$NET")"
+    say kept_g1 "$(grep -c "^\[\"a\",\"$g1\",\"pod-g1\",\"eth0\"\]" "$state")"
+    say kept_g2 "$(grep -c "^\[\"a\",\"$g2\"," "$state")"
+    say released_g2 "$(grep -c "^\[\"r\",\"$g2\"," "$state")"
+    say g1_reachable "$(yes_no reach host "$g1")"
+    if pod_check g1 > /tmp/gc-check.log 2>&1; then say g1_check ok; else say g1_check failed; cat /tmp/gc-check.log; fi
+    # The address GC released is not handed out again (cool-down) to the next pod.
+    pod_add g3 > /tmp/g3.log 2>&1 || { cat /tmp/g3.log; fail "ADD of pod g3"; }
+    say g3_got_g2 "$([ "$(pod_addr g3 4)" = "$g2" ] && echo yes || echo no)"
+    for p in g1 g2 g3; do pod_del $p || fail "DEL of pod $p"; done
+    say allocations_end "$(allocations "$NET")"
+    say stray_links "$(iv_stray_links)"
+    iv_node_down
+
+    # mtu: the pod link gets the configured MTU (the master has 1500).
+    VARIANT=mtu
+    NET=ivmtu
+    iv_node_up
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 0 ', "mtu": 1400'
+    pod_add u > /tmp/u.log 2>&1 || { cat /tmp/u.log; fail "ADD of pod u"; }
+    say pod_mtu "$(ip -n u -o link show eth0 | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')"
+    say master_mtu "$(ip -o link show eth0 | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')"
+    say host_to_pod "$(yes_no reach host "$(pod_addr u 4)")"
+    if pod_check u > /tmp/u-check.log 2>&1; then say check ok; else say check failed; cat /tmp/u-check.log; fi
+    pod_del u || fail "DEL of pod u"
+    say allocations_end "$(allocations "$NET")"
+    iv_node_down
+
+    # linkInContainer: the master (a dummy m0) lives in the pod's netns; no gateway port.
+    VARIANT=lic
+    NET=ivlic
+    iv_node_up
+    iv_conflist "$NET" l2 tombstone-ipam "" /var/lib/cni/networks 0 ', "master": "m0", "linkInContainer": true'
+    ip netns add lc
+    ip -n lc link add m0 type dummy && ip -n lc link set m0 up || fail "m0 in the pod"
+    if CNI_CONTAINERID=pod-lc "$CNITOOL" add "$NET" /run/netns/lc > /tmp/result-lc.json 2> /tmp/lc.log; then say add ok; else say add failed; cat /tmp/result-lc.json /tmp/lc.log; fi
+    say pod_links "$(ns_links lc)"
+    say pod_parent "$(ip -n lc -o link show eth0 | awk -F': ' '{ print $2 }')"
+    say pod_kind "$(ip -n lc -d link show eth0 | grep -o 'ipvlan' | head -1)"
+    say pod_addr "$(pod_addr lc 4)"
+    say pod_route "$(ip -n lc route show default | head -1)"
+    say gw_port "$(gw_port)"
+    say host_links "$(iv_stray_links)"
+    iv_plugin_conf "$NET" 1.1.0 > /tmp/status-lic.json
+    say status_rc "$(iv_direct STATUS /tmp/status-lic.json)"
+    if CNI_CONTAINERID=pod-lc "$CNITOOL" check "$NET" /run/netns/lc > /tmp/lc-check.log 2>&1; then say check ok; else say check failed; cat /tmp/lc-check.log; fi
+    if CNI_CONTAINERID=pod-lc "$CNITOOL" del "$NET" /run/netns/lc > /tmp/lc-del.log 2>&1; then say del ok; else say del failed; cat /tmp/lc-del.log; fi
+    say pod_links_after_del "$(ns_links lc)"
+    say allocations_end "$(allocations "$NET")"
+    iv_node_down
+
+    # Dual stack: the gateway port holds both gateways; the pod reaches the host over IPv6.
+    VARIANT=dual
+    NET=ivdual
+    iv_node_up
+    echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
+    cat > "$NETCONFPATH/$NET.conflist" <<CONF
+{
+  "cniVersion": "1.0.0",
+  "name": "$NET",
+  "plugins": [
+    { "type": "tombstone-ipvlan", "mode": "l2",
+      "ipam": { "type": "tombstone-ipam", "dataDir": "/var/lib/cni/networks", "reuseAfterSeconds": 60,
+                "ranges": [[{ "subnet": "10.10.0.0/24", "gateway": "10.10.0.1" }],
+                           [{ "subnet": "fd00:10::/64", "gateway": "fd00:10::1" }]],
+                "routes": [{ "dst": "0.0.0.0/0" }, { "dst": "::/0" }] } }
+  ]
+}
+CONF
+    pod_add a > /tmp/da.log 2>&1 || { cat /tmp/da.log; fail "ADD of pod a"; }
+    pod_add b > /tmp/db.log 2>&1 || { cat /tmp/db.log; fail "ADD of pod b"; }
+    a6=$(pod_addr a 6)
+    b6=$(pod_addr b 6)
+    say addr_a6 "$a6"
+    say gw_ports "$(gw_port | wc -w)"
+    say gw_addrs "$(ip -o addr show dev "$(gw_port)" scope global | awk '{ print $4 }' | sort | tr '\n' ' ' | sed 's/ $//')"
+    say pod_route6 "$(ip -n a -6 route show default | head -1)"
+    say host_route6 "$(ip -6 route show fd00:10::/64 | head -1)"
+    say a_to_gw6 "$(yes_no reach a fd00:10::1)"
+    say host_to_a6 "$(yes_no reach host "$a6")"
+    say a_to_b6 "$(yes_no reach a "$b6")"
+    say a_to_gw4 "$(yes_no reach a 10.10.0.1)"
+    if pod_check a > /tmp/da-check.log 2>&1; then say check ok; else say check failed; cat /tmp/da-check.log; fi
+    pod_del a || fail "DEL of pod a"
+    pod_del b || fail "DEL of pod b"
+    say allocations_end "$(allocations "$NET")"
+    say stray_links "$(iv_stray_links)"
     iv_node_down
 }
 

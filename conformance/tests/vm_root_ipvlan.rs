@@ -1,6 +1,7 @@
 //! `tombstone-ipvlan` on a real IPvlan kernel (the VM), driven through libcni's cnitool with
 //! `tombstone-ipam` and `tombstone`: modes, the gateway port, failure injection, concurrency,
-//! the seed scenario on our three plugins, and the benchmark beside the reference chain.
+//! the seed scenario on our three plugins, STATUS, GC, `mtu`, `linkInContainer`, a dual-stack
+//! gateway port, and the benchmark beside the reference chain.
 //! **Needs root and the VM tools** (`conformance/vm/install-deps.sh`), hence `vm_root_`.
 //! One boot for the functional checks, one for the benchmark.
 
@@ -92,7 +93,8 @@ fn vm_root_ipvlan_modes_failures_concurrency_and_seed_chain() {
         "for m in l2 l3 l3s; do ( iv_mode $m ) || echo \"FAIL $m iv_mode exited $?\"; iv_node_down; done\n\
          ( iv_failures ) || echo \"FAIL fail iv_failures exited $?\"; iv_node_down\n\
          ( iv_concurrent ) || echo \"FAIL concurrent exited $?\"; iv_node_down\n\
-         ( iv_seed ) || echo \"FAIL chain iv_seed exited $?\"; iv_node_down",
+         ( iv_seed ) || echo \"FAIL chain iv_seed exited $?\"; iv_node_down\n\
+         ( iv_status_gc_options ) || echo \"FAIL options iv_status_gc_options exited $?\"; iv_node_down",
     );
     println!("{out}");
     assert!(
@@ -205,6 +207,100 @@ fn vm_root_ipvlan_modes_failures_concurrency_and_seed_chain() {
     expect(&r, &out, s, "reuse_check", "ok");
     expect(&r, &out, s, "stray_links", "");
     expect(&r, &out, s, "allocations_end", "0");
+
+    // STATUS, run directly (cniVersion 1.1.0): ok with the master up, code 50 with it down or
+    // missing, whether configured or taken from the default route (which goes with its link).
+    let st = "status";
+    for key in ["up_default_rc", "up_master_rc", "up_again_rc"] {
+        expect(&r, &out, st, key, "0");
+    }
+    expect(&r, &out, st, "up_default_stdout", "0");
+    for case in [
+        "down_master",
+        "down_default",
+        "missing_master",
+        "missing_default",
+    ] {
+        expect(&r, &out, st, &format!("{case}_rc"), "1");
+        expect(&r, &out, st, &format!("{case}_code"), "50");
+    }
+    expect(&r, &out, st, "down_master_msg", "master eth0 is down");
+    expect(&r, &out, st, "missing_master_msg", "master eth0 not found");
+
+    // GC, run directly with a conflist-derived 1.1.0 config listing pod g1 of g1 and g2:
+    // g2's allocation is released (into the cool-down), g1's kept and g1 still works.
+    let g = "gc";
+    for (key, want) in [
+        ("allocations_before", "2"),
+        ("gc_rc", "0"),
+        ("gc_stdout", "0"),
+        ("allocations_after", "1"),
+        ("kept_g1", "1"),
+        ("kept_g2", "0"),
+        ("released_g2", "1"),
+        ("g1_reachable", "yes"),
+        ("g1_check", "ok"),
+        ("g3_got_g2", "no"),
+        ("allocations_end", "0"),
+        ("stray_links", ""),
+    ] {
+        expect(&r, &out, g, key, want);
+    }
+
+    // mtu: the pod link gets the configured MTU, the master keeps its own.
+    let m = "mtu";
+    expect(&r, &out, m, "pod_mtu", "1400");
+    expect(&r, &out, m, "master_mtu", "1500");
+    expect(&r, &out, m, "host_to_pod", "yes");
+    expect(&r, &out, m, "check", "ok");
+    expect(&r, &out, m, "allocations_end", "0");
+
+    // linkInContainer: the pod link is a slave of the pod's own m0; no gateway port.
+    let l = "lic";
+    for (key, want) in [
+        ("add", "ok"),
+        ("pod_links", "m0 eth0"),
+        ("pod_parent", "eth0@m0"),
+        ("pod_kind", "ipvlan"),
+        ("pod_addr", "10.10.0.2"),
+        ("gw_port", ""),
+        ("host_links", ""),
+        ("status_rc", "0"),
+        ("check", "ok"),
+        ("del", "ok"),
+        ("pod_links_after_del", "m0"),
+        ("allocations_end", "0"),
+    ] {
+        expect(&r, &out, l, key, want);
+    }
+    assert!(
+        r.get(l, "pod_route")
+            .starts_with("default via 10.10.0.1 dev eth0"),
+        "linkInContainer pod route {:?}",
+        r.get(l, "pod_route")
+    );
+
+    // Dual stack: one gateway port holding both gateways; IPv6 pod <-> host and pod <-> pod.
+    let d = "dual";
+    expect(&r, &out, d, "gw_ports", "1");
+    expect(&r, &out, d, "gw_addrs", "10.10.0.1/24 fd00:10::1/64");
+    assert!(
+        r.get(d, "pod_route6")
+            .starts_with("default via fd00:10::1 dev eth0"),
+        "IPv6 pod route {:?}",
+        r.get(d, "pod_route6")
+    );
+    assert!(
+        r.get(d, "host_route6").contains(" dev gw_"),
+        "IPv6 host route {:?}",
+        r.get(d, "host_route6")
+    );
+    for key in ["a_to_gw6", "host_to_a6", "a_to_b6", "a_to_gw4"] {
+        expect(&r, &out, d, key, "yes");
+    }
+    expect(&r, &out, d, "check", "ok");
+    expect(&r, &out, d, "allocations_end", "0");
+    expect(&r, &out, d, "stray_links", "");
 }
 
 /// ADD and DEL latency of whole chains as cnitool sees them, interleaved in one VM:
