@@ -297,16 +297,7 @@ impl Style {
             }
             Style::Line { pad, spaced } => {
                 let (colon, comma) = if *spaced { (": ", ", ") } else { (":", ",") };
-                let body: Vec<String> = m
-                    .iter()
-                    .map(|(k, v)| {
-                        format!(
-                            "{}{colon}{}",
-                            Value::from(k.as_str()),
-                            inline(v, colon, comma)
-                        )
-                    })
-                    .collect();
+                let body = members(m, colon, comma);
                 if m.is_empty() {
                     "{}".into()
                 } else if *pad {
@@ -319,25 +310,26 @@ impl Style {
     }
 }
 
+/// An object's members on one line, `"key"<colon>value` each.
+fn members(m: &Map<String, Value>, colon: &str, comma: &str) -> Vec<String> {
+    m.iter()
+        .map(|(k, v)| {
+            format!(
+                "{}{colon}{}",
+                Value::from(k.as_str()),
+                inline(v, colon, comma)
+            )
+        })
+        .collect()
+}
+
 fn inline(v: &Value, colon: &str, comma: &str) -> String {
     match v {
         Value::Array(a) => {
             let items: Vec<String> = a.iter().map(|v| inline(v, colon, comma)).collect();
             format!("[{}]", items.join(comma))
         }
-        Value::Object(m) => {
-            let items: Vec<String> = m
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{}{colon}{}",
-                        Value::from(k.as_str()),
-                        inline(v, colon, comma)
-                    )
-                })
-                .collect();
-            format!("{{{}}}", items.join(comma))
-        }
+        Value::Object(m) => format!("{{{}}}", members(m, colon, comma).join(comma)),
         other => other.to_string(),
     }
 }

@@ -754,12 +754,7 @@ fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> 
     for c in &changes {
         c.apply()?;
         match c {
-            Change::Write { old: Some(_), .. } => {
-                say(out, format!("restored   {}", c_shown(c).display()))
-            }
-            Change::Write { old: None, .. } => {
-                say(out, format!("restored   {}", c_shown(c).display()))
-            }
+            Change::Write { .. } => say(out, format!("restored   {}", c_shown(c).display())),
             Change::Remove { .. } => say(out, format!("removed    {}", c_shown(c).display())),
         }
     }
