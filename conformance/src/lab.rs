@@ -51,18 +51,57 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// When run by cargo (`cargo test`, `cargo run`), brings the plugin binaries up to date with
-/// `cargo build --release`; otherwise uses what `make build` left.
-fn build_our_plugins() -> Result<()> {
+/// Whether this runs under CI, where a test must never skip for a missing prerequisite.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The lab for a VM test, or `None` (the test skipped, with the reason printed) when a
+/// prerequisite is missing outside CI. Under CI a missing prerequisite fails the test, and
+/// any other error (a build, a boot) always does.
+pub fn for_test(test: &str, config: VmConfig) -> Option<Lab> {
+    match Lab::prepare(config) {
+        Ok(lab) => Some(lab),
+        Err(e) if !e.is_missing_prerequisite() => panic!("{test}: preparing the VM failed: {e}"),
+        Err(e) if in_ci() => panic!("{test}: VM prerequisite missing under CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");
+            None
+        }
+    }
+}
+
+/// For a test that needs root (network namespaces) but no VM: `false` (skipped, said so)
+/// when not root outside CI; under CI a missing privilege fails the test.
+pub fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if in_ci() {
+        panic!("{test}: needs root (network namespaces), and CI must not skip it");
+    }
+    eprintln!("{test}: skipped: needs root");
+    false
+}
+
+/// When run by cargo (`cargo test`, `cargo run`), brings the workspace's plugin binaries
+/// (`tombstone`, `tombstone-ipvlan`, `tombstone-ipam`) up to date with `cargo build
+/// --release`; otherwise uses what `make build` left.
+pub fn build_our_plugins() -> Result<()> {
     let Some(cargo) = std::env::var_os("CARGO") else {
         return Ok(());
     };
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--release", "-p", "tombstone"])
-        .current_dir(paths::workspace_root());
-    for bin in OUR_PLUGINS {
-        cmd.args(["--bin", bin]);
-    }
+    cmd.args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "tombstone",
+        "-p",
+        "tombstone-ipam",
+    ])
+    .current_dir(paths::workspace_root());
     let out = cmd
         .output()
         .context("run cargo build for the plugin binaries")?;
@@ -73,12 +112,12 @@ fn build_our_plugins() -> Result<()> {
             .all(|b| paths::release_dir().join(b).is_file());
         if !all_built {
             return Err(Error::new(format!(
-                "cargo build --release -p tombstone failed:\n{stderr}"
+                "cargo build --release -p tombstone -p tombstone-ipam failed:\n{stderr}"
             )));
         }
         // A work tree in the middle of an edit: the last good build still tells something.
         eprintln!(
-            "cni-conformance: WARNING: cargo build --release -p tombstone failed; using the \
+            "cni-conformance: WARNING: cargo build of the plugins failed; using the \
              binaries already in {}:\n{stderr}",
             paths::release_dir().display()
         );

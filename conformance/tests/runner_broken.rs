@@ -12,16 +12,7 @@ use serde_json::json;
 
 const BROKEN: &str = env!("CARGO_BIN_EXE_cni-broken-plugin");
 
-fn root_or_skip(test: &str) -> bool {
-    if cni_conformance::lab::is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root (network namespaces), and CI must not skip it");
-    }
-    eprintln!("{test}: skipped: needs root");
-    false
-}
+use cni_conformance::lab::root_or_skip;
 
 fn broken(kind: Kind, brk: &str, version: &str) -> Target {
     let mode = kind.as_str();

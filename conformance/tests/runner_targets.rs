@@ -8,16 +8,7 @@ use cni_conformance::checks::{Status, run_target};
 use cni_conformance::report::{self, TargetReport};
 use cni_conformance::target::Target;
 
-fn root_or_skip(test: &str) -> bool {
-    if cni_conformance::lab::is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root (network namespaces), and CI must not skip it");
-    }
-    eprintln!("{test}: skipped: needs root");
-    false
-}
+use cni_conformance::lab::root_or_skip;
 
 fn load(file: &str, test: &str) -> Option<Target> {
     let t = match Target::load(&targets_dir().join(file)) {

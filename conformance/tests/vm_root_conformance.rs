@@ -8,61 +8,22 @@
 //! One boot.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cni_conformance::check_cli::targets_dir;
 use cni_conformance::checks::{CheckRun, Level, Status, catalogue};
-use cni_conformance::lab::Lab;
+use cni_conformance::lab::{self, Lab};
 use cni_conformance::report::{self, TargetReport};
+use cni_conformance::scenario;
 use cni_conformance::vm::VmConfig;
-use cni_conformance::{paths, scenario};
 use serde_json::Value;
 
 const BEGIN: &str = "@@CONFORMANCE-JSON-BEGIN@@";
 const END: &str = "@@CONFORMANCE-JSON-END@@";
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-fn lab(test: &str) -> Option<Lab> {
-    let config = VmConfig {
-        timeout: Duration::from_secs(900),
-        ..VmConfig::default()
-    };
-    match Lab::prepare(config) {
-        Ok(lab) => Some(lab),
-        Err(e) if in_ci() => panic!("{test}: VM prerequisite missing under CI=true: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");
-            None
-        }
-    }
-}
-
 /// Builds the plugins the targets run (under cargo: the runner itself is built for the test).
 fn build_plugins() {
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "tombstone",
-                "-p",
-                "tombstone-ipam",
-            ])
-            .current_dir(paths::workspace_root())
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    lab::build_our_plugins().expect("build the plugins");
 }
 
 fn quote(p: &Path) -> String {
@@ -203,4 +164,15 @@ fn vm_root_conformance_ipvlan_plugins_every_must_passes() {
         "{}",
         report::table(reference)
     );
+}
+
+/// The lab, or `None` (skipped) when a prerequisite is missing outside CI.
+fn lab(test: &str) -> Option<Lab> {
+    lab::for_test(
+        test,
+        VmConfig {
+            timeout: Duration::from_secs(900),
+            ..VmConfig::default()
+        },
+    )
 }

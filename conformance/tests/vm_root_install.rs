@@ -5,24 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cni_conformance::lab::Lab;
+use cni_conformance::lab::{self, Lab};
+use cni_conformance::vm::VmConfig;
 use cni_conformance::{paths, scenario};
 
 const INSTALL_SH: &str = include_str!("../jobs/install.sh");
 const REFERENCE: &str = "/usr/lib/cni";
-
-fn lab(test: &str) -> Option<Lab> {
-    match Lab::prepare(Default::default()) {
-        Ok(lab) => Some(lab),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("{test}: VM prerequisite missing under CI: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");
-            None
-        }
-    }
-}
 
 #[test]
 fn vm_root_install_drive_pods_reinstall_and_uninstall() {
@@ -82,4 +70,9 @@ fn vm_root_install_drive_pods_reinstall_and_uninstall() {
         bins.contains("tombstone ") && bins.contains("tombstone-ipam"),
         "{bins}"
     );
+}
+
+/// The lab, or `None` (skipped) when a prerequisite is missing outside CI.
+fn lab(test: &str) -> Option<Lab> {
+    lab::for_test(test, VmConfig::default())
 }

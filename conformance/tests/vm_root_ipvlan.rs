@@ -6,60 +6,21 @@
 //! One boot for the functional checks, one for the benchmark.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cni_conformance::lab::Lab;
+use cni_conformance::lab::{self, Lab};
 use cni_conformance::scenario::{self, Results};
+use cni_conformance::tools;
 use cni_conformance::vm::VmConfig;
-use cni_conformance::{paths, tools};
 
 const IPVLAN_SH: &str = include_str!("../jobs/ipvlan.sh");
 /// The binaries on the job's `CNI_PATH` besides the reference plugins.
 const OURS: &[&str] = &["tombstone", "tombstone-ipvlan", "tombstone-ipam"];
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-fn lab(test: &str) -> Option<Lab> {
-    let config = VmConfig {
-        timeout: Duration::from_secs(1200),
-        ..VmConfig::default()
-    };
-    match Lab::prepare(config) {
-        Ok(lab) => Some(lab),
-        Err(e) if in_ci() => panic!("{test}: VM prerequisite missing under CI=true: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");
-            None
-        }
-    }
-}
-
 /// Builds our three plugins (under cargo) and returns a `CNI_PATH` dir with them and the
 /// reference plugins.
 fn plugin_dir() -> PathBuf {
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "tombstone",
-                "-p",
-                "tombstone-ipam",
-            ])
-            .current_dir(paths::workspace_root())
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    lab::build_our_plugins().expect("build the plugins");
     tools::plugin_dir("ipvlan", OURS).expect("plugin dir")
 }
 
@@ -383,4 +344,15 @@ fn vm_root_ipvlan_benchmark_beside_reference_chain() {
     println!("{exec}");
     assert_eq!(r.get("bench", "stray_links"), "", "{out}");
     assert_eq!(r.get("bench", "allocations_end"), "0 0", "{out}");
+}
+
+/// The lab, or `None` (skipped) when a prerequisite is missing outside CI.
+fn lab(test: &str) -> Option<Lab> {
+    lab::for_test(
+        test,
+        VmConfig {
+            timeout: Duration::from_secs(1200),
+            ..VmConfig::default()
+        },
+    )
 }

@@ -8,27 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use cni_conformance::lab::Lab;
+use cni_conformance::lab::{self, Lab};
 use cni_conformance::scenario::{self, Chain, Churn, Mode, Report, Settings, Variant};
 use cni_conformance::vm::VmConfig;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The lab, or `None` (test skipped) when a prerequisite is missing outside CI. Any other
-/// error (a build that fails, a boot that fails) fails the test.
-fn lab(test: &str) -> Option<Lab> {
-    match Lab::prepare(VmConfig::default()) {
-        Ok(lab) => Some(lab),
-        Err(e) if !e.is_missing_prerequisite() => panic!("{test}: preparing the VM failed: {e}"),
-        Err(e) if in_ci() => panic!("{test}: VM prerequisite missing under CI=true: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");
-            None
-        }
-    }
-}
 
 fn seed(lab: &Lab, variants: &[Variant]) -> Report {
     let t = Instant::now();
@@ -282,4 +264,9 @@ fn vm_root_churn_50_pods_no_leak_no_stale_tombstone() {
     for empty in ["stray_links", "ipam_held", "cached_results", "stray_routes"] {
         assert_eq!(res.get("churn", empty), "", "{empty}: {out}");
     }
+}
+
+/// The lab, or `None` (skipped) when a prerequisite is missing outside CI.
+fn lab(test: &str) -> Option<Lab> {
+    lab::for_test(test, VmConfig::default())
 }
