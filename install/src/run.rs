@@ -158,6 +158,19 @@ struct ConfFile {
     net: conflist::Network,
 }
 
+impl ConfFile {
+    /// This file with new contents, same mode.
+    fn rewrite(&self, p: &Paths, new: String) -> Change {
+        Change::Write {
+            shown: p.shown(&self.path),
+            path: self.path.clone(),
+            old: Some(self.text.clone()),
+            new,
+            mode: self.mode,
+        }
+    }
+}
+
 /// Every configuration file the runtime would load (`.conf`, `.conflist`, `.json`), sorted,
 /// parsed. Any malformed one is an error naming every such file.
 fn read_confs(dir: &Path) -> Result<Vec<ConfFile>, String> {
@@ -371,13 +384,7 @@ fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> {
                 Edit::Changed(new) => {
                     refuse_symlink(c)?;
                     rewrites.push((c.file_name.clone(), new.clone()));
-                    changes.push(Change::Write {
-                        shown: p.shown(&c.path),
-                        path: c.path.clone(),
-                        old: Some(c.text.clone()),
-                        new,
-                        mode: c.mode,
-                    });
+                    changes.push(c.rewrite(p, new));
                 }
             },
             Shape::Single => {
@@ -675,13 +682,7 @@ fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<(), String> 
                 if let Ok(net) = conflist::parse(&new) {
                     still_used.extend(net.referenced_types());
                 }
-                changes.push(Change::Write {
-                    shown: p.shown(&c.path),
-                    path: c.path.clone(),
-                    old: Some(c.text.clone()),
-                    new,
-                    mode: c.mode,
-                });
+                changes.push(c.rewrite(p, new));
             }
         }
     }
