@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tombstone::netlink::{HostReject, Netlink, RejectKind};
 use tombstone::tombstone::ROUTE_PROTOCOL;
 use tombstone::tombstone::ledger::{Ledger, Tombstone};
 use tombstone::tombstone::store;
+use tombstone_kernel::{HostReject, Netlink, RejectKind};
 
 fn bin() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
@@ -122,6 +122,7 @@ fn main() {
     // the binary: one more DEL and ADD, and `tombstone sweep` with nothing expired.
     let nl = Netlink::open().unwrap();
     let mut l = Ledger::new("bench");
+    let mark = tombstone::tombstone::dir_mark(&tombstone::state::normalize(&state).unwrap());
     let far = tombstone::tombstone::now_ms() + 3_600_000;
     for i in 0..10_000u32 {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + i));
@@ -130,12 +131,14 @@ fn main() {
             kind: RejectKind::Unreachable,
             table: 254,
             protocol: ROUTE_PROTOCOL,
+            metric: mark,
         })
         .unwrap();
         l.bury(Tombstone {
             ip,
             route_type: RejectKind::Unreachable,
             tables: vec![254],
+            route_metric: Some(mark),
             expires_at_ms: far,
             container_id: format!("c{i}"),
             ifname: "eth0".into(),

@@ -1,11 +1,13 @@
-//! State files: one directory (0700), files (0600) opened without following symlinks, a lock
-//! file per record serialising concurrent invocations (`flock` through `std::fs::File::lock`),
-//! and atomic replacement (write a temporary file, optionally fsync, rename).
+//! State files: one directory (0700, ours, never a symlink), files (0600, ours, regular,
+//! opened without following symlinks or blocking), a lock file per record serialising
+//! concurrent invocations (`flock` through `std::fs::File`), a directory-wide lock that a
+//! sweep takes alone and every other writer shares, and atomic replacement (write a
+//! temporary file, optionally fsync, rename).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use crate::cni::{CniError, Result};
 
@@ -15,30 +17,95 @@ pub struct StateDir {
     path: PathBuf,
 }
 
-/// Holds a record's lock until dropped.
+/// A record as found on disk.
+#[derive(Debug)]
+pub enum Record {
+    Missing,
+    Bytes(Vec<u8>),
+    /// Something that is not a regular file of ours stands where the record goes.
+    Foreign(String),
+}
+
+/// Holds a lock until dropped.
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
 }
 
-impl StateDir {
-    /// Opens the directory, creating it (and its parents) 0700 if needed. A path that exists
-    /// but is not a directory, or is a symlink, is an I/O error (code 5).
-    pub fn open(path: impl Into<PathBuf>) -> Result<StateDir> {
-        let path = path.into();
-        if !path.is_absolute() {
-            return Err(CniError::config(format!(
-                "state directory {path:?} is not absolute"
-            )));
-        }
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Ok(_) => {
-                return Err(CniError::io(format!(
-                    "state directory {} is not a directory",
-                    path.display()
+/// The stem of the directory-wide lock. Record stems never contain `.` (it is
+/// percent-encoded), so this cannot be a record's.
+const DIR_LOCK: &str = "state.dir";
+/// The suffix of a record's temporary file while it is being replaced.
+const TMP: &str = ".json.tmp";
+
+/// The path spelled without `.` components or a trailing slash; `..` is refused, so that
+/// the checks below apply to the directory that is really used.
+pub fn normalize(path: &Path) -> Result<PathBuf> {
+    if !path.is_absolute() {
+        return Err(CniError::config(format!(
+            "state directory {path:?} is not absolute"
+        )));
+    }
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(CniError::config(format!(
+                    "state directory {path:?} must not contain `..`"
                 )));
             }
+        }
+    }
+    Ok(out)
+}
+
+fn euid() -> u32 {
+    nix::unistd::Uid::effective().as_raw()
+}
+
+/// Checks an existing directory: a real directory (not a symlink), owned by us; a mode
+/// looser than 0700 is tightened (and said), since others could otherwise plant records.
+fn check_dir(path: &Path, m: &fs::Metadata) -> Result<()> {
+    if !m.file_type().is_dir() {
+        return Err(CniError::io(format!(
+            "state directory {} is not a directory{}",
+            path.display(),
+            if m.file_type().is_symlink() {
+                " (a symlink is not followed)"
+            } else {
+                ""
+            }
+        )));
+    }
+    if m.uid() != euid() {
+        return Err(CniError::io(format!(
+            "state directory {} belongs to uid {}, not to this process (uid {})",
+            path.display(),
+            m.uid(),
+            euid()
+        )));
+    }
+    if m.mode() & 0o077 != 0 {
+        log::warn!(
+            "state directory {} had mode {:o}; tightened to 700",
+            path.display(),
+            m.mode() & 0o7777
+        );
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .map_err(|e| CniError::io(format!("cannot tighten {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+impl StateDir {
+    /// Opens the directory, creating it (and its parents) 0700 if needed. An existing one
+    /// must be a directory of ours (see [`check_dir`]); anything else is an I/O error.
+    pub fn open(path: impl AsRef<Path>) -> Result<StateDir> {
+        let path = normalize(path.as_ref())?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) => check_dir(&path, &m)?,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 fs::DirBuilder::new()
                     .recursive(true)
@@ -50,6 +117,10 @@ impl StateDir {
                             path.display()
                         ))
                     })?;
+                let m = fs::symlink_metadata(&path).map_err(|e| {
+                    CniError::io(format!("state directory {}: {e}", path.display()))
+                })?;
+                check_dir(&path, &m)?;
             }
             Err(e) => {
                 return Err(CniError::io(format!(
@@ -61,8 +132,74 @@ impl StateDir {
         Ok(StateDir { path })
     }
 
+    /// The directory if it exists (checked as [`StateDir::open`] does), `None` if it does
+    /// not; never creates anything.
+    pub fn existing(path: impl AsRef<Path>) -> Result<Option<StateDir>> {
+        let path = normalize(path.as_ref())?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) => {
+                check_dir(&path, &m)?;
+                Ok(Some(StateDir { path }))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CniError::io(format!(
+                "state directory {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Whether the directory could serve a request, changing nothing (STATUS): it exists
+    /// and is ours and writable, or its nearest existing ancestor is a writable directory.
+    pub fn usable(path: impl AsRef<Path>) -> Result<()> {
+        use nix::unistd::{AccessFlags, access};
+        let path = normalize(path.as_ref())?;
+        let mut probe = path.as_path();
+        loop {
+            match fs::symlink_metadata(probe) {
+                Ok(m) => {
+                    if probe == path {
+                        if !m.file_type().is_dir() || m.uid() != euid() {
+                            return Err(CniError::io(format!(
+                                "state directory {} is not a directory of this process's user",
+                                path.display()
+                            )));
+                        }
+                    } else if !m.file_type().is_dir() {
+                        return Err(CniError::io(format!(
+                            "cannot create state directory {}: {} is not a directory",
+                            path.display(),
+                            probe.display()
+                        )));
+                    }
+                    return access(probe, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
+                        CniError::io(format!(
+                            "state directory {}: {} is not writable: {e}",
+                            path.display(),
+                            probe.display()
+                        ))
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    probe = probe.parent().unwrap_or(Path::new("/"));
+                }
+                Err(e) => {
+                    return Err(CniError::io(format!(
+                        "state directory {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// [`StateDir::usable`] for this directory (STATUS): changes nothing.
+    pub fn probe(&self) -> Result<()> {
+        Self::usable(&self.path)
     }
 
     fn file(&self, stem: &str, suffix: &str) -> Result<PathBuf> {
@@ -70,18 +207,33 @@ impl StateDir {
         Ok(self.path.join(format!("{stem}{suffix}")))
     }
 
+    /// Opens (creating) a lock file. One that is not a regular file of ours (a FIFO, a
+    /// device, another user's) is removed and made anew: nobody can hold a lock on it.
     fn lock_file(&self, stem: &str) -> Result<(PathBuf, File)> {
         let path = self.file(stem, ".lock")?;
-        let file = open_nofollow(&path, true)
-            .map_err(|e| CniError::io(format!("cannot open lock {}: {e}", path.display())))?;
-        Ok((path, file))
+        for _ in 0..2 {
+            let file = open_nofollow(&path, true)
+                .map_err(|e| CniError::io(format!("cannot open lock {}: {e}", path.display())))?;
+            if is_ours(&file).map_err(|e| CniError::io(format!("lock {}: {e}", path.display())))? {
+                return Ok((path, file));
+            }
+            log::warn!("{} is not a regular file of ours; replaced", path.display());
+            fs::remove_file(&path)
+                .map_err(|e| CniError::io(format!("cannot remove {}: {e}", path.display())))?;
+        }
+        Err(CniError::io(format!(
+            "lock {} keeps being replaced by something else",
+            path.display()
+        )))
     }
 
-    /// Takes the exclusive lock of record `stem`, waiting for other holders.
+    /// Takes the exclusive lock of record `stem`, waiting for other holders. A temporary
+    /// file a killed writer left behind is removed.
     pub fn lock(&self, stem: &str) -> Result<Lock> {
         let (path, file) = self.lock_file(stem)?;
         file.lock()
             .map_err(|e| CniError::io(format!("cannot lock {}: {e}", path.display())))?;
+        self.remove_temp(stem)?;
         Ok(Lock { _file: file })
     }
 
@@ -97,27 +249,103 @@ impl StateDir {
         }
     }
 
-    /// The record's bytes, or `None` when it does not exist yet.
-    pub fn read(&self, stem: &str) -> Result<Option<Vec<u8>>> {
-        let path = self.file(stem, ".json")?;
-        match open_nofollow(&path, false) {
-            Ok(mut f) => {
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)
-                    .map_err(|e| CniError::io(format!("cannot read {}: {e}", path.display())))?;
-                Ok(Some(buf))
+    /// The directory-wide lock, shared: held by every invocation that changes records
+    /// under their own locks, so that [`StateDir::lock_all`] waits for them.
+    pub fn lock_shared(&self) -> Result<Lock> {
+        let (path, file) = self.lock_file(DIR_LOCK)?;
+        file.lock_shared()
+            .map_err(|e| CniError::io(format!("cannot lock {}: {e}", path.display())))?;
+        Ok(Lock { _file: file })
+    }
+
+    /// The directory-wide lock, exclusive: while it is held no other invocation holds any
+    /// record lock, so every record may be read and written without taking its own (one
+    /// open file at a time, however many records), and two holders can never deadlock.
+    pub fn lock_all(&self) -> Result<Lock> {
+        let (path, file) = self.lock_file(DIR_LOCK)?;
+        file.lock()
+            .map_err(|e| CniError::io(format!("cannot lock {}: {e}", path.display())))?;
+        Ok(Lock { _file: file })
+    }
+
+    fn remove_temp(&self, stem: &str) -> Result<()> {
+        let tmp = self.file(stem, TMP)?;
+        match fs::remove_file(&tmp) {
+            Ok(()) => {
+                log::info!("{}: left by an interrupted write; removed", tmp.display());
+                Ok(())
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CniError::io(format!("cannot open {}: {e}", path.display()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CniError::io(format!(
+                "cannot remove {}: {e}",
+                tmp.display()
+            ))),
         }
     }
 
-    /// The record opened for streaming reads (no symlinks followed), or `None` when it does
-    /// not exist yet. For records too large to read whole.
+    /// The record's bytes, or `None` when it does not exist yet. A record that is not a
+    /// regular file of ours is an error that names it.
+    pub fn read(&self, stem: &str) -> Result<Option<Vec<u8>>> {
+        match self.read_record(stem)? {
+            Record::Missing => Ok(None),
+            Record::Bytes(b) => Ok(Some(b)),
+            Record::Foreign(why) => {
+                Err(CniError::io(why)
+                    .with_details("move it away; it was not written by this plugin"))
+            }
+        }
+    }
+
+    /// The record, telling apart one that is not a regular file of ours (never read:
+    /// a FIFO would block, another user's file may be forged).
+    pub fn read_record(&self, stem: &str) -> Result<Record> {
+        let path = self.file(stem, ".json")?;
+        let mut f = match open_nofollow(&path, false) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Record::Missing),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Ok(Record::Foreign(format!("{} is a symlink", path.display())));
+            }
+            Err(e) => return Err(CniError::io(format!("cannot open {}: {e}", path.display()))),
+        };
+        match is_ours(&f) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(Record::Foreign(format!(
+                    "{} is not a regular file of this process's user",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(CniError::io(format!(
+                    "cannot inspect {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(|e| CniError::io(format!("cannot read {}: {e}", path.display())))?;
+        Ok(Record::Bytes(buf))
+    }
+
+    /// The record opened for streaming reads (no symlinks followed, never blocking), or
+    /// `None` when it does not exist yet. For records too large to read whole.
     pub fn open_record(&self, stem: &str) -> Result<Option<File>> {
         let path = self.file(stem, ".json")?;
         match open_nofollow(&path, false) {
-            Ok(f) => Ok(Some(f)),
+            Ok(f) => match is_ours(&f) {
+                Ok(true) => Ok(Some(f)),
+                Ok(false) => Err(CniError::io(format!(
+                    "{} is not a regular file of this process's user",
+                    path.display()
+                ))
+                .with_details("move it away; it was not written by this plugin")),
+                Err(e) => Err(CniError::io(format!(
+                    "cannot inspect {}: {e}",
+                    path.display()
+                ))),
+            },
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CniError::io(format!("cannot open {}: {e}", path.display()))),
         }
@@ -128,7 +356,8 @@ impl StateDir {
     /// one (not needed on tmpfs). The directory is not synced: after a power loss the
     /// rename itself may be lost, leaving the previous record, which describes a node whose
     /// pods all ended with the power anyway; a state that cannot be read would stop every
-    /// pod start, a state one change old stops none.
+    /// pod start, a state one change old stops none. The caller holds the record's lock (or
+    /// the directory's), so one temporary name per record suffices.
     pub fn write(&self, stem: &str, bytes: &[u8], durable: bool) -> Result<()> {
         self.write_with(stem, durable, |w| w.write_all(bytes))
     }
@@ -143,11 +372,11 @@ impl StateDir {
         fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<()> {
         let path = self.file(stem, ".json")?;
-        let tmp = self.file(stem, &format!(".json.tmp{}", std::process::id()))?;
+        let tmp = self.file(stem, TMP)?;
         let io = |what: &str, e: std::io::Error| {
             CniError::io(format!("cannot {what} {}: {e}", path.display()))
         };
-        let _ = fs::remove_file(&tmp);
+        self.remove_temp(stem)?;
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -176,12 +405,31 @@ impl StateDir {
         Ok(aside)
     }
 
-    /// The stems of every record in the directory.
+    /// Removes every temporary file interrupted writes left (call with [`StateDir::lock_all`]
+    /// held: no write is under way).
+    pub fn remove_temps(&self) -> Result<()> {
+        let entries = fs::read_dir(&self.path)
+            .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
+        for entry in entries {
+            let entry = entry
+                .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
+            if let Some(stem) = entry.file_name().to_str().and_then(|n| n.strip_suffix(TMP))
+                && check_stem(stem).is_ok()
+            {
+                self.remove_temp(stem)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stems of every record in the directory, sorted.
     pub fn records(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let entries = fs::read_dir(&self.path)
             .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = entry
+                .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
             if let Some(stem) = entry
                 .file_name()
                 .to_str()
@@ -194,19 +442,6 @@ impl StateDir {
         out.sort();
         Ok(out)
     }
-
-    /// Checks the directory is writable (STATUS): creates and removes a probe file.
-    pub fn probe(&self) -> Result<()> {
-        let probe = self.file("status-probe", &format!(".{}", std::process::id()))?;
-        open_nofollow(&probe, true)
-            .and_then(|_| fs::remove_file(&probe))
-            .map_err(|e| {
-                CniError::io(format!(
-                    "state directory {} is not writable: {e}",
-                    self.path.display()
-                ))
-            })
-    }
 }
 
 fn open_nofollow(path: &Path, create: bool) -> std::io::Result<File> {
@@ -215,7 +450,8 @@ fn open_nofollow(path: &Path, create: bool) -> std::io::Result<File> {
         .write(create)
         .create(create)
         .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        // Never wait on what the name is (a FIFO opened for reading would block).
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)?;
     if create {
         // An existing file keeps its mode; tighten it if someone loosened it.
@@ -224,14 +460,20 @@ fn open_nofollow(path: &Path, create: bool) -> std::io::Result<File> {
     Ok(f)
 }
 
-/// A record stem: `[A-Za-z0-9._%-]`, not starting with `.`, at most 200 bytes.
+/// Whether an open file is a regular file owned by this process's user.
+fn is_ours(f: &File) -> std::io::Result<bool> {
+    let m = f.metadata()?;
+    Ok(m.file_type().is_file() && m.uid() == euid())
+}
+
+/// A record stem: `[A-Za-z0-9._%~-]`, not starting with `.`, at most [`MAX_STEM`] bytes.
 fn check_stem(stem: &str) -> Result<()> {
     let ok = !stem.is_empty()
-        && stem.len() <= 200
+        && stem.len() <= MAX_STEM
         && !stem.starts_with('.')
         && stem
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._%-".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"._%~-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -241,8 +483,17 @@ fn check_stem(stem: &str) -> Result<()> {
     }
 }
 
+/// The longest stem: with the longest suffix (`.json.corrupt-<ms>`) a file name stays
+/// under the 255-byte limit of every Linux file system.
+const MAX_STEM: usize = 200;
+/// What is kept of a long name's encoding before its hash.
+const KEPT: usize = 160;
+
 /// Encodes any string (a network name) into a record stem: bytes outside `[A-Za-z0-9_-]`
-/// become `%XX`, so two names never share a file and none escapes the directory.
+/// become `%XX`, so two names never share a file and none escapes the directory. An
+/// encoding longer than [`MAX_STEM`] keeps its first [`KEPT`] bytes and appends `~` and a
+/// 64-bit hash of the whole name; the record itself names its network, so a collision is
+/// detected, never merged.
 pub fn encode_stem(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
@@ -252,10 +503,30 @@ pub fn encode_stem(name: &str) -> String {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+    if out.len() > MAX_STEM {
+        let mut cut = KEPT;
+        // Never split a %XX escape.
+        while out.as_bytes()[cut - 1] == b'%' || out.as_bytes()[cut - 2] == b'%' {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(&format!("~{:016x}", fnv1a64(name.as_bytes())));
+    }
     out
 }
 
-/// The inverse of [`encode_stem`] (for listings).
+/// FNV-1a, 64 bits: a stable hash (the same in every build, unlike std's).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The inverse of [`encode_stem`] for stems that were not shortened (for listings; a
+/// record names its network itself).
 pub fn decode_stem(stem: &str) -> String {
     let bytes = stem.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

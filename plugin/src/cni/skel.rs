@@ -77,9 +77,22 @@ pub fn run(plugin: &dyn Plugin) -> i32 {
     let outcome = dispatch(plugin, env, stdin);
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(outcome.stdout.as_bytes());
-    let _ = out.flush();
-    outcome.exit_code
+    match out
+        .write_all(outcome.stdout.as_bytes())
+        .and_then(|_| out.flush())
+    {
+        Ok(()) => outcome.exit_code,
+        Err(e) => {
+            // The runtime cannot read what happened, so it must not think it succeeded:
+            // after a failed ADD it calls DEL, which undoes what the ADD did.
+            log::error!("cannot write the result to stdout: {e}");
+            if outcome.exit_code == 0 {
+                1
+            } else {
+                outcome.exit_code
+            }
+        }
+    }
 }
 
 fn read_stdin(command: Option<Command>) -> Result<Vec<u8>> {

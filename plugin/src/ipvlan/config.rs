@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::cni::env::validate_ifname;
 use crate::cni::{Attachment, CniError, NetConf, Result};
 use crate::delegate;
-use crate::netlink::IpvlanMode;
+use tombstone_kernel::IpvlanMode;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct IpvlanConf {

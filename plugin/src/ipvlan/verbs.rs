@@ -16,19 +16,30 @@ use super::plan::{Plan, missing_addresses, missing_routes};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::{CniError, Command, Invocation, Plugin, Result, code};
 use crate::delegate;
-use crate::netlink::{IpvlanMode, IpvlanSpec, Link, LinkRoute, Netlink};
-use crate::netns::{NetNs, OpenError};
+use tombstone_kernel::netns::{NetNs, OpenError};
+use tombstone_kernel::{IpvlanMode, IpvlanSpec, Link, LinkRoute, Netlink};
 
 pub struct IpvlanPlugin;
 
 const IPVLAN: &str = "ipvlan";
 
 /// Re-codes a failure in the pod's link work as code 105.
-fn link_failure(e: CniError) -> CniError {
+fn link_failure(e: impl Into<CniError>) -> CniError {
     CniError {
         code: code::LINK_FAILURE,
-        ..e
+        ..e.into()
     }
+}
+
+/// Opens the pod's namespace; failing that is code 3 (container unknown): nothing was set
+/// up for it, and a runtime need not clean anything up.
+fn open_netns(path: &std::path::Path) -> Result<NetNs> {
+    NetNs::open(path).map_err(|e| {
+        CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("cannot open netns {}: {e}", path.display()),
+        )
+    })
 }
 
 fn link_error(msg: impl Into<String>) -> CniError {
@@ -236,7 +247,7 @@ impl Plugin for IpvlanPlugin {
             }
         };
         let a = inv.attachment();
-        let ns = NetNs::open(netns_path(inv)?)?;
+        let ns = open_netns(netns_path(inv)?)?;
         let host = Netlink::open()?;
         let pod = ns.netlink()?;
         if pod.link_by_name(&a.ifname)?.is_some() {
@@ -303,7 +314,7 @@ impl Plugin for IpvlanPlugin {
         let conf = IpvlanConf::from_netconf(&inv.conf)?;
         let a = inv.attachment();
         let mut errors = Vec::new();
-        match inv.env.netns.as_deref().map(NetNs::try_open) {
+        match inv.env.netns.as_deref().map(NetNs::open) {
             None => log::debug!("DEL without CNI_NETNS: no link to remove"),
             Some(Err(OpenError::Gone | OpenError::NotANamespace)) => {
                 log::debug!("DEL: the netns is gone, and the pod link with it")
@@ -312,7 +323,7 @@ impl Plugin for IpvlanPlugin {
                 log::warn!("DEL: cannot open the netns ({e}); its link is left to the kernel")
             }
             Some(Ok(ns)) => match ns.netlink() {
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(link_failure(e)),
                 Ok(pod) => {
                     for name in [a.ifname.clone(), temp_link_name(a)] {
                         match pod.link_by_name(&name) {
@@ -371,7 +382,7 @@ impl Plugin for IpvlanPlugin {
                     a.ifname
                 ))
             })?;
-        let ns = NetNs::open(path)?;
+        let ns = open_netns(path)?;
         let pod = ns.netlink()?;
         let link = pod
             .link_by_name(&a.ifname)
@@ -445,7 +456,7 @@ impl Plugin for IpvlanPlugin {
         let conf = IpvlanConf::from_netconf(&inv.conf)?;
         let unavailable = |msg: String| CniError::new(code::PLUGIN_NOT_AVAILABLE, msg);
         if !conf.link_in_container {
-            let nl = Netlink::open().map_err(|e| unavailable(e.msg))?;
+            let nl = Netlink::open().map_err(|e| unavailable(e.to_string()))?;
             let master = resolve_master(&conf, &nl).map_err(|e| unavailable(e.msg))?;
             if !master.up {
                 return Err(unavailable(format!("master {} is down", master.name)));

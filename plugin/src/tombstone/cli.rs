@@ -7,8 +7,7 @@ use super::ledger;
 use super::sweep::{SweepReport, sweep_all_in};
 use super::{DEFAULT_STATE_DIR, now_ms, sweeper};
 use crate::cni::{CniError, Result};
-use crate::netlink::RejectKind;
-use crate::state::{StateDir, decode_stem};
+use crate::state::StateDir;
 
 pub const USAGE: &str = "\
 usage: tombstone sweep [--state-dir DIR] [--keep-orphans | --until-empty]
@@ -93,11 +92,32 @@ pub fn run(args: &[String], about: &str) -> i32 {
     }
 }
 
-fn sweep_all(o: &Opts) -> Result<SweepReport> {
-    if !o.state_dir.exists() {
-        return Ok(SweepReport::default());
+/// The state directory to read. A missing default directory means no tombstone was ever
+/// made; a missing directory named on the command line is a mistake worth saying.
+fn state_dir(o: &Opts) -> Result<Option<StateDir>> {
+    match StateDir::existing(&o.state_dir)? {
+        Some(d) => Ok(Some(d)),
+        None if o.state_dir == std::path::Path::new(DEFAULT_STATE_DIR) => Ok(None),
+        None => Err(CniError::io(format!(
+            "state directory {} does not exist",
+            o.state_dir.display()
+        ))),
     }
-    sweep_all_in(&StateDir::open(&o.state_dir)?, o.keep_orphans)
+}
+
+fn sweep_all(o: &Opts) -> Result<SweepReport> {
+    let Some(dir) = state_dir(o)? else {
+        return Ok(SweepReport::default());
+    };
+    let nl = tombstone_kernel::Netlink::open()?;
+    let report = sweep_all_in(&dir, &nl, now_ms(), o.keep_orphans)?;
+    if !report.errors.is_empty() {
+        return Err(
+            CniError::netlink(format!("{report}; {} failures", report.errors.len()))
+                .with_details(report.errors.join("; ")),
+        );
+    }
+    Ok(report)
 }
 
 /// One live tombstone, for `list`.
@@ -109,7 +129,7 @@ pub struct Row {
     #[serde(rename = "containerID")]
     pub container_id: String,
     pub ifname: String,
-    pub route_type: RejectKind,
+    pub route_type: &'static str,
     pub tables: Vec<u32>,
     pub expires_in_seconds: f64,
 }
@@ -119,25 +139,25 @@ pub fn rows(dir: &StateDir) -> Result<Vec<Row>> {
     let now = now_ms();
     let mut out = Vec::new();
     for stem in dir.records()? {
-        let network = decode_stem(&stem);
         let Some(bytes) = dir.read(&stem)? else {
             continue;
         };
-        let ledger = match ledger::decode(&bytes, &network)? {
+        let ledger = match ledger::decode(&bytes, &stem)? {
             Ok(l) => l,
             Err(why) => {
                 return Err(CniError::state(format!(
-                    "ledger of network {network:?} is unreadable: {why}"
+                    "ledger {stem}.json is unreadable: {why}"
                 )));
             }
         };
+        let network = ledger.network.clone();
         for t in ledger.tombstones {
             out.push(Row {
                 ip: t.ip,
                 network: network.clone(),
                 container_id: t.container_id,
                 ifname: t.ifname,
-                route_type: t.route_type,
+                route_type: t.route_type.as_str(),
                 tables: t.tables,
                 expires_in_seconds: (t.expires_at_ms.saturating_sub(now)) as f64 / 1000.0,
             });
@@ -148,10 +168,9 @@ pub fn rows(dir: &StateDir) -> Result<Vec<Row>> {
 }
 
 fn list(o: &Opts) -> Result<()> {
-    let rows = if o.state_dir.exists() {
-        rows(&StateDir::open(&o.state_dir)?)?
-    } else {
-        vec![]
+    let rows = match state_dir(o)? {
+        Some(dir) => rows(&dir)?,
+        None => vec![],
     };
     if o.json {
         println!(
@@ -177,7 +196,7 @@ fn list(o: &Opts) -> Result<()> {
             r.ip.to_string(),
             r.network,
             attachment,
-            r.route_type.as_str(),
+            r.route_type,
             tables,
             r.expires_in_seconds
         );

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cni::{CniError, NetConf, Result};
-use crate::netlink::{MAIN_TABLE, RejectKind};
+use tombstone_kernel::{MAIN_TABLE, RejectKind};
 
 /// The longest hold accepted: a day. Longer is almost surely a unit mistake.
 pub const MAX_HOLD_SECONDS: u64 = 86_400;
@@ -26,7 +26,7 @@ pub struct TombstoneConf {
 #[serde(rename_all = "camelCase")]
 struct Raw {
     hold_seconds: Option<u64>,
-    route_type: Option<RejectKind>,
+    route_type: Option<String>,
     tables: Option<Vec<Value>>,
     flush_neighbors: Option<bool>,
     state_dir: Option<PathBuf>,
@@ -54,6 +54,14 @@ impl TombstoneConf {
                 "tables must list 1 to {MAX_TABLES} tables"
             )));
         }
+        let route_type = match raw.route_type.as_deref() {
+            None => RejectKind::Unreachable,
+            Some(s) => RejectKind::parse(s).ok_or_else(|| {
+                CniError::config(format!(
+                    "routeType {s:?} is not one of unreachable, blackhole, prohibit"
+                ))
+            })?,
+        };
         let state_dir = raw
             .state_dir
             .unwrap_or_else(|| PathBuf::from(super::DEFAULT_STATE_DIR));
@@ -64,7 +72,7 @@ impl TombstoneConf {
         }
         Ok(TombstoneConf {
             hold_seconds,
-            route_type: raw.route_type.unwrap_or(RejectKind::Unreachable),
+            route_type,
             tables,
             flush_neighbors: raw.flush_neighbors.unwrap_or(true),
             state_dir,

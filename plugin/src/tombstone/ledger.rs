@@ -1,25 +1,32 @@
 //! The ledger of one network: which addresses each attachment holds (so a DEL without
-//! `prevResult` still knows them) and which tombstones are live, until when. Pure data and
-//! rules, no I/O; [`super::store`] reads and writes it.
+//! `prevResult` still knows them, and a stale DEL cannot bury an address another attachment
+//! now holds), which tombstones are live, until when, and which tables the network's config
+//! has ever named (the only tables where an orphan is looked for). Pure data and rules, no
+//! I/O; [`super::store`] reads and writes it.
 //!
-//! File format (JSON, version 1):
-//! `{"version":1,"network":"pods","attachments":[{"containerID","ifname","ips":[..]}],
-//!   "tombstones":[{"ip","routeType","tables":[..],"expiresAtMs","containerID","ifname"}]}`
+//! File format (JSON, version 2; version 1 files are read, and written back as 2):
+//! `{"version":2,"network":"pods","tables":[254],"attachments":[{"containerID","ifname","ips":[..]}],
+//!   "tombstones":[{"ip","routeType","tables":[..],"metric","expiresAtMs","containerID","ifname"}]}`
+//! `metric` is the route metric the tombstone's routes carry (absent in version 1 files,
+//! whose routes carry the kernel's default: 0 for IPv4, 1024 for IPv6).
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cni::{Attachment, CniError, Result};
-use crate::netlink::RejectKind;
+use tombstone_kernel::RejectKind;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ledger {
     pub version: u32,
     pub network: String,
+    /// Every table this network's config has named since the ledger began.
+    #[serde(default)]
+    pub tables: Vec<u32>,
     #[serde(default)]
     pub attachments: Vec<AttachmentRecord>,
     #[serde(default)]
@@ -32,19 +39,41 @@ pub struct AttachmentRecord {
     pub container_id: String,
     pub ifname: String,
     pub ips: Vec<IpAddr>,
+    /// When its DEL released these addresses; `None` while the attachment lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tombstone {
     pub ip: IpAddr,
+    #[serde(with = "route_type")]
     pub route_type: RejectKind,
     /// The tables the route was installed in (an operator's route in a table skips it).
     pub tables: Vec<u32>,
+    /// The metric of its routes; `None` in version 1 ledgers (see [`Tombstone::metric`]).
+    #[serde(default, rename = "metric", skip_serializing_if = "Option::is_none")]
+    pub route_metric: Option<u32>,
     pub expires_at_ms: u64,
     #[serde(rename = "containerID")]
     pub container_id: String,
     pub ifname: String,
+}
+
+/// The ledger's spelling of a route type: the kernel's name.
+mod route_type {
+    use super::RejectKind;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(k: &RejectKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RejectKind, D::Error> {
+        let s = String::deserialize(d)?;
+        RejectKind::parse(&s).ok_or_else(|| D::Error::custom(format!("unknown route type {s:?}")))
+    }
 }
 
 impl Tombstone {
@@ -54,11 +83,29 @@ impl Tombstone {
             ifname: self.ifname.clone(),
         }
     }
+
+    pub fn is_of(&self, a: &Attachment) -> bool {
+        self.container_id == a.container_id && self.ifname == a.ifname
+    }
+
+    /// The metric its routes carry: the one recorded, or for a version 1 entry the
+    /// kernel's default for routes added without one.
+    pub fn metric(&self) -> u32 {
+        self.route_metric
+            .unwrap_or(if self.ip.is_ipv6() { 1024 } else { 0 })
+    }
 }
 
 impl AttachmentRecord {
     fn is(&self, a: &Attachment) -> bool {
         self.container_id == a.container_id && self.ifname == a.ifname
+    }
+
+    pub fn attachment(&self) -> Attachment {
+        Attachment {
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+        }
     }
 }
 
@@ -67,6 +114,7 @@ impl Ledger {
         Ledger {
             version: FORMAT_VERSION,
             network: network.to_string(),
+            tables: vec![],
             attachments: vec![],
             tombstones: vec![],
         }
@@ -76,12 +124,33 @@ impl Ledger {
         self.attachments.is_empty() && self.tombstones.is_empty()
     }
 
-    /// Records (or updates) the addresses an attachment holds. Returns whether it changed.
+    /// Adds tables the config names to those known. Returns whether any was new.
+    pub fn note_tables(&mut self, tables: &[u32]) -> bool {
+        let before = self.tables.len();
+        for t in tables {
+            if !self.tables.contains(t) {
+                self.tables.push(*t);
+            }
+        }
+        self.tables.len() != before
+    }
+
+    /// Records (or updates) the addresses an attachment holds; an address belongs to one
+    /// attachment of the network at a time, so other records lose these addresses (a record
+    /// left with none is dropped). Returns whether anything changed.
     pub fn record_attachment(&mut self, a: &Attachment, ips: &[IpAddr]) -> bool {
+        let mut changed = false;
+        for r in self.attachments.iter_mut().filter(|r| !r.is(a)) {
+            let before = r.ips.len();
+            r.ips.retain(|ip| !ips.contains(ip));
+            changed |= r.ips.len() != before;
+        }
+        self.attachments.retain(|r| !r.ips.is_empty() || r.is(a));
         match self.attachments.iter_mut().find(|r| r.is(a)) {
-            Some(r) if r.ips == ips => false,
+            Some(r) if r.ips == ips && r.released_at_ms.is_none() => changed,
             Some(r) => {
                 r.ips = ips.to_vec();
+                r.released_at_ms = None;
                 true
             }
             None => {
@@ -89,6 +158,7 @@ impl Ledger {
                     container_id: a.container_id.clone(),
                     ifname: a.ifname.clone(),
                     ips: ips.to_vec(),
+                    released_at_ms: None,
                 });
                 true
             }
@@ -99,6 +169,53 @@ impl Ledger {
         self.attachments.retain(|r| !r.is(a));
     }
 
+    /// Whether a DEL already released this attachment's addresses.
+    pub fn is_released(&self, a: &Attachment) -> bool {
+        self.attachments
+            .iter()
+            .any(|r| r.is(a) && r.released_at_ms.is_some())
+    }
+
+    /// Marks the attachment released (its DEL ran), with the addresses it released; the
+    /// time of the first release is kept.
+    pub fn release(&mut self, a: &Attachment, ips: &[IpAddr], now_ms: u64) {
+        match self.attachments.iter_mut().find(|r| r.is(a)) {
+            Some(r) => {
+                r.released_at_ms.get_or_insert(now_ms);
+                for ip in ips {
+                    if !r.ips.contains(ip) {
+                        r.ips.push(*ip);
+                    }
+                }
+            }
+            None => self.attachments.push(AttachmentRecord {
+                container_id: a.container_id.clone(),
+                ifname: a.ifname.clone(),
+                ips: ips.to_vec(),
+                released_at_ms: Some(now_ms),
+            }),
+        }
+    }
+
+    /// Drops records of attachments released longer than `retention_ms` ago. Returns how
+    /// many.
+    pub fn prune_released(&mut self, now_ms: u64, retention_ms: u64) -> usize {
+        let before = self.attachments.len();
+        self.attachments.retain(|r| {
+            r.released_at_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) < retention_ms)
+        });
+        before - self.attachments.len()
+    }
+
+    /// The live attachment other than `a` that holds `ip` now, if any: `a`'s DEL must not
+    /// bury it (a stale DEL retried with an old `prevResult`).
+    pub fn held_by_other(&self, ip: IpAddr, a: &Attachment) -> Option<&AttachmentRecord> {
+        self.attachments
+            .iter()
+            .find(|r| !r.is(a) && r.released_at_ms.is_none() && r.ips.contains(&ip))
+    }
+
     /// The addresses of an attachment when the runtime sent none: its record, or else the
     /// tombstones a crashed earlier DEL of it already wrote down.
     pub fn ips_of(&self, a: &Attachment) -> Vec<IpAddr> {
@@ -107,7 +224,7 @@ impl Ledger {
         }
         self.tombstones
             .iter()
-            .filter(|t| t.container_id == a.container_id && t.ifname == a.ifname)
+            .filter(|t| t.is_of(a))
             .map(|t| t.ip)
             .collect()
     }
@@ -116,10 +233,26 @@ impl Ledger {
         self.tombstones.iter().find(|t| t.ip == ip)
     }
 
-    /// Writes down a tombstone (replacing one for the same address).
-    pub fn bury(&mut self, t: Tombstone) {
-        self.tombstones.retain(|old| old.ip != t.ip);
-        self.tombstones.push(t);
+    /// Writes down a tombstone. A live one for the same address already there means the
+    /// address is still released: it keeps its expiry (a repeated or stale DEL never
+    /// extends a hold), its attachment, its metric and kind, and gains the new tables (the
+    /// routes of its old tables exist or may, so they stay named until they end). Returns
+    /// the entry as written.
+    pub fn bury(&mut self, t: Tombstone) -> Tombstone {
+        let entry = match self.tombstones.iter().position(|old| old.ip == t.ip) {
+            Some(i) => {
+                let mut old = self.tombstones.remove(i);
+                for table in &t.tables {
+                    if !old.tables.contains(table) {
+                        old.tables.push(*table);
+                    }
+                }
+                old
+            }
+            None => t,
+        };
+        self.tombstones.push(entry.clone());
+        entry
     }
 
     /// Removes and returns the tombstones of these addresses.
@@ -138,30 +271,21 @@ impl Ledger {
             .filter(move |t| t.expires_at_ms <= now_ms)
     }
 
-    /// Attachments with a record that are not in the runtime's valid list (GC).
+    /// Attachments with a record (live or released) that are not in the runtime's valid
+    /// list (GC).
     pub fn stale_attachments(&self, valid: &[Attachment]) -> Vec<Attachment> {
         self.attachments
             .iter()
             .filter(|r| !valid.iter().any(|v| r.is(v)))
-            .map(|r| Attachment {
-                container_id: r.container_id.clone(),
-                ifname: r.ifname.clone(),
-            })
+            .map(AttachmentRecord::attachment)
             .collect()
-    }
-
-    /// Checks what serde cannot: the version we write, the network it belongs to.
-    fn validate(&self, network: &str) -> std::result::Result<(), String> {
-        if self.network != network {
-            return Err(format!("ledger belongs to network {:?}", self.network));
-        }
-        Ok(())
     }
 }
 
-/// Decodes a ledger file. `Err` carries why it is unusable; a newer format version is not
-/// "corrupt" but refused (code 102), so an older binary never clobbers a newer ledger.
-pub fn decode(bytes: &[u8], network: &str) -> Result<std::result::Result<Ledger, String>> {
+/// Decodes a ledger file of a network whose record stem is `stem`. `Err` carries why it
+/// is unusable; a newer format version is not "corrupt" but refused (code 102), so an
+/// older binary never clobbers a newer ledger.
+pub fn decode(bytes: &[u8], stem: &str) -> Result<std::result::Result<Ledger, String>> {
     #[derive(Deserialize)]
     struct Head {
         version: u32,
@@ -170,13 +294,25 @@ pub fn decode(bytes: &[u8], network: &str) -> Result<std::result::Result<Ledger,
         && h.version > FORMAT_VERSION
     {
         return Err(CniError::state(format!(
-            "ledger of network {network:?} has format version {}, this binary reads up to {FORMAT_VERSION}",
+            "ledger {stem}.json has format version {}, this binary reads up to {FORMAT_VERSION}",
             h.version
         )));
     }
     Ok(serde_json::from_slice::<Ledger>(bytes)
         .map_err(|e| e.to_string())
-        .and_then(|l| l.validate(network).map(|_| l)))
+        .and_then(|mut l| {
+            if crate::state::encode_stem(&l.network) != stem {
+                return Err(format!(
+                    "ledger belongs to network {:?}, not to this file",
+                    l.network
+                ));
+            }
+            if l.version == 0 {
+                return Err("format version 0".into());
+            }
+            l.version = FORMAT_VERSION;
+            Ok(l)
+        }))
 }
 
 #[cfg(test)]
@@ -197,10 +333,40 @@ mod tests {
             ip: ip(a),
             route_type: RejectKind::Unreachable,
             tables: vec![254],
+            route_metric: None,
             expires_at_ms: exp,
             container_id: c.into(),
             ifname: "eth0".into(),
         }
+    }
+
+    #[test]
+    fn an_address_belongs_to_one_attachment_and_releases_are_remembered() {
+        let mut l = Ledger::new("n");
+        l.record_attachment(&att("a"), &[ip("10.0.0.5"), ip("10.0.0.6")]);
+        l.release(&att("a"), &[ip("10.0.0.5"), ip("10.0.0.6")], 100);
+        assert!(l.is_released(&att("a")));
+        assert!(
+            l.held_by_other(ip("10.0.0.5"), &att("b")).is_none(),
+            "released"
+        );
+        l.record_attachment(&att("e"), &[ip("10.0.0.5")]);
+        assert_eq!(
+            l.held_by_other(ip("10.0.0.5"), &att("a"))
+                .unwrap()
+                .container_id,
+            "e"
+        );
+        assert_eq!(
+            l.ips_of(&att("a")),
+            vec![ip("10.0.0.6")],
+            "a lost the moved address"
+        );
+        assert_eq!(l.prune_released(100 + 999, 1000), 0);
+        assert_eq!(l.prune_released(100 + 1000, 1000), 1);
+        assert!(!l.is_released(&att("a")));
+        assert!(l.note_tables(&[254, 100]));
+        assert!(!l.note_tables(&[100]));
     }
 
     #[test]
@@ -229,7 +395,13 @@ mod tests {
         l.bury(stone("10.0.0.5", "b", 20));
         l.bury(stone("10.0.0.6", "b", 30));
         assert_eq!(l.tombstones.len(), 2);
-        assert_eq!(l.tombstone(ip("10.0.0.5")).unwrap().expires_at_ms, 20);
+        // The address is still released: the first hold and releaser stand.
+        let t = l.tombstone(ip("10.0.0.5")).unwrap();
+        assert_eq!((t.expires_at_ms, t.container_id.as_str()), (10, "a"));
+        // New tables join the entry, old ones stay named.
+        let mut wider = stone("10.0.0.5", "a", 5);
+        wider.tables = vec![100];
+        assert_eq!(l.bury(wider).tables, vec![254, 100]);
         let lifted = l.lift(&[ip("10.0.0.5"), ip("10.0.0.9")]);
         assert_eq!(lifted.len(), 1);
         assert_eq!(l.tombstones.len(), 1);
@@ -272,7 +444,15 @@ mod tests {
         assert!(decode(b"", "pods").unwrap().is_err());
         assert!(decode(&bytes, "other").unwrap().is_err());
         // A newer format is refused, not rebuilt over.
-        let newer = br#"{"version":2,"network":"pods"}"#;
+        let newer = br#"{"version":3,"network":"pods"}"#;
         assert_eq!(decode(newer, "pods").unwrap_err().code, 102);
+        // A version 1 ledger is read; its routes carry the kernel's default metric.
+        let v1 = br#"{"version":1,"network":"pods","tombstones":[{"ip":"fd00::5","routeType":"unreachable","tables":[254],"expiresAtMs":7,"containerID":"b","ifname":"eth0"}]}"#;
+        let l1 = decode(v1, "pods").unwrap().unwrap();
+        assert_eq!(
+            (l1.version, l1.tombstones[0].metric()),
+            (FORMAT_VERSION, 1024)
+        );
+        assert!(decode(br#"{"version":1,"network":"pods","tombstones":[{"ip":"fd00::5","routeType":"drop","tables":[254],"expiresAtMs":7,"containerID":"b","ifname":"eth0"}]}"#, "pods").unwrap().is_err());
     }
 }

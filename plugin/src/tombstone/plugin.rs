@@ -1,12 +1,15 @@
 //! The CNI verbs of `tombstone`. Every verb validates all its input first, then takes the
-//! network's lock, ends expired tombstones, and only then acts, so a bad request changes
-//! nothing and concurrent requests see one consistent ledger.
+//! state directory's shared lock and the network's lock, ends expired tombstones, and only
+//! then acts, so a bad request changes nothing and concurrent requests see one consistent
+//! ledger.
 //!
-//! Crash safety rests on one invariant: a route with our protocol exists only while some
-//! ledger entry names it. DEL writes the entry before installing the route; ADD and the
-//! sweep delete the route before dropping the entry. ADD also records the attachment before
-//! touching the kernel, so a DEL without `prevResult` after a crashed ADD still finds the
-//! addresses.
+//! Crash safety rests on one invariant: a route of this state directory exists only while
+//! some ledger entry names it. DEL writes the entry before installing the route; ADD and
+//! the sweep delete the route before dropping the entry; an entry never loses a table
+//! while its route may exist. ADD also records the attachment before touching the kernel,
+//! so a DEL without `prevResult` after a crashed ADD still finds the addresses, and a
+//! stale DEL (retried with an old `prevResult`) cannot bury an address another attachment
+//! now holds.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -15,55 +18,58 @@ use serde_json::Value;
 
 use super::config::TombstoneConf;
 use super::ledger::{Ledger, Tombstone};
-use super::store::{self, Loaded};
-use super::{ROUTE_PROTOCOL, now_ms};
-use super::{sweep, sweeper};
+use super::port::{Edges, Kernel};
+use super::{ROUTE_PROTOCOL, dir_mark, store, sweep, sweeper};
 use crate::cni::{Attachment, CniError, Invocation, Plugin, Result, code};
-use crate::netlink::{HostReject, Netlink};
 use crate::state::{Lock, StateDir};
+use tombstone_kernel::HostReject;
 
-pub struct TombstonePlugin;
+/// The chained plugin, over its edges (the real kernel and clock, or a test's).
+pub struct TombstonePlugin {
+    edges: Edges,
+}
+
+impl TombstonePlugin {
+    pub fn new(edges: Edges) -> TombstonePlugin {
+        TombstonePlugin { edges }
+    }
+
+    fn session(&self, conf: &TombstoneConf, network: &str) -> Result<Session> {
+        Session::open(&self.edges, conf, network)
+    }
+}
 
 /// One network's state under its lock, with the kernel connection.
 struct Session {
     dir: StateDir,
     _lock: Lock,
+    _shared: Lock,
     ledger: Ledger,
-    nl: Netlink,
+    kernel: Box<dyn Kernel>,
+    mark: u32,
+    now_ms: u64,
 }
 
 impl Session {
-    /// Locks and loads the network's ledger, then ends expired tombstones and drops
-    /// entries the kernel no longer backs (except those of `deleting`, whose DEL finishes
-    /// what a crashed earlier DEL of it began).
-    fn open(conf: &TombstoneConf, network: &str, deleting: Option<&Attachment>) -> Result<Session> {
+    /// Locks and loads the network's ledger, notes the tables its config names, and ends
+    /// expired tombstones.
+    fn open(edges: &Edges, conf: &TombstoneConf, network: &str) -> Result<Session> {
         let dir = StateDir::open(&conf.state_dir)?;
+        let shared = dir.lock_shared()?;
         let lock = dir.lock(&store::stem(network))?;
-        let (mut ledger, mut dirty) = match store::load(&dir, network)? {
-            Loaded::Fresh(l) => (l, false),
-            Loaded::Existing(l) => (l, false),
-            Loaded::Rebuilt(l, aside, why) => {
-                log::error!(
-                    "network {network}: ledger unreadable ({why}); moved to {} and rebuilt empty",
-                    aside.display()
-                );
-                (l, true)
-            }
-        };
-        let nl = Netlink::open()?;
-        if !ledger.tombstones.is_empty() {
-            dirty |= sweep::end_expired(&nl, &mut ledger, now_ms()) > 0;
-            let (v4, v6) = sweep::families(&ledger);
-            if v4 || v6 {
-                let present = sweep::our_routes(&nl, v4, v6)?;
-                dirty |= sweep::reconcile(&mut ledger, &present, deleting) > 0;
-            }
-        }
+        let (mut ledger, mut dirty) = store::load(&dir, network)?.logged();
+        dirty |= ledger.note_tables(&conf.tables);
+        let kernel = (edges.kernel)()?;
+        let now_ms = (edges.now_ms)();
+        dirty |= sweep::end_expired(&*kernel, &mut ledger, now_ms).changed();
         let session = Session {
+            mark: dir_mark(dir.path()),
             dir,
             _lock: lock,
+            _shared: shared,
             ledger,
-            nl,
+            kernel,
+            now_ms,
         };
         if dirty {
             session.save()?;
@@ -75,14 +81,40 @@ impl Session {
         store::save(&self.dir, &self.ledger)
     }
 
-    /// Tombstones `ips` of attachment `a`: tables holding an operator's route for the
-    /// address are skipped (and logged), the ledger is written, then the routes installed
-    /// and the neighbour entries deleted.
+    /// Tombstones `ips` released by attachment `a`. An address another live attachment now
+    /// holds is skipped (a stale DEL); one already tombstoned keeps its hold (a repeated
+    /// DEL); one whose hold has ended after this attachment's earlier DEL is not buried
+    /// again. Tables holding an operator's route for the address are skipped (and logged).
+    /// The ledger is written, then every route of the touched entries installed (so a
+    /// retry heals a DEL that failed half-way), then the neighbour entries deleted.
     fn bury(&mut self, conf: &TombstoneConf, a: &Attachment, ips: &[IpAddr]) -> Result<()> {
-        let foreign = self.foreign_routes(conf, ips)?;
-        let expires_at_ms = now_ms() + conf.hold_seconds * 1000;
-        let mut buried = Vec::new();
+        let released_before = self.ledger.is_released(a);
+        let mut candidates = Vec::new();
         for &ip in ips {
+            if let Some(holder) = self.ledger.held_by_other(ip, a) {
+                log::warn!(
+                    "network {}: {ip} is held by {}/{} now; the DEL of {}/{} leaves it alone",
+                    self.ledger.network,
+                    holder.container_id,
+                    holder.ifname,
+                    a.container_id,
+                    a.ifname
+                );
+            } else if self.ledger.tombstone(ip).is_some() || !released_before {
+                candidates.push(ip);
+            } else {
+                log::debug!(
+                    "network {}: {ip} was released by {}/{} before and its hold is over",
+                    self.ledger.network,
+                    a.container_id,
+                    a.ifname
+                );
+            }
+        }
+        let foreign = self.foreign_routes(conf, &candidates)?;
+        let expires_at_ms = self.now_ms + conf.hold_seconds * 1000;
+        let mut buried = Vec::new();
+        for ip in candidates {
             let tables: Vec<u32> = conf
                 .tables
                 .iter()
@@ -95,39 +127,47 @@ impl Session {
                     self.ledger.network
                 );
             }
-            if tables.is_empty() {
+            if tables.is_empty() && self.ledger.tombstone(ip).is_none() {
                 continue;
             }
-            let t = Tombstone {
+            buried.push(self.ledger.bury(Tombstone {
                 ip,
                 route_type: conf.route_type,
                 tables,
+                route_metric: Some(self.mark),
                 expires_at_ms,
                 container_id: a.container_id.clone(),
                 ifname: a.ifname.clone(),
-            };
-            self.ledger.bury(t.clone());
-            buried.push(t);
+            }));
         }
-        self.ledger.forget_attachment(a);
+        self.ledger.release(a, ips, self.now_ms);
         self.save()?;
         if buried.is_empty() {
             return Ok(());
         }
-        for t in &buried {
-            for route in sweep::routes_of(t) {
-                self.nl.replace_route(&route)?;
-            }
+        let routes: Vec<HostReject> = buried.iter().flat_map(sweep::routes_of).collect();
+        let failures: Vec<String> = self
+            .kernel
+            .replace_routes(&routes)
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        if !failures.is_empty() {
+            return Err(CniError::netlink(format!(
+                "{} of {} tombstone routes could not be installed",
+                failures.len(),
+                routes.len()
+            ))
+            .with_details(failures.join("; ")));
         }
         if conf.sweeper {
             sweeper::ensure_running(&self.dir);
         }
         if conf.flush_neighbors {
-            for &ip in ips {
-                let n = self.nl.flush_neighbours(ip)?;
-                if n > 0 {
-                    log::debug!("{ip}: {n} neighbour entries deleted");
-                }
+            let ips: Vec<IpAddr> = buried.iter().map(|t| t.ip).collect();
+            let n = self.kernel.flush_neighbours(&ips)?;
+            if n > 0 {
+                log::debug!("{n} neighbour entries deleted");
             }
         }
         log::info!(
@@ -158,7 +198,7 @@ impl Session {
                 continue;
             }
             for &table in &conf.tables {
-                for r in self.nl.dump_routes(ipv6, Some(table), None)? {
+                for r in self.kernel.dump_routes(ipv6, Some(table), None)? {
                     if r.protocol == ROUTE_PROTOCOL {
                         continue;
                     }
@@ -169,6 +209,43 @@ impl Session {
             }
         }
         Ok(out)
+    }
+
+    /// Every route this directory may have made for `ips`: in every table the config
+    /// names or has named, and those the entries recorded, under this directory's metric
+    /// and the entry's own.
+    fn routes_for(&self, conf: &TombstoneConf, ips: &[IpAddr]) -> Vec<HostReject> {
+        let mut routes = Vec::new();
+        for &ip in ips {
+            let entry = self.ledger.tombstone(ip);
+            let mut tables = conf.tables.clone();
+            for t in self
+                .ledger
+                .tables
+                .iter()
+                .chain(entry.into_iter().flat_map(|e| e.tables.iter()))
+            {
+                if !tables.contains(t) {
+                    tables.push(*t);
+                }
+            }
+            let mut metrics = vec![self.mark];
+            if let Some(m) = entry.map(Tombstone::metric).filter(|m| *m != self.mark) {
+                metrics.push(m);
+            }
+            for table in tables {
+                for &metric in &metrics {
+                    routes.push(HostReject {
+                        ip,
+                        kind: conf.route_type,
+                        table,
+                        protocol: ROUTE_PROTOCOL,
+                        metric,
+                    });
+                }
+            }
+        }
+        routes
     }
 }
 
@@ -200,36 +277,33 @@ impl Plugin for TombstonePlugin {
         })?;
         let ips = prev_ips(inv)?;
         let a = inv.attachment();
-        let mut s = Session::open(&conf, &inv.conf.name, None)?;
+        let mut s = self.session(&conf, &inv.conf.name)?;
         if s.ledger.record_attachment(a, &ips) {
             s.save()?;
         }
-        // Every table this plugin may have used for the address: the configured ones and
-        // those the ledger recorded (the config may have changed since the DEL).
-        let mut routes = Vec::new();
-        for &ip in &ips {
-            let mut tables = conf.tables.clone();
-            if let Some(t) = s.ledger.tombstone(ip) {
-                tables.extend(t.tables.iter().filter(|t| !conf.tables.contains(t)));
-            }
-            routes.extend(tables.into_iter().map(|table| HostReject {
-                ip,
-                kind: conf.route_type,
-                table,
-                protocol: ROUTE_PROTOCOL,
-            }));
-        }
-        for (route, removed) in routes.iter().zip(s.nl.delete_routes(&routes)) {
-            if removed? {
-                log::warn!(
+        let routes = s.routes_for(&conf, &ips);
+        let mut failures = Vec::new();
+        for (route, removed) in routes.iter().zip(s.kernel.delete_routes(&routes)) {
+            match removed {
+                Ok(true) => log::warn!(
                     "network {}: {} was given to {}/{} while still tombstoned (table {}); tombstone removed",
                     inv.conf.name,
                     route.ip,
                     a.container_id,
                     a.ifname,
                     route.table
-                );
+                ),
+                Ok(false) => {}
+                Err(e) => failures.push(e.to_string()),
             }
+        }
+        if !failures.is_empty() {
+            // The entries stay: they still name the routes that may be left.
+            return Err(CniError::netlink(format!(
+                "{} tombstone routes of the pod's addresses could not be removed",
+                failures.len()
+            ))
+            .with_details(failures.join("; ")));
         }
         if !s.ledger.lift(&ips).is_empty() {
             s.save()?;
@@ -241,7 +315,7 @@ impl Plugin for TombstonePlugin {
         let conf = TombstoneConf::from_netconf(&inv.conf)?;
         let from_prev = prev_ips(inv)?;
         let a = inv.attachment();
-        let mut s = Session::open(&conf, &inv.conf.name, Some(a))?;
+        let mut s = self.session(&conf, &inv.conf.name)?;
         let ips = if from_prev.is_empty() {
             s.ledger.ips_of(a)
         } else {
@@ -265,18 +339,19 @@ impl Plugin for TombstonePlugin {
             return Err(CniError::config("CHECK needs a prevResult"));
         }
         let ips = prev_ips(inv)?;
-        let s = Session::open(&conf, &inv.conf.name, None)?;
+        let s = self.session(&conf, &inv.conf.name)?;
         let present = sweep::our_routes(
-            &s.nl,
+            &*s.kernel,
             ips.iter().any(|i| i.is_ipv4()),
             ips.iter().any(|i| i.is_ipv6()),
         )?;
         let mut stuck: Vec<String> = present
             .iter()
-            .filter(|(ip, _)| ips.contains(ip))
-            .map(|(ip, table)| format!("{ip} (table {table})"))
+            .filter(|r| ips.contains(&r.ip))
+            .map(|r| format!("{} (table {}, metric {})", r.ip, r.table, r.metric))
             .collect();
         stuck.sort();
+        stuck.dedup();
         if !stuck.is_empty() {
             return Err(
                 CniError::new(code::TOMBSTONE_PRESENT, "address still tombstoned")
@@ -289,22 +364,33 @@ impl Plugin for TombstonePlugin {
     fn gc(&self, inv: &Invocation) -> Result<()> {
         let conf = TombstoneConf::from_netconf(&inv.conf)?;
         let valid = inv.conf.valid_attachments()?;
-        let mut s = Session::open(&conf, &inv.conf.name, None)?;
+        let mut s = self.session(&conf, &inv.conf.name)?;
         let Some(valid) = valid else { return Ok(()) };
         let mut errors = Vec::new();
+        let mut forgotten = false;
         for a in s.ledger.stale_attachments(&valid) {
+            if s.ledger.is_released(&a) {
+                // Its DEL ran; the runtime has forgotten it too.
+                s.ledger.forget_attachment(&a);
+                forgotten = true;
+                continue;
+            }
             let ips = s.ledger.ips_of(&a);
             if let Err(e) = s.bury(&conf, &a, &ips) {
                 errors.push(format!("{}/{}: {e}", a.container_id, a.ifname));
             }
         }
+        if forgotten {
+            s.save()?;
+        }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(
-                CniError::netlink("GC could not tombstone every stale attachment")
-                    .with_details(errors.join("; ")),
-            )
+            Err(CniError::netlink(format!(
+                "GC could not tombstone {} stale attachments",
+                errors.len()
+            ))
+            .with_details(errors.join("; ")))
         }
     }
 
@@ -317,11 +403,14 @@ impl Plugin for TombstonePlugin {
             .with_details(e.details)
         };
         let conf = TombstoneConf::from_netconf(&inv.conf)?;
-        let dir = StateDir::open(&conf.state_dir).map_err(unavailable)?;
-        dir.probe().map_err(unavailable)?;
-        let nl = Netlink::open().map_err(unavailable)?;
-        nl.dump_routes(false, None, Some(ROUTE_PROTOCOL))
-            .map_err(unavailable)?;
+        StateDir::usable(&conf.state_dir).map_err(unavailable)?;
+        let kernel = (self.edges.kernel)().map_err(|e| unavailable(e.into()))?;
+        kernel
+            .dump_routes(false, None, Some(ROUTE_PROTOCOL))
+            .map_err(|e| unavailable(e.into()))?;
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

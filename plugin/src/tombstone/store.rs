@@ -3,7 +3,7 @@
 
 use super::ledger::{Ledger, decode};
 use crate::cni::Result;
-use crate::state::{StateDir, encode_stem};
+use crate::state::{Record, StateDir, encode_stem};
 
 /// How reading a ledger went.
 #[derive(Debug)]
@@ -22,6 +22,21 @@ impl Loaded {
             Loaded::Fresh(l) | Loaded::Existing(l) | Loaded::Rebuilt(l, ..) => l,
         }
     }
+
+    /// The ledger, saying when it had to be rebuilt; and whether it must be saved.
+    pub fn logged(self) -> (Ledger, bool) {
+        match self {
+            Loaded::Fresh(l) | Loaded::Existing(l) => (l, false),
+            Loaded::Rebuilt(l, aside, why) => {
+                log::error!(
+                    "network {}: ledger unreadable ({why}); moved to {} and rebuilt empty",
+                    l.network,
+                    aside.display()
+                );
+                (l, true)
+            }
+        }
+    }
 }
 
 /// The record name of a network in the state directory.
@@ -31,15 +46,35 @@ pub fn stem(network: &str) -> String {
 
 /// Reads a network's ledger (the caller holds its lock).
 pub fn load(dir: &StateDir, network: &str) -> Result<Loaded> {
-    let stem = stem(network);
-    let Some(bytes) = dir.read(&stem)? else {
-        return Ok(Loaded::Fresh(Ledger::new(network)));
+    load_stem(dir, &stem(network), Some(network))
+}
+
+/// Reads the ledger of record `stem`, whichever network it names (a sweep lists stems;
+/// a shortened stem cannot be decoded back into its network's name). `None` when the
+/// record vanished meanwhile. A file that is not a regular file of ours is treated like
+/// an unreadable one: moved aside, never trusted.
+pub fn load_any(dir: &StateDir, stem: &str) -> Result<Option<Loaded>> {
+    match load_stem(dir, stem, None)? {
+        Loaded::Fresh(_) => Ok(None),
+        other => Ok(Some(other)),
+    }
+}
+
+fn load_stem(dir: &StateDir, stem: &str, network: Option<&str>) -> Result<Loaded> {
+    let fresh = || Ledger::new(network.unwrap_or_default());
+    let bytes = match dir.read_record(stem)? {
+        Record::Bytes(b) => b,
+        Record::Missing => return Ok(Loaded::Fresh(fresh())),
+        Record::Foreign(why) => {
+            let aside = dir.quarantine(stem, &super::now_ms().to_string())?;
+            return Ok(Loaded::Rebuilt(fresh(), aside, why));
+        }
     };
-    match decode(&bytes, network)? {
+    match decode(&bytes, stem)? {
         Ok(l) => Ok(Loaded::Existing(l)),
         Err(why) => {
-            let aside = dir.quarantine(&stem, &super::now_ms().to_string())?;
-            Ok(Loaded::Rebuilt(Ledger::new(network), aside, why))
+            let aside = dir.quarantine(stem, &super::now_ms().to_string())?;
+            Ok(Loaded::Rebuilt(fresh(), aside, why))
         }
     }
 }
@@ -54,8 +89,8 @@ pub fn save(dir: &StateDir, ledger: &Ledger) -> Result<()> {
 mod tests {
     use super::*;
     use crate::cni::Attachment;
-    use crate::netlink::RejectKind;
     use crate::tombstone::ledger::Tombstone;
+    use tombstone_kernel::RejectKind;
 
     #[test]
     fn load_rebuilds_a_corrupt_ledger_and_keeps_it_aside() {
@@ -67,6 +102,7 @@ mod tests {
             ip: "10.0.0.9".parse().unwrap(),
             route_type: RejectKind::Unreachable,
             tables: vec![254],
+            route_metric: None,
             expires_at_ms: 5,
             container_id: "z".into(),
             ifname: "eth0".into(),

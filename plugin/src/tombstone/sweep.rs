@@ -1,32 +1,41 @@
 //! Kernel work on ledgers that both the CNI verbs and `tombstone sweep` do: ending expired
-//! tombstones, dropping ledger entries whose routes are gone, removing orphan routes.
+//! tombstones, dropping ledger entries whose routes are gone, and removing this state
+//! directory's orphan routes. A route is ever an orphan only with this directory's full
+//! signature: our protocol, this directory's metric ([`super::dir_mark`]), a reject type,
+//! a host prefix, and a table some ledger of the directory configured.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 
+use super::ROUTE_PROTOCOL;
 use super::ledger::{Ledger, Tombstone};
+use super::port::Kernel;
 use super::store::{self, Loaded};
-use super::{ROUTE_PROTOCOL, now_ms};
-use crate::cni::{Attachment, Result};
-use crate::netlink::{HostReject, Netlink, RejectKind};
-use crate::state::{Lock, StateDir, decode_stem};
+use crate::cni::Result;
+use crate::state::StateDir;
+use tombstone_kernel::HostReject;
 
-/// The (address, table) of every host route with our protocol, both families.
-pub fn our_routes(nl: &Netlink, v4: bool, v6: bool) -> Result<HashSet<(IpAddr, u32)>> {
-    let mut out = HashSet::new();
+/// A tombstone route's key in the kernel: (address, table, metric).
+pub type RouteKey = (IpAddr, u32, u32);
+
+/// Every reject host route with our protocol, both families asked for, whatever its metric.
+pub fn our_routes(k: &dyn Kernel, v4: bool, v6: bool) -> Result<Vec<HostReject>> {
+    let mut out = Vec::new();
     for (wanted, ipv6) in [(v4, false), (v6, true)] {
         if !wanted {
             continue;
         }
-        for r in nl.dump_routes(ipv6, None, Some(ROUTE_PROTOCOL))? {
-            if let Some(dst) = r.dst
-                && r.is_host_route_of(dst)
-            {
-                out.insert((dst, r.table));
-            }
-        }
+        out.extend(
+            k.dump_routes(ipv6, None, Some(ROUTE_PROTOCOL))?
+                .iter()
+                .filter_map(|r| r.as_host_reject()),
+        );
     }
     Ok(out)
+}
+
+fn key(r: &HostReject) -> RouteKey {
+    (r.ip, r.table, r.metric)
 }
 
 pub fn routes_of(t: &Tombstone) -> impl Iterator<Item = HostReject> + '_ {
@@ -35,20 +44,27 @@ pub fn routes_of(t: &Tombstone) -> impl Iterator<Item = HostReject> + '_ {
         kind: t.route_type,
         table,
         protocol: ROUTE_PROTOCOL,
+        metric: t.metric(),
     })
 }
 
-/// Deletes the routes of tombstones whose hold has ended and drops them from the ledger.
-/// A tombstone whose route could not be deleted stays (and is logged) for the next sweep.
-/// Returns how many ended.
-pub fn end_expired(nl: &Netlink, ledger: &mut Ledger, now_ms: u64) -> usize {
+/// Deletes the routes of tombstones whose hold has ended and drops them from the ledger
+/// (route first, then entry). A tombstone whose route could not be deleted stays (and is
+/// logged) for the next sweep: the ledger still tells the truth. Also drops records of
+/// attachments released long ago.
+pub fn end_expired(k: &dyn Kernel, ledger: &mut Ledger, now_ms: u64) -> Expiry {
+    let pruned = ledger.prune_released(now_ms, super::RELEASED_RETENTION_MS);
     let expired: Vec<Tombstone> = ledger.expired(now_ms).cloned().collect();
     if expired.is_empty() {
-        return 0;
+        return Expiry {
+            pruned,
+            ..Expiry::default()
+        };
     }
     let routes: Vec<HostReject> = expired.iter().flat_map(routes_of).collect();
-    let results = nl.delete_routes(&routes);
+    let results = k.delete_routes(&routes);
     let mut failed = HashSet::new();
+    let mut errors = Vec::new();
     for (r, res) in routes.iter().zip(results) {
         if let Err(e) = res {
             log::warn!(
@@ -57,6 +73,7 @@ pub fn end_expired(nl: &Netlink, ledger: &mut Ledger, now_ms: u64) -> usize {
                 r.ip
             );
             failed.insert(r.ip);
+            errors.push(format!("network {}: {e}", ledger.network));
         }
     }
     let done: Vec<IpAddr> = expired
@@ -70,24 +87,40 @@ pub fn end_expired(nl: &Netlink, ledger: &mut Ledger, now_ms: u64) -> usize {
         ledger.network,
         done.len()
     );
-    done.len()
+    Expiry {
+        ended: done.len(),
+        pruned,
+        errors,
+    }
+}
+
+/// What [`end_expired`] did.
+#[derive(Debug, Default)]
+pub struct Expiry {
+    /// Tombstones ended.
+    pub ended: usize,
+    /// Records of long-released attachments dropped.
+    pub pruned: usize,
+    /// Routes that could not be deleted (their entries stay).
+    pub errors: Vec<String>,
+}
+
+impl Expiry {
+    /// Whether the ledger changed.
+    pub fn changed(&self) -> bool {
+        self.ended + self.pruned > 0
+    }
 }
 
 /// Makes the ledger tell the truth about the kernel: a table whose route is gone (a crash
 /// between the ledger write and the route install, or an operator's `ip route del`) leaves
-/// the entry; an entry with no table left is dropped. Entries of `spare` are left as they
-/// are: that attachment's DEL is running and finishes them. Returns how many were dropped.
-pub fn reconcile(
-    ledger: &mut Ledger,
-    present: &HashSet<(IpAddr, u32)>,
-    spare: Option<&Attachment>,
-) -> usize {
+/// the entry; an entry with no table left is dropped. Returns how many were dropped.
+pub fn reconcile(ledger: &mut Ledger, present: &HashSet<RouteKey>) -> usize {
     let before = ledger.tombstones.len();
     for t in &mut ledger.tombstones {
-        if spare.is_some_and(|a| t.container_id == a.container_id && t.ifname == a.ifname) {
-            continue;
-        }
-        t.tables.retain(|table| present.contains(&(t.ip, *table)));
+        let (ip, metric) = (t.ip, t.metric());
+        t.tables
+            .retain(|table| present.contains(&(ip, *table, metric)));
     }
     ledger.tombstones.retain(|t| {
         let keep = !t.tables.is_empty();
@@ -103,13 +136,6 @@ pub fn reconcile(
     before - ledger.tombstones.len()
 }
 
-/// Which address families a ledger's tombstones use.
-pub fn families(ledger: &Ledger) -> (bool, bool) {
-    let v4 = ledger.tombstones.iter().any(|t| t.ip.is_ipv4());
-    let v6 = ledger.tombstones.iter().any(|t| t.ip.is_ipv6());
-    (v4, v6)
-}
-
 /// What a sweep did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -117,6 +143,13 @@ pub struct SweepReport {
     pub ended: usize,
     pub dropped: usize,
     pub orphans: usize,
+    /// Routes of our protocol this directory does not own (another state directory's
+    /// metric, an unconfigured table, not a reject host route): left alone.
+    pub foreign: usize,
+    /// Ledgers that could not be read and were moved aside.
+    pub rebuilt: usize,
+    /// What could not be done (the sweep went on): a route that could not be deleted.
+    pub errors: Vec<String>,
     pub live: usize,
     /// When the next live tombstone expires (ms since the epoch), if any is left.
     pub next_expiry_ms: Option<u64>,
@@ -126,95 +159,81 @@ impl std::fmt::Display for SweepReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "networks {}  ended {}  dropped {}  orphans removed {}  live {}",
-            self.networks, self.ended, self.dropped, self.orphans, self.live
+            "networks {}  ended {}  dropped {}  orphans removed {}  others' left alone {}  live {}",
+            self.networks, self.ended, self.dropped, self.orphans, self.foreign, self.live
         )
     }
 }
 
-struct Held {
-    _lock: Lock,
-    ledger: Ledger,
-    dirty: bool,
-}
-
-/// Locks and loads every network's ledger not held yet (sorted, so two sweeps never
-/// deadlock; a plugin holds one lock at a time).
-fn hold_all(dir: &StateDir, held: &mut BTreeMap<String, Held>) -> Result<()> {
+/// Sweeps every network of the state directory. It holds the directory's lock alone
+/// while it runs, so no verb is half-way through a change (a route exists only after its
+/// entry is written, and leaves before its entry does) and two sweeps never interleave;
+/// ledgers are read one at a time, however many there are.
+pub fn sweep_all_in(
+    dir: &StateDir,
+    k: &dyn Kernel,
+    now_ms: u64,
+    keep_orphans: bool,
+) -> Result<SweepReport> {
+    let _all = dir.lock_all()?;
+    dir.remove_temps()?;
+    let mark = super::dir_mark(dir.path());
+    let routes = our_routes(k, true, true)?;
+    let present: HashSet<RouteKey> = routes.iter().map(key).collect();
+    let mut report = SweepReport::default();
+    let mut named: HashSet<RouteKey> = HashSet::new();
+    let mut tables: HashSet<u32> = HashSet::new();
     for stem in dir.records()? {
-        if held.contains_key(&stem) {
+        let Some(loaded) = store::load_any(dir, &stem)? else {
             continue;
-        }
-        let network = decode_stem(&stem);
-        let lock = dir.lock(&stem)?;
-        let (ledger, dirty) = match store::load(dir, &network)? {
-            Loaded::Fresh(l) | Loaded::Existing(l) => (l, false),
-            Loaded::Rebuilt(l, aside, why) => {
-                log::error!(
-                    "network {network}: ledger unreadable ({why}); moved to {}",
-                    aside.display()
-                );
-                (l, true)
+        };
+        let mut ledger = match loaded {
+            Loaded::Existing(l) | Loaded::Fresh(l) => l,
+            rebuilt @ Loaded::Rebuilt(..) => {
+                rebuilt.logged();
+                report.rebuilt += 1;
+                continue;
             }
         };
-        held.insert(
-            stem,
-            Held {
-                _lock: lock,
-                ledger,
-                dirty,
-            },
-        );
-    }
-    Ok(())
-}
-
-/// Sweeps every network of the state directory, under all their locks.
-pub fn sweep_all_in(dir: &StateDir, keep_orphans: bool) -> Result<SweepReport> {
-    let nl = Netlink::open()?;
-    let mut held = BTreeMap::new();
-    // The dump must be taken while every ledger that could name one of its routes is held:
-    // a route exists only after its entry is written, so a ledger file that appears after
-    // the dump cannot name a route in it. Repeat until the listing is stable across a dump.
-    let present = loop {
-        hold_all(dir, &mut held)?;
-        let before = held.len();
-        let present = our_routes(&nl, true, true)?;
-        hold_all(dir, &mut held)?;
-        if held.len() == before {
-            break present;
+        // What the ledger named when the routes were dumped: the routes of tombstones that
+        // end now were deleted by their entries, not orphans.
+        for t in &ledger.tombstones {
+            named.extend(routes_of(t).map(|r| key(&r)));
         }
-    };
-    let mut report = SweepReport::default();
-    let now = now_ms();
-    let mut named: HashSet<(IpAddr, u32)> = HashSet::new();
-    for h in held.values_mut() {
-        let ended = end_expired(&nl, &mut h.ledger, now);
-        let dropped = reconcile(&mut h.ledger, &present, None);
-        report.ended += ended;
+        let expiry = end_expired(k, &mut ledger, now_ms);
+        let dropped = reconcile(&mut ledger, &present);
+        report.ended += expiry.ended;
         report.dropped += dropped;
-        h.dirty |= ended + dropped > 0;
-        for t in &h.ledger.tombstones {
-            named.extend(t.tables.iter().map(|table| (t.ip, *table)));
+        tables.extend(ledger.tables.iter().copied());
+        for t in &ledger.tombstones {
+            tables.extend(t.tables.iter().copied());
             report.next_expiry_ms = Some(
                 report
                     .next_expiry_ms
                     .map_or(t.expires_at_ms, |e| e.min(t.expires_at_ms)),
             );
         }
-        report.live += h.ledger.tombstones.len();
+        report.live += ledger.tombstones.len();
+        report.networks += 1;
+        if expiry.changed() || dropped > 0 {
+            store::save(dir, &ledger)?;
+        }
+        report.errors.extend(expiry.errors);
+    }
+    let (orphans, foreign): (Vec<HostReject>, Vec<HostReject>) = routes
+        .into_iter()
+        .filter(|r| !named.contains(&key(r)))
+        .partition(|r| r.metric == mark && tables.contains(&r.table));
+    report.foreign = foreign.len();
+    if !foreign.is_empty() {
+        log::info!(
+            "{} routes of protocol {ROUTE_PROTOCOL} belong to no ledger of {} (another state directory's, or a table none configured): left alone",
+            foreign.len(),
+            dir.path().display()
+        );
     }
     if !keep_orphans {
-        let orphans: Vec<HostReject> = present
-            .difference(&named)
-            .map(|&(ip, table)| HostReject {
-                ip,
-                kind: RejectKind::Unreachable,
-                table,
-                protocol: ROUTE_PROTOCOL,
-            })
-            .collect();
-        for (r, res) in orphans.iter().zip(nl.delete_routes(&orphans)) {
+        for (r, res) in orphans.iter().zip(k.delete_routes(&orphans)) {
             match res {
                 Ok(true) => {
                     log::info!(
@@ -225,14 +244,11 @@ pub fn sweep_all_in(dir: &StateDir, keep_orphans: bool) -> Result<SweepReport> {
                     report.orphans += 1;
                 }
                 Ok(false) => {}
-                Err(e) => log::warn!("orphan route {}: {e}", r.ip),
+                Err(e) => {
+                    log::warn!("orphan route {}: {e}", r.ip);
+                    report.errors.push(e.to_string());
+                }
             }
-        }
-    }
-    report.networks = held.len();
-    for h in held.values() {
-        if h.dirty {
-            store::save(dir, &h.ledger)?;
         }
     }
     Ok(report)
@@ -241,7 +257,8 @@ pub fn sweep_all_in(dir: &StateDir, keep_orphans: bool) -> Result<SweepReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::RejectKind;
+    use crate::tombstone::ledger::Tombstone;
+    use tombstone_kernel::RejectKind;
 
     #[test]
     fn reconcile_keeps_only_what_the_kernel_has() {
@@ -250,6 +267,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             route_type: RejectKind::Unreachable,
             tables,
+            route_metric: Some(7),
             expires_at_ms: 1,
             container_id: "c".into(),
             ifname: "eth0".into(),
@@ -257,25 +275,19 @@ mod tests {
         l.bury(t("10.0.0.5", vec![254, 100]));
         l.bury(t("10.0.0.6", vec![254]));
         l.bury(t("fd00::6", vec![254]));
-        let present: HashSet<_> = [
-            ("10.0.0.5".parse().unwrap(), 100),
-            ("fd00::6".parse().unwrap(), 254),
+        let present: HashSet<RouteKey> = [
+            ("10.0.0.5".parse().unwrap(), 100, 7),
+            ("fd00::6".parse().unwrap(), 254, 7),
+            // Another metric's route does not back an entry.
+            ("10.0.0.6".parse().unwrap(), 254, 8),
         ]
         .into();
-        assert_eq!(reconcile(&mut l, &present, None), 1);
+        assert_eq!(reconcile(&mut l, &present), 1);
         assert_eq!(l.tombstones.len(), 2);
         assert_eq!(
             l.tombstone("10.0.0.5".parse().unwrap()).unwrap().tables,
             vec![100]
         );
-        assert_eq!(families(&l), (true, true));
-        // The attachment being deleted keeps its entries for its DEL to finish.
-        let a = Attachment {
-            container_id: "c".into(),
-            ifname: "eth0".into(),
-        };
-        l.bury(t("10.0.0.7", vec![254]));
-        assert_eq!(reconcile(&mut l, &HashSet::new(), Some(&a)), 0);
-        assert_eq!(reconcile(&mut l, &HashSet::new(), None), 3);
+        assert_eq!(reconcile(&mut l, &HashSet::new()), 2);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::now_ms;
 use super::sweep::sweep_all_in;
 use crate::cni::Result;
-use crate::state::{StateDir, decode_stem};
+use crate::state::StateDir;
 
 /// The sweeper's lock record. Network stems never contain `.` (it is percent-encoded), so
 /// this cannot be a network's.
@@ -50,12 +50,13 @@ pub fn ensure_running(dir: &StateDir) {
 /// The sweeper's body: sweep, sleep until the next expiry, until no tombstone is left.
 pub fn run_until_empty(state_dir: &Path) -> Result<()> {
     let dir = StateDir::open(state_dir)?;
+    let nl = tombstone_kernel::Netlink::open()?;
     loop {
         let Some(lock) = dir.try_lock(LOCK)? else {
             return Ok(());
         };
         loop {
-            let report = sweep_all_in(&dir, false)?;
+            let report = sweep_all_in(&dir, &nl, now_ms(), false)?;
             let Some(next) = report.next_expiry_ms else {
                 break;
             };
@@ -73,9 +74,8 @@ pub fn run_until_empty(state_dir: &Path) -> Result<()> {
 
 fn any_tombstone(dir: &StateDir) -> Result<bool> {
     for stem in dir.records()? {
-        let network = decode_stem(&stem);
         if let Some(bytes) = dir.read(&stem)?
-            && let Ok(Ok(l)) = super::ledger::decode(&bytes, &network)
+            && let Ok(Ok(l)) = super::ledger::decode(&bytes, &stem)
             && !l.tombstones.is_empty()
         {
             return Ok(true);

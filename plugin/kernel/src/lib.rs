@@ -1,0 +1,20 @@
+//! The kernel edge of the tombstone plugins, and nothing else: a blocking rtnetlink facade
+//! split by object ([`route`], [`neighbour`], [`link`], [`address`]) over one socket type
+//! ([`Netlink`]), and network-namespace entry ([`netns`]). Every request's ack is read and
+//! checked, every dump is complete or an error ([`KernelError`]); callers never build
+//! netlink messages and never see a CNI type.
+#![forbid(unsafe_code)]
+
+pub mod address;
+mod error;
+pub mod link;
+pub mod neighbour;
+pub mod netns;
+pub mod route;
+mod socket;
+
+pub use error::{Cause, KernelError, Result};
+pub use socket::Netlink;
+
+pub use link::{IpvlanMode, IpvlanSpec, Link};
+pub use route::{HostReject, LinkRoute, MAIN_TABLE, RejectKind, RouteEntry, host_prefix};

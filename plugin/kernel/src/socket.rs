@@ -1,0 +1,247 @@
+//! One blocking rtnetlink socket (strict checking, capped and extended acks) and the three
+//! exchanges every operation is made of: acknowledged requests (pipelined in batches),
+//! requests answered by one object, and dumps that are complete or an error.
+
+use std::cell::{Cell, RefCell};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+use crate::error::{Cause, Result};
+
+/// Requests sent in one `sendto` before their acks are read: small enough that the acks
+/// never overflow the receive buffer (a lost ack would be an unknown outcome).
+const BATCH: usize = 32;
+/// How often an interrupted dump is taken again before it is an error.
+const DUMP_TRIES: usize = 5;
+/// Receive buffer: the kernel's dump messages are at most 32 KiB.
+const RECV_BUF: usize = 64 << 10;
+
+/// A connection to the kernel's routing netlink, in the network namespace it was opened in.
+pub struct Netlink {
+    sock: Socket,
+    seq: Cell<u32>,
+    buf: RefCell<Vec<u8>>,
+}
+
+type Message = NetlinkMessage<RouteNetlinkMessage>;
+
+impl Netlink {
+    /// Opens a connection in the calling thread's network namespace.
+    pub fn open() -> Result<Netlink> {
+        let io = |what: &'static str| move |e: std::io::Error| Cause::io(&e).on(what);
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(io("open netlink socket"))?;
+        sock.bind_auto().map_err(io("bind netlink socket"))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(io("connect netlink socket"))?;
+        // Strict checking: the kernel filters dumps on the request's header fields.
+        sock.set_netlink_get_strict_chk(true)
+            .map_err(io("enable netlink strict checking"))?;
+        // Acks without the request echoed back, errors with the kernel's own words.
+        sock.set_cap_ack(true)
+            .map_err(io("set netlink capped acks"))?;
+        sock.set_ext_ack(true)
+            .map_err(io("set netlink extended acks"))?;
+        Ok(Netlink {
+            sock,
+            seq: Cell::new(0),
+            buf: RefCell::new(Vec::with_capacity(RECV_BUF)),
+        })
+    }
+
+    fn next_seq(&self) -> u32 {
+        let s = self.seq.get().wrapping_add(1);
+        self.seq.set(s);
+        s
+    }
+
+    fn encode(&self, out: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16) -> u32 {
+        let seq = self.next_seq();
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = seq;
+        let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        m.finalize();
+        let start = out.len();
+        out.resize(start + m.buffer_len(), 0);
+        m.serialize(&mut out[start..]);
+        // Messages in one datagram start on 4-byte boundaries.
+        out.resize(out.len().next_multiple_of(4), 0);
+        seq
+    }
+
+    fn send(&self, bytes: &[u8]) -> std::result::Result<(), Cause> {
+        let n = self.sock.send(bytes, 0).map_err(|e| Cause::io(&e))?;
+        if n != bytes.len() {
+            return Err(Cause::Malformed(format!(
+                "sent {n} of {} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram and hands each message in it to `each`.
+    fn recv(
+        &self,
+        mut each: impl FnMut(Message) -> std::result::Result<(), Cause>,
+    ) -> std::result::Result<(), Cause> {
+        let mut buf = self.buf.borrow_mut();
+        buf.clear();
+        buf.reserve(RECV_BUF);
+        let n = self
+            .sock
+            .recv(&mut *buf, libc::MSG_TRUNC)
+            .map_err(|e| Cause::io(&e))?;
+        if n > buf.len() {
+            return Err(Cause::Malformed(format!(
+                "a {n}-byte message did not fit the receive buffer"
+            )));
+        }
+        let mut off = 0;
+        while off < n {
+            let len = NetlinkBuffer::new_checked(&buf[off..n])
+                .map_err(|e| Cause::Malformed(e.to_string()))?
+                .length() as usize;
+            let msg = Message::deserialize(&buf[off..off + len])
+                .map_err(|e| Cause::Malformed(e.to_string()))?;
+            each(msg)?;
+            off += len.next_multiple_of(4);
+        }
+        Ok(())
+    }
+
+    /// Sends each request with `NLM_F_ACK` (plus `flags`), pipelined, and returns each one's
+    /// answer: 0 for an ack, the errno of a refusal. A socket failure or a missing ack fails
+    /// the whole call: then no request's outcome is known.
+    pub(crate) fn acked(
+        &self,
+        requests: Vec<(RouteNetlinkMessage, u16)>,
+    ) -> std::result::Result<Vec<i32>, Cause> {
+        let mut answers = vec![None; requests.len()];
+        let mut requests = requests.into_iter().enumerate().peekable();
+        let mut out = Vec::new();
+        while requests.peek().is_some() {
+            out.clear();
+            let mut pending = Vec::with_capacity(BATCH);
+            for (i, (msg, flags)) in requests.by_ref().take(BATCH) {
+                let seq = self.encode(&mut out, msg, NLM_F_REQUEST | NLM_F_ACK | flags);
+                pending.push((seq, i));
+            }
+            self.send(&out)?;
+            let mut left = pending.len();
+            while left > 0 {
+                self.recv(|m| {
+                    if let NetlinkPayload::Error(e) = &m.payload
+                        && let Some(&(_, i)) =
+                            pending.iter().find(|(s, _)| *s == m.header.sequence_number)
+                        && answers[i].is_none()
+                    {
+                        answers[i] = Some(-e.raw_code());
+                        left -= 1;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.ok_or_else(|| Cause::Malformed("an ack is missing".into())))
+            .collect()
+    }
+
+    /// One acknowledged request; a refusal is `Cause::Errno`.
+    pub(crate) fn ack(
+        &self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> std::result::Result<(), Cause> {
+        match self.acked(vec![(msg, flags)])?[0] {
+            0 => Ok(()),
+            e => Err(Cause::Errno(e)),
+        }
+    }
+
+    /// A request answered by one object (a `get` of a link by name or index), with its ack.
+    pub(crate) fn get(
+        &self,
+        msg: RouteNetlinkMessage,
+    ) -> std::result::Result<RouteNetlinkMessage, Cause> {
+        let mut out = Vec::new();
+        let seq = self.encode(&mut out, msg, NLM_F_REQUEST | NLM_F_ACK);
+        self.send(&out)?;
+        let mut reply = None;
+        let mut answer = None;
+        while answer.is_none() {
+            self.recv(|m| {
+                if m.header.sequence_number != seq {
+                    return Ok(());
+                }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(inner) if reply.is_none() => reply = Some(inner),
+                    NetlinkPayload::Error(e) => answer = Some(-e.raw_code()),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+        match (answer, reply) {
+            (Some(0), Some(r)) => Ok(r),
+            (Some(0), None) => Err(Cause::Malformed(
+                "an ack without the object asked for".into(),
+            )),
+            (Some(e), _) => Err(Cause::Errno(e)),
+            (None, _) => unreachable!("the loop ends on an answer"),
+        }
+    }
+
+    /// Every object a dump request returns. A dump interrupted by concurrent changes
+    /// (`NLM_F_DUMP_INTR` on any of its messages) is taken again, up to [`DUMP_TRIES`] times;
+    /// a dump that fails is an error, never an empty or partial list.
+    pub(crate) fn dump(
+        &self,
+        msg: RouteNetlinkMessage,
+    ) -> std::result::Result<Vec<RouteNetlinkMessage>, Cause> {
+        for _ in 0..DUMP_TRIES {
+            let mut out = Vec::new();
+            let seq = self.encode(&mut out, msg.clone(), NLM_F_REQUEST | NLM_F_DUMP);
+            self.send(&out)?;
+            let mut objects = Vec::new();
+            let mut interrupted = false;
+            let mut done = false;
+            while !done {
+                self.recv(|m| {
+                    if m.header.sequence_number != seq {
+                        return Ok(());
+                    }
+                    interrupted |= m.header.flags & NLM_F_DUMP_INTR != 0;
+                    match m.payload {
+                        NetlinkPayload::InnerMessage(inner) => objects.push(inner),
+                        NetlinkPayload::Done(d) => {
+                            if d.code < 0 {
+                                return Err(Cause::Errno(-d.code));
+                            }
+                            done = true;
+                        }
+                        NetlinkPayload::Error(e) if e.raw_code() != 0 => {
+                            return Err(Cause::Errno(-e.raw_code()));
+                        }
+                        NetlinkPayload::Overrun(_) => {
+                            return Err(Cause::Malformed("dump overrun".into()));
+                        }
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+            }
+            if !interrupted {
+                return Ok(objects);
+            }
+        }
+        Err(Cause::Interrupted(DUMP_TRIES))
+    }
+}

@@ -1,0 +1,389 @@
+//! The verbs' ordering and ownership rules, against the recording fake kernel and a real
+//! state directory in a temporary folder: no root needed. The real-kernel tests in
+//! `plugin/tests/` check the same behaviour end to end.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use super::super::fake::{Call, Fake};
+use super::super::sweep::sweep_all_in;
+use super::super::{dir_mark, store};
+use super::TombstonePlugin;
+use crate::cni::{Env, Invocation, NetConf, Plugin};
+use crate::state::StateDir;
+use tombstone_kernel::{RejectKind, RouteEntry};
+
+struct World {
+    fake: Fake,
+    plugin: TombstonePlugin,
+    dir: PathBuf,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn world(tag: &str) -> World {
+    let dir = std::env::temp_dir().join(format!(
+        "ts-rules-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fake = Fake::default();
+    fake.0.borrow_mut().now_ms = 1_000_000;
+    World {
+        plugin: TombstonePlugin::new(fake.edges()),
+        fake,
+        dir,
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+impl World {
+    fn conf(&self, extra: Value, ips: &[&str]) -> Value {
+        let mut c = json!({
+            "cniVersion": "1.1.0", "name": "pods", "type": "tombstone",
+            "stateDir": self.dir, "sweeper": false, "holdSeconds": 60,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        if !ips.is_empty() {
+            c["prevResult"] = json!({
+                "cniVersion": "1.1.0",
+                "ips": ips.iter().map(|a| json!({"address": format!("{a}/24")})).collect::<Vec<_>>(),
+            });
+        }
+        c
+    }
+
+    fn inv(&self, verb: &str, container: &str, conf: &Value) -> Invocation {
+        let env = Env::from_lookup(|k| {
+            match k {
+                "CNI_COMMAND" => Some(verb),
+                "CNI_CONTAINERID" => Some(container),
+                "CNI_NETNS" => Some("/var/run/netns/x"),
+                "CNI_IFNAME" => Some("eth0"),
+                "CNI_PATH" => Some("/opt/cni/bin"),
+                _ => None,
+            }
+            .map(str::to_string)
+        })
+        .unwrap();
+        Invocation {
+            env,
+            conf: NetConf::parse(conf.to_string().as_bytes()).unwrap(),
+        }
+    }
+
+    fn run(&self, verb: &str, container: &str, conf: &Value) -> crate::cni::Result<()> {
+        let inv = self.inv(verb, container, conf);
+        match verb {
+            "ADD" => self.plugin.add(&inv).map(|_| ()),
+            "DEL" => self.plugin.del(&inv),
+            "CHECK" => self.plugin.check(&inv),
+            "GC" => self.plugin.gc(&inv),
+            _ => unreachable!(),
+        }
+    }
+
+    fn ledger(&self) -> super::Ledger {
+        let dir = StateDir::open(&self.dir).unwrap();
+        store::load(&dir, "pods").unwrap().into_ledger()
+    }
+
+    fn mark(&self) -> u32 {
+        dir_mark(&crate::state::normalize(&self.dir).unwrap())
+    }
+
+    /// The invariant: every route of ours is named by a ledger entry, with its metric.
+    fn assert_ledger_names_every_route(&self) {
+        let l = self.ledger();
+        for (r_ip, table, metric) in self.fake.keys() {
+            assert!(
+                l.tombstones
+                    .iter()
+                    .any(|t| t.ip == r_ip && t.tables.contains(&table) && t.metric() == metric),
+                "route {r_ip} table {table} metric {metric} is named by no entry: {l:?}"
+            );
+        }
+    }
+
+    fn set_now(&self, ms: u64) {
+        self.fake.0.borrow_mut().now_ms = ms;
+    }
+}
+
+#[test]
+fn del_writes_the_entry_before_it_installs_the_route() {
+    let w = world("order-del");
+    let path = w.dir.join("pods.json");
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let s = seen.clone();
+    w.fake.0.borrow_mut().hook = Some(Box::new(move |c| {
+        if let Call::Replace(r) = c {
+            let ledger: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let named = ledger["tombstones"].as_array().unwrap().iter().any(|t| {
+                t["ip"] == r.ip.to_string()
+                    && t["tables"].as_array().unwrap().contains(&json!(r.table))
+            });
+            s.borrow_mut().push(named);
+        }
+    }));
+    w.run(
+        "DEL",
+        "a",
+        &w.conf(json!({"tables": ["main", 100]}), &["10.0.0.5", "fd00::5"]),
+    )
+    .unwrap();
+    assert_eq!(
+        *seen.borrow(),
+        vec![true; 4],
+        "every route install found its entry on disk"
+    );
+    assert_eq!(w.fake.keys().len(), 4);
+    assert!(
+        w.fake.keys().iter().all(|k| k.2 == w.mark()),
+        "routes carry the directory's metric"
+    );
+}
+
+#[test]
+fn add_and_sweep_delete_the_route_before_the_entry() {
+    let w = world("order-add");
+    let conf = w.conf(json!({}), &["10.0.0.5"]);
+    w.run("DEL", "a", &conf).unwrap();
+    w.run("DEL", "b", &w.conf(json!({}), &["10.0.0.6"]))
+        .unwrap();
+    let path = w.dir.join("pods.json");
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let s = seen.clone();
+    w.fake.0.borrow_mut().hook = Some(Box::new(move |c| {
+        if let Call::Delete(r) = c {
+            let ledger: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let named = ledger["tombstones"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["ip"] == r.ip.to_string());
+            s.borrow_mut().push((r.ip, named));
+        }
+    }));
+    w.run("ADD", "c", &conf).unwrap();
+    assert!(
+        seen.borrow()
+            .iter()
+            .any(|&(a, named)| a == ip("10.0.0.5") && named)
+    );
+    assert!(w.ledger().tombstone(ip("10.0.0.5")).is_none());
+    // The sweep, once the hold of the other one is over.
+    w.set_now(1_000_000 + 61_000);
+    seen.borrow_mut().clear();
+    let dir = StateDir::open(&w.dir).unwrap();
+    let report = sweep_all_in(&dir, &w.fake, 1_000_000 + 61_000, false).unwrap();
+    assert_eq!(report.ended, 1);
+    assert_eq!(*seen.borrow(), vec![(ip("10.0.0.6"), true)]);
+    assert!(w.fake.keys().is_empty());
+    assert!(w.ledger().tombstones.is_empty());
+}
+
+#[test]
+fn an_operators_route_is_left_alone() {
+    let w = world("operator");
+    w.fake.0.borrow_mut().foreign.push(RouteEntry {
+        dst: Some(ip("10.0.0.5")),
+        prefix_len: 32,
+        table: 254,
+        protocol: 4,
+        metric: 0,
+        reject: None,
+        forwards: true,
+    });
+    w.run(
+        "DEL",
+        "a",
+        &w.conf(json!({"tables": ["main", 100]}), &["10.0.0.5"]),
+    )
+    .unwrap();
+    assert_eq!(
+        w.fake.keys().into_iter().map(|k| k.1).collect::<Vec<_>>(),
+        vec![100],
+        "only the table without the operator's route"
+    );
+    assert_eq!(
+        w.ledger().tombstone(ip("10.0.0.5")).unwrap().tables,
+        vec![100]
+    );
+}
+
+/// Fails each request of a verb in turn: the verb must say so, the ledger must still name
+/// every route, and a clean retry must reach the state a clean run reaches.
+fn every_failure_is_an_error(verb: &str, setup: impl Fn(&World), check_done: impl Fn(&World)) {
+    let probe = world(&format!("fail-{verb}-probe"));
+    setup(&probe);
+    let before = probe.fake.count();
+    let conf = probe.conf(json!({"tables": ["main", 100]}), &["10.0.0.5", "fd00::5"]);
+    probe.run(verb, "a2", &conf).unwrap();
+    let requests = probe.fake.count() - before;
+    assert!(requests > 0);
+    for k in 0..requests {
+        let w = world(&format!("fail-{verb}-{k}"));
+        setup(&w);
+        let base = w.fake.count();
+        w.fake.0.borrow_mut().fail_at = Some(base + k);
+        let conf = w.conf(json!({"tables": ["main", 100]}), &["10.0.0.5", "fd00::5"]);
+        assert!(
+            w.run(verb, "a2", &conf).is_err(),
+            "{verb}: request {k} failed, yet the verb succeeded"
+        );
+        w.assert_ledger_names_every_route();
+        w.fake.0.borrow_mut().fail_at = None;
+        w.run(verb, "a2", &conf).unwrap();
+        check_done(&w);
+        w.assert_ledger_names_every_route();
+    }
+}
+
+#[test]
+fn every_failed_request_of_a_del_is_an_error_and_a_retry_heals() {
+    every_failure_is_an_error(
+        "DEL",
+        |_| {},
+        |w| {
+            assert_eq!(w.fake.keys().len(), 4);
+            assert_eq!(w.ledger().tombstones.len(), 2);
+        },
+    );
+}
+
+#[test]
+fn every_failed_request_of_an_add_is_an_error_and_a_retry_heals() {
+    every_failure_is_an_error(
+        "ADD",
+        |w| {
+            let conf = w.conf(json!({"tables": ["main", 100]}), &["10.0.0.5", "fd00::5"]);
+            w.run("DEL", "a1", &conf).unwrap();
+        },
+        |w| {
+            assert!(w.fake.keys().is_empty());
+            assert!(w.ledger().tombstones.is_empty());
+        },
+    );
+}
+
+#[test]
+fn a_repeated_del_never_extends_a_hold_nor_starts_a_new_one() {
+    let w = world("repeat");
+    let conf = w.conf(json!({}), &["10.0.0.5"]);
+    w.run("DEL", "a", &conf).unwrap();
+    let first = w.ledger().tombstone(ip("10.0.0.5")).unwrap().expires_at_ms;
+    w.set_now(1_000_000 + 30_000);
+    w.run("DEL", "a", &conf).unwrap();
+    assert_eq!(
+        w.ledger().tombstone(ip("10.0.0.5")).unwrap().expires_at_ms,
+        first
+    );
+    // The hold ends; containerd's late RemovePodSandbox DEL buries nothing anew.
+    w.set_now(first + 1);
+    w.run("DEL", "a", &conf).unwrap();
+    assert!(w.ledger().tombstone(ip("10.0.0.5")).is_none());
+    assert!(w.fake.keys().is_empty());
+}
+
+#[test]
+fn a_stale_del_does_not_bury_an_address_another_pod_holds() {
+    let w = world("stale");
+    let conf = w.conf(json!({}), &["10.0.0.5"]);
+    w.run("ADD", "a", &conf).unwrap();
+    w.run("DEL", "a", &conf).unwrap();
+    w.run("ADD", "e", &conf).unwrap();
+    assert!(w.fake.keys().is_empty());
+    // The runtime retries the old sandbox's DEL with its cached prevResult.
+    w.run("DEL", "a", &conf).unwrap();
+    assert!(w.fake.keys().is_empty(), "e's address stays reachable");
+    w.run("CHECK", "e", &conf).unwrap();
+    // GC of a (not in the valid list) does not bury it either; e is valid.
+    let mut gc = w.conf(json!({}), &[]);
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "e", "ifname": "eth0"}]);
+    w.run("GC", "e", &gc).unwrap();
+    assert!(w.fake.keys().is_empty());
+    assert_eq!(w.ledger().attachments.len(), 1);
+}
+
+#[test]
+fn narrowing_tables_strands_no_route() {
+    let w = world("narrow");
+    w.run(
+        "DEL",
+        "a",
+        &w.conf(json!({"tables": ["main", 100]}), &["10.0.0.5"]),
+    )
+    .unwrap();
+    w.run(
+        "DEL",
+        "a",
+        &w.conf(json!({"tables": ["main"]}), &["10.0.0.5"]),
+    )
+    .unwrap();
+    assert_eq!(
+        w.ledger().tombstone(ip("10.0.0.5")).unwrap().tables,
+        vec![254, 100]
+    );
+    w.run(
+        "ADD",
+        "b",
+        &w.conf(json!({"tables": ["main"]}), &["10.0.0.5"]),
+    )
+    .unwrap();
+    assert!(w.fake.keys().is_empty(), "table 100's route went too");
+}
+
+#[test]
+fn a_sweep_ends_only_its_own_directorys_routes() {
+    let a = world("dir-a");
+    let b_dir = std::env::temp_dir().join(format!("ts-rules-dir-b-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&b_dir);
+    a.run("DEL", "a", &a.conf(json!({}), &["10.0.0.5"]))
+        .unwrap();
+    // A route of our protocol in a table nobody configured, and a forwarding one.
+    a.fake.0.borrow_mut().routes.insert((
+        ip("10.0.0.9"),
+        777,
+        a.mark(),
+        84,
+        RejectKind::Unreachable,
+    ));
+    let b = StateDir::open(&b_dir).unwrap();
+    let report = sweep_all_in(&b, &a.fake, 1_000_000, false).unwrap();
+    assert_eq!(report.orphans, 0);
+    assert_eq!(report.foreign, 2);
+    assert_eq!(
+        a.fake.keys().len(),
+        2,
+        "the other directory's live tombstone stays"
+    );
+    // Its own sweep keeps its live tombstone and leaves the unconfigured table alone.
+    let own = StateDir::open(&a.dir).unwrap();
+    let report = sweep_all_in(&own, &a.fake, 1_000_000, false).unwrap();
+    assert_eq!((report.orphans, report.live), (0, 1));
+    assert_eq!(a.fake.keys().len(), 2);
+    // An orphan with the full signature (main table, our metric, no entry) is removed.
+    a.fake.0.borrow_mut().routes.insert((
+        ip("10.0.0.7"),
+        254,
+        a.mark(),
+        84,
+        RejectKind::Unreachable,
+    ));
+    let report = sweep_all_in(&own, &a.fake, 1_000_000, false).unwrap();
+    assert_eq!(report.orphans, 1);
+    std::fs::remove_dir_all(&b_dir).unwrap();
+}
