@@ -84,8 +84,6 @@ pub struct RouteEntry {
     pub metric: u32,
     /// The reject kind, for reject routes; `None` for any other type.
     pub reject: Option<RejectKind>,
-    /// Whether it forwards somewhere (a gateway or an output device).
-    pub forwards: bool,
 }
 
 impl RouteEntry {
@@ -94,12 +92,12 @@ impl RouteEntry {
         self.dst == Some(ip) && self.prefix_len == host_prefix(ip)
     }
 
-    /// The reject host route this entry is, if it is one (a /32 or /128 of a reject type
-    /// that forwards nowhere).
+    /// The reject host route this entry is, if it is one (a /32 or /128 of a reject type:
+    /// such a route forwards nowhere; IPv6 reports it on `lo`).
     pub fn as_host_reject(&self) -> Option<HostReject> {
         let ip = self.dst?;
         let kind = self.reject?;
-        (self.prefix_len == host_prefix(ip) && !self.forwards).then_some(HostReject {
+        (self.prefix_len == host_prefix(ip)).then_some(HostReject {
             ip,
             kind,
             table: self.table,
@@ -171,7 +169,6 @@ fn entry_from(m: RouteMessage) -> RouteEntry {
         protocol: m.header.protocol.into(),
         metric: 0,
         reject: RejectKind::from_route_type(m.header.kind),
-        forwards: false,
     };
     for a in m.attributes {
         match a {
@@ -179,10 +176,6 @@ fn entry_from(m: RouteMessage) -> RouteEntry {
             RouteAttribute::Destination(RouteAddress::Inet6(ip)) => entry.dst = Some(ip.into()),
             RouteAttribute::Table(t) => entry.table = t,
             RouteAttribute::Priority(p) => entry.metric = p,
-            RouteAttribute::Gateway(_) | RouteAttribute::Via(_) | RouteAttribute::MultiPath(_) => {
-                entry.forwards = true
-            }
-            RouteAttribute::Oif(_) => entry.forwards = true,
             _ => {}
         }
     }
@@ -276,9 +269,12 @@ impl Netlink {
                 protocol.map_or(String::new(), |p| format!(" of protocol {p}"))
             )
         };
-        let messages = self
-            .dump(RouteNetlinkMessage::GetRoute(msg))
-            .map_err(|c| c.on(op()))?;
+        let messages = match self.dump(RouteNetlinkMessage::GetRoute(msg)) {
+            Ok(m) => m,
+            // A strict dump of a table that does not exist (yet) is refused: it has no routes.
+            Err(Cause::Errno(libc::ENOENT)) if table.is_some() => vec![],
+            Err(c) => return Err(c.on(op())),
+        };
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             let RouteNetlinkMessage::NewRoute(m) = m else {

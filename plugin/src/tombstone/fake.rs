@@ -133,7 +133,6 @@ impl Kernel for Fake {
             protocol: p,
             metric: m,
             reject: Some(k),
-            forwards: false,
         });
         Ok(ours
             .chain(s.foreign.iter().cloned())

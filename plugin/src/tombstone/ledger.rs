@@ -40,7 +40,11 @@ pub struct AttachmentRecord {
     pub ifname: String,
     pub ips: Vec<IpAddr>,
     /// When its DEL released these addresses; `None` while the attachment lives.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "releasedAtMs",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub released_at_ms: Option<u64>,
 }
 

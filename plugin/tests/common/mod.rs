@@ -84,12 +84,19 @@ impl Netns {
         sh(&full)
     }
 
-    /// Our routes, both families, every table: sorted lines of `ip route show proto 84`.
+    /// The route metric that marks this namespace's state directory's tombstones.
+    pub fn mark(&self) -> u32 {
+        tombstone::tombstone::dir_mark(&tombstone::state::normalize(&self.state_dir).unwrap())
+    }
+
+    /// Our routes, both families, every table: sorted lines of `ip route show proto 84`,
+    /// with this state directory's metric left out (routes of another metric keep theirs).
     pub fn tombstones(&self) -> Vec<String> {
+        let ours = format!(" metric {}", self.mark());
         let mut lines = Vec::new();
         for fam in ["-4", "-6"] {
             let out = self.ip(&[fam, "route", "show", "table", "all", "proto", "84"]);
-            lines.extend(out.lines().map(|l| l.trim().to_string()));
+            lines.extend(out.lines().map(|l| l.trim().replace(&ours, "")));
         }
         lines.sort();
         lines

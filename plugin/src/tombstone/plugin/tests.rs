@@ -205,7 +205,6 @@ fn an_operators_route_is_left_alone() {
         protocol: 4,
         metric: 0,
         reject: None,
-        forwards: true,
     });
     w.run(
         "DEL",
