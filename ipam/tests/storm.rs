@@ -84,12 +84,11 @@ impl Storm {
     }
 
     /// Where a killed run was: its state write is a temporary file, an fdatasync, a rename.
-    fn stage(&self, before: &Option<Vec<u8>>) -> &'static str {
-        let tmp = std::fs::read_dir(self.net_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().contains(".tmp"));
+    fn stage(&self, before: &Option<Vec<u8>>, ran: &Ran) -> &'static str {
+        let tmp = self
+            .net_dir()
+            .join(format!("tombstone-ipam.json.tmp{}", ran.pid))
+            .exists();
         if self.state_bytes() != *before {
             "state replaced"
         } else if tmp {
@@ -107,10 +106,10 @@ impl Storm {
                 attempt < 4 && self.rng.percent(50)
             };
             let before = self.state_bytes();
-            let delay = kill_this.then(|| self.rng.duration(self.cal_del.max_delay));
+            let delay = kill_this.then(|| self.cal_del.delay(&mut self.rng));
             let ran = self.run("DEL", a, delay);
             if delay.is_some() {
-                let stage = self.stage(&before);
+                let stage = self.stage(&before, &ran);
                 self.del.record(&ran, stage);
             } else {
                 self.cal_del.sample(ran.elapsed);
@@ -140,10 +139,10 @@ impl Storm {
             ips: vec![],
         };
         let before = self.state_bytes();
-        let delay = kill.then(|| self.rng.duration(self.cal_add.max_delay));
+        let delay = kill.then(|| self.cal_add.delay(&mut self.rng));
         let ran = self.run("ADD", &a, delay);
         if delay.is_some() {
-            let stage = self.stage(&before);
+            let stage = self.stage(&before, &ran);
             self.add.record(&ran, stage);
         } else {
             self.cal_add.sample(ran.elapsed);
@@ -255,7 +254,7 @@ impl Storm {
             elapsed.as_secs_f64()
         );
         s += &format!(
-            "  delay ranges (0 to 1.25 x median run): ADD {:?}, DEL {:?}\n",
+            "  delay ranges (0 to 1.25 x median run, half in its last 45%): ADD {:?}, DEL {:?}\n",
             self.cal_add.max_delay, self.cal_del.max_delay
         );
         s += &format!("  {}\n", self.add.line("tombstone-ipam ADD"));

@@ -95,6 +95,7 @@ pub struct Ran {
     pub stderr: String,
     /// Spawn to reaped.
     pub elapsed: Duration,
+    pub pid: u32,
 }
 
 impl Ran {
@@ -104,23 +105,24 @@ impl Ran {
 }
 
 /// Spawns `cmd` (stdin, stdout and stderr are set here), writes `stdin`, and, when `kill_after`
-/// is given, sends SIGKILL that long after the spawn (a spin, for sub-millisecond precision).
+/// is given, sends SIGKILL that long after the spawn.
 pub fn run(mut cmd: Command, stdin: &[u8], kill_after: Option<Duration>) -> Ran {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn");
+    let pid = child.id();
     {
         // A child killed before it reads its stdin makes this write fail: not our failure.
         let mut pipe = child.stdin.take().unwrap();
         let _ = pipe.write_all(stdin);
     }
     if let Some(delay) = kill_after {
-        let at = start + delay;
-        while Instant::now() < at {
-            std::hint::spin_loop();
-        }
+        // A sleep, not a spin: on a 2-core machine a spinning parent would slow the child,
+        // and the delays would no longer match the calibration (runs measured while the
+        // parent waits).
+        std::thread::sleep((start + delay).saturating_duration_since(Instant::now()));
         // On an exited (not yet reaped) child this is a no-op, never another process.
         let _ = child.kill();
     }
@@ -131,11 +133,14 @@ pub fn run(mut cmd: Command, stdin: &[u8], kill_after: Option<Duration>) -> Ran 
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         elapsed: start.elapsed(),
+        pid,
     }
 }
 
 /// The delay range for an operation: 0 to 1.25 times the median duration of its runs
-/// without a kill, so most kills land inside the process and some after its exit.
+/// without a kill, so most kills land inside the process and some after its exit. Half the
+/// delays are drawn from the last part of that range (0.55 to 1 of it): a plugin's state
+/// write and kernel calls come after its start-up, at the end of its life.
 pub struct Calibration {
     samples: Vec<Duration>,
     pub max_delay: Duration,
@@ -154,6 +159,14 @@ impl Calibration {
         let mut s = self.samples.clone();
         s.sort();
         self.max_delay = s[s.len() / 2].mul_f64(1.25);
+    }
+
+    pub fn delay(&self, rng: &mut Prng) -> Duration {
+        if rng.percent(50) {
+            rng.duration(self.max_delay)
+        } else {
+            self.max_delay.mul_f64(0.55) + rng.duration(self.max_delay.mul_f64(0.45))
+        }
     }
 
     /// Keeps the last `n` samples (the machine's load changes during a run).
@@ -337,7 +350,15 @@ pub fn waiting_in(pid: u32, dir: Option<&std::path::Path>) -> String {
         .map(|e| file_of(e.2))
         .collect();
     if !held.is_empty() {
-        s += &format!(", holding {}", held.join(" "));
+        let more = held.len().saturating_sub(6);
+        s += &format!(
+            ", holding {} locks: {}",
+            held.len(),
+            held[..held.len() - more].join(" ")
+        );
+        if more > 0 {
+            s += &format!(" and {more} more");
+        }
     }
     for &(_, _, inode) in entries.iter().filter(|e| e.0 && e.1 == pid) {
         let holders: Vec<String> = entries
