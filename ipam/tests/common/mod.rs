@@ -38,19 +38,24 @@ pub struct Out {
     pub json: Value,
 }
 
-/// One invocation; `env` entries with an empty value are left out.
-pub fn run_with(program: &Path, env: &[(&str, &str)], stdin: &str) -> Out {
+/// `program` with exactly `env` (entries with an empty value left out) and logs on stderr.
+pub fn command(program: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(program);
-    cmd.env_clear()
-        .env("TOMBSTONE_LOG", "stderr")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.env_clear().env("TOMBSTONE_LOG", "stderr");
     for (k, v) in env {
         if !v.is_empty() {
             cmd.env(k, v);
         }
     }
+    cmd
+}
+
+/// One invocation; `env` entries with an empty value are left out.
+pub fn run_with(program: &Path, env: &[(&str, &str)], stdin: &str) -> Out {
+    let mut cmd = command(program, env);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     child
         .stdin

@@ -2,7 +2,13 @@
 //! it (environment + stdin), inside one.
 #![allow(dead_code)]
 
+pub mod kill;
+
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::net::IpAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +28,15 @@ pub fn require_root() -> bool {
     }
     eprintln!("skipped: this test needs root (network namespaces)");
     false
+}
+
+/// For the tests marked `#[ignore = "needs root: network namespaces"]`: they run only when
+/// asked for, and then a missing privilege is a failure, never a skip.
+pub fn must_be_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (network namespaces): run it as root"
+    );
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -168,6 +183,213 @@ impl Netns {
         let bytes = std::fs::read(self.state_file(network)).expect("ledger exists");
         serde_json::from_slice(&bytes).expect("ledger is JSON")
     }
+
+    /// The plugin binary as a runtime starts it, in this namespace: entered with `setns`
+    /// between fork and exec (what `ip netns exec` does, without `ip`'s own start-up before
+    /// the plugin, so a kill delay counts from the plugin's start). The environment is
+    /// [`run_in`]'s runtime defaults, overridden (or removed, with an empty value) by `env`.
+    pub fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
+        let fd: OwnedFd = std::fs::File::open(format!("/run/netns/{}", self.name))
+            .expect("open the namespace")
+            .into();
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in RUNTIME_ENV {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        // SAFETY: the closure only makes the setns system call (async-signal-safe) on an
+        // fd it owns; it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd
+    }
+
+    /// A CNI invocation of the plugin (see [`Self::command`]).
+    pub fn cni(&self, verb: &str, container: &str, ifname: &str) -> Command {
+        self.command(
+            &[
+                ("CNI_COMMAND", verb),
+                ("CNI_CONTAINERID", container),
+                ("CNI_IFNAME", ifname),
+            ],
+            &[],
+        )
+    }
+
+    /// Every host route (a /32 or /128) of protocol 84 in the namespace, both families,
+    /// every table, as (address, table).
+    pub fn routes84(&self) -> BTreeSet<(IpAddr, u32)> {
+        let mut out = BTreeSet::new();
+        for fam in ["-4", "-6"] {
+            let text = self.ip(&["-j", fam, "route", "show", "table", "all", "proto", "84"]);
+            let routes: Value = serde_json::from_str(&text).expect("ip -j prints JSON");
+            for r in routes.as_array().into_iter().flatten() {
+                let dst = r["dst"].as_str().unwrap_or_default();
+                let (addr, len) = match dst.split_once('/') {
+                    Some((a, l)) => (a, l.parse::<u8>().unwrap_or(0)),
+                    None => (dst, if fam == "-4" { 32 } else { 128 }),
+                };
+                let Ok(ip) = addr.parse::<IpAddr>() else {
+                    continue;
+                };
+                if len != if ip.is_ipv4() { 32 } else { 128 } {
+                    continue;
+                }
+                out.insert((ip, table_of(&r["table"])));
+            }
+        }
+        out
+    }
+}
+
+/// A table as `ip -j` prints it: absent or "main" is 254, else its number.
+fn table_of(v: &Value) -> u32 {
+    match v {
+        Value::Null => 254,
+        Value::String(s) if s == "main" => 254,
+        Value::String(s) => s.parse().unwrap_or_else(|_| panic!("table {s:?}")),
+        Value::Number(n) => n.as_u64().unwrap() as u32,
+        other => panic!("table {other}"),
+    }
+}
+
+/// What the ledgers of a state directory say, read the way `tombstone list` reads them.
+#[derive(Debug, Default)]
+pub struct Ledgers {
+    /// File name to parsed ledger.
+    pub files: Vec<(String, Value)>,
+}
+
+impl Ledgers {
+    /// Every `<name>.json` of `dir` (none when the directory does not exist).
+    pub fn read(dir: &Path) -> Ledgers {
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(e.path()) else {
+                continue;
+            };
+            let v = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|err| panic!("{name} is not JSON ({err})"));
+            files.push((name, v));
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        Ledgers { files }
+    }
+
+    /// Every tombstone: (address, tables, containerID, ifname, network).
+    pub fn tombstones(&self) -> Vec<(IpAddr, Vec<u32>, String, String, String)> {
+        let mut out = Vec::new();
+        for (_, l) in &self.files {
+            for t in l["tombstones"].as_array().into_iter().flatten() {
+                out.push((
+                    t["ip"].as_str().unwrap().parse().unwrap(),
+                    t["tables"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap() as u32)
+                        .collect(),
+                    t["containerID"].as_str().unwrap().to_string(),
+                    t["ifname"].as_str().unwrap().to_string(),
+                    l["network"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The (address, table) pairs the tombstones name.
+    pub fn named(&self) -> BTreeSet<(IpAddr, u32)> {
+        self.tombstones()
+            .into_iter()
+            .flat_map(|(ip, tables, ..)| tables.into_iter().map(move |t| (ip, t)))
+            .collect()
+    }
+
+    /// Every attachment record: (containerID, ifname, sorted addresses).
+    pub fn attachments(&self) -> BTreeSet<(String, String, Vec<IpAddr>)> {
+        let mut out = BTreeSet::new();
+        for (_, l) in &self.files {
+            for a in l["attachments"].as_array().into_iter().flatten() {
+                let mut ips: Vec<IpAddr> = a["ips"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap().parse().unwrap())
+                    .collect();
+                ips.sort();
+                out.insert((
+                    a["containerID"].as_str().unwrap().to_string(),
+                    a["ifname"].as_str().unwrap().to_string(),
+                    ips,
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Ends holds by hand: every tombstone of `dir` whose address `which` accepts gets an
+/// `expiresAtMs` in the past (the ledger is rewritten in place; call it while no plugin
+/// runs on the directory). Returns the addresses whose holds were ended.
+pub fn expire(dir: &Path, mut which: impl FnMut(IpAddr) -> bool) -> Vec<IpAddr> {
+    let mut ended = Vec::new();
+    for (name, mut l) in Ledgers::read(dir).files {
+        let mut changed = false;
+        for t in l["tombstones"].as_array_mut().into_iter().flatten() {
+            let ip: IpAddr = t["ip"].as_str().unwrap().parse().unwrap();
+            if which(ip) {
+                t["expiresAtMs"] = json!(1);
+                ended.push(ip);
+                changed = true;
+            }
+        }
+        if changed {
+            std::fs::write(dir.join(&name), serde_json::to_vec(&l).unwrap()).unwrap();
+        }
+    }
+    ended
+}
+
+/// The files of a state directory other than what the plugin keeps there: `<name>.json` and
+/// `<name>.lock` (plugin/src/state.rs) for a name of `[A-Za-z0-9_%-]` (an encoded network
+/// name), and `sweeper.bg.lock`, the background sweeper's. Anything else (a `*.tmp<pid>`
+/// left by a killed write, a `*.corrupt-*`, a STATUS probe) is a stray file.
+pub fn stray_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stem = name
+            .strip_suffix(".json")
+            .or_else(|| name.strip_suffix(".lock"));
+        let network_file = stem.is_some_and(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_%-".contains(&b))
+        });
+        if !(network_file || name == "sweeper.bg.lock") {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
 }
 
 impl Drop for Netns {
@@ -213,6 +435,15 @@ impl Outcome {
     }
 }
 
+/// What a runtime sets for every invocation (tests override them).
+const RUNTIME_ENV: [(&str, &str); 5] = [
+    ("CNI_CONTAINERID", "ctr-a"),
+    ("CNI_NETNS", "/var/run/netns/pod"),
+    ("CNI_IFNAME", "eth0"),
+    ("CNI_PATH", "/opt/cni/bin"),
+    ("TOMBSTONE_LOG", "stderr"),
+];
+
 pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&str]) -> Outcome {
     let mut cmd = match netns {
         Some(ns) => {
@@ -225,14 +456,7 @@ pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
-    let defaults = [
-        ("CNI_CONTAINERID", "ctr-a"),
-        ("CNI_NETNS", "/var/run/netns/pod"),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/opt/cni/bin"),
-        ("TOMBSTONE_LOG", "stderr"),
-    ];
-    for (k, v) in defaults {
+    for (k, v) in RUNTIME_ENV {
         cmd.env(k, v);
     }
     for (k, v) in env {
