@@ -106,7 +106,8 @@ fn state_dir(o: &Opts) -> Result<Option<StateDir>> {
 }
 
 fn sweep_all(o: &Opts) -> Result<SweepReport> {
-    let Some(dir) = state_dir(o)? else {
+    // A timer may sweep before the first DEL made the directory: nothing to do yet.
+    let Some(dir) = StateDir::existing(&o.state_dir)? else {
         return Ok(SweepReport::default());
     };
     let nl = tombstone_kernel::Netlink::open()?;

@@ -324,10 +324,17 @@ impl Ledgers {
     }
 
     /// Every attachment record: (containerID, ifname, sorted addresses).
+    /// The live attachment records (a record with `releasedAtMs` is the memory of a DEL
+    /// that ran, kept so that a repeated DEL starts no new hold).
     pub fn attachments(&self) -> BTreeSet<(String, String, Vec<IpAddr>)> {
         let mut out = BTreeSet::new();
         for (_, l) in &self.files {
-            for a in l["attachments"].as_array().into_iter().flatten() {
+            for a in l["attachments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a.get("releasedAtMs").is_none())
+            {
                 let mut ips: Vec<IpAddr> = a["ips"]
                     .as_array()
                     .unwrap()
@@ -370,7 +377,8 @@ pub fn expire(dir: &Path, mut which: impl FnMut(IpAddr) -> bool) -> Vec<IpAddr> 
 
 /// The files of a state directory other than what the plugin keeps there: `<name>.json` and
 /// `<name>.lock` (plugin/src/state.rs) for a name of `[A-Za-z0-9_%-]` (an encoded network
-/// name), and `sweeper.bg.lock`, the background sweeper's. Anything else (a `*.tmp<pid>`
+/// name), `sweeper.bg.lock`, the background sweeper's, and `state.dir.lock`, the
+/// directory's own (shared by the verbs, taken alone by a sweep). Anything else (a `*.tmp<pid>`
 /// left by a killed write, a `*.corrupt-*`, a STATUS probe) is a stray file.
 pub fn stray_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -384,7 +392,7 @@ pub fn stray_files(dir: &Path) -> Vec<String> {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"_%-".contains(&b))
         });
-        if !(network_file || name == "sweeper.bg.lock") {
+        if !(network_file || name == "sweeper.bg.lock" || name == "state.dir.lock") {
             out.push(name);
         }
     }
