@@ -2,6 +2,8 @@
 //! it (environment + stdin), inside one.
 #![allow(dead_code)]
 
+pub mod strace;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -153,6 +155,25 @@ impl Netns {
         run_in(Some(&self.name), env, stdin, &[])
     }
 
+    /// The plugin run in the namespace as [`Self::run_env`] runs it (the same default
+    /// environment, overridden or removed by `env`), as a command for [`strace::run`].
+    pub fn plugin_cmd(&self, env: &[(&str, &str)], stdin: &[u8], args: &[&str]) -> strace::Cmd {
+        let mut vars: Vec<(String, String)> = DEFAULT_ENV
+            .iter()
+            .filter(|(k, _)| !env.iter().any(|(e, _)| e == k))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.extend(
+            env.iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        strace::Cmd {
+            env: vars,
+            ..strace::Cmd::new(BIN).netns(&self.name).args(args).stdin(stdin)
+        }
+    }
+
     pub fn state_file(&self, network: &str) -> PathBuf {
         self.state_dir.join(format!("{network}.json"))
     }
@@ -206,6 +227,15 @@ impl Outcome {
     }
 }
 
+/// A runtime's environment for the plugin, as the tests run it.
+pub const DEFAULT_ENV: [(&str, &str); 5] = [
+    ("CNI_CONTAINERID", "ctr-a"),
+    ("CNI_NETNS", "/var/run/netns/pod"),
+    ("CNI_IFNAME", "eth0"),
+    ("CNI_PATH", "/opt/cni/bin"),
+    ("TOMBSTONE_LOG", "stderr"),
+];
+
 pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&str]) -> Outcome {
     let mut cmd = match netns {
         Some(ns) => {
@@ -218,14 +248,7 @@ pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
-    let defaults = [
-        ("CNI_CONTAINERID", "ctr-a"),
-        ("CNI_NETNS", "/var/run/netns/pod"),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/opt/cni/bin"),
-        ("TOMBSTONE_LOG", "stderr"),
-    ];
-    for (k, v) in defaults {
+    for (k, v) in DEFAULT_ENV {
         cmd.env(k, v);
     }
     for (k, v) in env {
