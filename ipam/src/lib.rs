@@ -3,6 +3,7 @@
 //! state and allocation whose cost does not grow with the number of addresses in use.
 //!
 //! Floors, each importing only downward:
+//! - [`process`]: the binary's `main` (stdin, environment, the answer on stdout, checked);
 //! - [`verbs`]: ADD, DEL, CHECK, GC, STATUS;
 //! - [`store`]: the state file on disk and the import of host-local's files (the only I/O);
 //! - pure logic: [`pool`] (allocation, cool-down, release), [`config`], [`range`],
@@ -12,6 +13,7 @@
 pub mod config;
 pub mod import;
 pub mod pool;
+pub mod process;
 pub mod range;
 pub mod record;
 pub mod store;

@@ -73,7 +73,10 @@ fn allocations(dir: &Path) -> Result<BTreeMap<IpAddr, Vec<String>>, String> {
     }
     let mut out: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
     for r in body.iter().filter(|r| r[0] == "a") {
-        let ip = r[1].as_str().and_then(|s| s.parse().ok()).ok_or("bad address")?;
+        let ip = r[1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or("bad address")?;
         out.entry(ip)
             .or_default()
             .push(r[2].as_str().unwrap_or("?").to_string());
@@ -102,7 +105,12 @@ fn result_ip(stdout: &str) -> Result<IpAddr, String> {
     let addr = v["ips"][0]["address"]
         .as_str()
         .ok_or_else(|| format!("no address in {v}"))?;
-    let ip: IpAddr = addr.split('/').next().unwrap().parse().map_err(|_| addr.to_string())?;
+    let ip: IpAddr = addr
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .map_err(|_| addr.to_string())?;
     if !addr.ends_with("/24") || v["ips"].as_array().map(Vec::len) != Some(1) {
         return Err(format!("unexpected ips {}", v["ips"]));
     }
@@ -143,8 +151,8 @@ impl Ipam {
             let r = d.run("DEL", "ctr-b");
             assert!(r.ok(), "template DEL: {}", r.summary());
         }
-        let state = (kind != Kind::First)
-            .then(|| std::fs::read(common::state_file(&d.root, NET)).unwrap());
+        let state =
+            (kind != Kind::First).then(|| std::fs::read(common::state_file(&d.root, NET)).unwrap());
         Ipam { kind, state, held }
     }
 
@@ -275,7 +283,12 @@ impl Op<Data> for Ipam {
         };
         vec![
             problem("lost allocations", lost.len(), lost.join("; "), true),
-            problem("doubled allocations", doubled.len(), doubled.join("; "), true),
+            problem(
+                "doubled allocations",
+                doubled.len(),
+                doubled.join("; "),
+                true,
+            ),
         ]
     }
 

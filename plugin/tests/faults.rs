@@ -66,7 +66,11 @@ fn routes(ns: &Netns) -> BTreeSet<(IpAddr, u32)> {
 /// Every ledger of the state directory by file name: its JSON, or why it is unreadable.
 fn ledgers(ns: &Netns) -> BTreeMap<String, Result<Value, String>> {
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(&ns.state_dir).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(&ns.state_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".json") {
             continue;
@@ -159,7 +163,8 @@ impl Tomb {
             Kind::Del | Kind::Gc => (&[POD[0], POD[1], BYSTANDER], &[POD[0], POD[1], BYSTANDER]),
             Kind::Add | Kind::Sweep => (&[BYSTANDER], &[BYSTANDER]),
         };
-        let want: BTreeSet<(IpAddr, u32)> = ips(want_routes).into_iter().map(|i| (i, MAIN)).collect();
+        let want: BTreeSet<(IpAddr, u32)> =
+            ips(want_routes).into_iter().map(|i| (i, MAIN)).collect();
         let got = routes(ns);
         if got != want {
             return Err(format!("routes {got:?}, expected {want:?}"));
@@ -238,15 +243,25 @@ impl Op<Netns> for Tomb {
             ns.ip(&[fam, "route", "flush", "table", "all", "proto", "84"]);
         }
         let _ = std::fs::remove_dir_all(&ns.state_dir);
-        let bystander = with_prev(conf(ns, "pods", json!({"holdSeconds": 3600})), &["10.10.0.9/24"]);
+        let bystander = with_prev(
+            conf(ns, "pods", json!({"holdSeconds": 3600})),
+            &["10.10.0.9/24"],
+        );
         must(ns.run("DEL", "ctr-z", &bystander), "bystander DEL");
         let pods = with_prev(conf(ns, "pods", json!({})), &POD);
         match self.0 {
             Kind::Del => {
                 must(ns.run("ADD", "ctr-a", &pods), "ADD");
                 ns.ip(&[
-                    "neigh", "replace", "10.10.0.5", "lladdr", "02:00:00:00:00:05", "dev", "v0",
-                    "nud", "permanent",
+                    "neigh",
+                    "replace",
+                    "10.10.0.5",
+                    "lladdr",
+                    "02:00:00:00:00:05",
+                    "dev",
+                    "v0",
+                    "nud",
+                    "permanent",
                 ]);
             }
             Kind::Add => {
@@ -322,7 +337,9 @@ impl Op<Netns> for Tomb {
             }
             Kind::Sweep => {
                 let line = r.stdout.trim_end();
-                if !(line.starts_with("networks ") && line.ends_with("live 1") && !line.contains('\n'))
+                if !(line.starts_with("networks ")
+                    && line.ends_with("live 1")
+                    && !line.contains('\n'))
                 {
                     return Err(format!("stdout is not the sweep report: {:?}", r.stdout));
                 }
@@ -369,7 +386,12 @@ impl Op<Netns> for Tomb {
             .collect();
         let dangling: Vec<_> = named.difference(&kernel).collect();
         vec![
-            problem("stranded routes", stranded.len(), format!("{stranded:?}"), true),
+            problem(
+                "stranded routes",
+                stranded.len(),
+                format!("{stranded:?}"),
+                true,
+            ),
             problem("lost ledger entries", lost.len(), lost.join("; "), true),
             problem(DANGLING, dangling.len(), format!("{dangling:?}"), false),
         ]

@@ -170,7 +170,10 @@ impl Netns {
         );
         strace::Cmd {
             env: vars,
-            ..strace::Cmd::new(BIN).netns(&self.name).args(args).stdin(stdin)
+            ..strace::Cmd::new(BIN)
+                .netns(&self.name)
+                .args(args)
+                .stdin(stdin)
         }
     }
 

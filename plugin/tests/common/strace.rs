@@ -611,7 +611,11 @@ pub fn run_matrix<C>(
                 grouped.join(" ")
             );
         }
-        let _ = writeln!(text, "  not injected (not kernel or file state): {}", not_injected[i]);
+        let _ = writeln!(
+            text,
+            "  not injected (not kernel or file state): {}",
+            not_injected[i]
+        );
         let mut per_op: BTreeMap<char, usize> = BTreeMap::new();
         for (j, v) in mine.iter().filter(|(j, _)| !j.skip) {
             *per_op.entry(v.letter).or_default() += 1;
