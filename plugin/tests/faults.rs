@@ -123,6 +123,8 @@ enum Kind {
     Sweep,
     /// GC with one of two attachments still valid.
     Gc,
+    /// The first DEL on a node: no state directory yet, nothing else tombstoned.
+    FirstDel,
 }
 
 struct Tomb(Kind);
@@ -162,6 +164,7 @@ impl Tomb {
         let (want_routes, want_pods): (&[&str], &[&str]) = match self.0 {
             Kind::Del | Kind::Gc => (&[POD[0], POD[1], BYSTANDER], &[POD[0], POD[1], BYSTANDER]),
             Kind::Add | Kind::Sweep => (&[BYSTANDER], &[BYSTANDER]),
+            Kind::FirstDel => (&POD, &POD),
         };
         let want: BTreeSet<(IpAddr, u32)> =
             ips(want_routes).into_iter().map(|i| (i, MAIN)).collect();
@@ -183,7 +186,7 @@ impl Tomb {
         }
         let att = attachments(pods);
         let want_att: &[&str] = match self.0 {
-            Kind::Del => &[],
+            Kind::Del | Kind::FirstDel => &[],
             Kind::Add => &["ctr-new"],
             Kind::Gc => &["ctr-b"],
             Kind::Sweep => &[],
@@ -234,6 +237,7 @@ impl Op<Netns> for Tomb {
             Kind::Add => "tombstone ADD (lifting a tombstone)",
             Kind::Sweep => "tombstone sweep --state-dir D",
             Kind::Gc => "tombstone GC",
+            Kind::FirstDel => "tombstone DEL, first on the node (no state directory)",
         }
         .into()
     }
@@ -243,6 +247,9 @@ impl Op<Netns> for Tomb {
             ns.ip(&[fam, "route", "flush", "table", "all", "proto", "84"]);
         }
         let _ = std::fs::remove_dir_all(&ns.state_dir);
+        if self.0 == Kind::FirstDel {
+            return;
+        }
         let bystander = with_prev(
             conf(ns, "pods", json!({"holdSeconds": 3600})),
             &["10.10.0.9/24"],
@@ -250,6 +257,7 @@ impl Op<Netns> for Tomb {
         must(ns.run("DEL", "ctr-z", &bystander), "bystander DEL");
         let pods = with_prev(conf(ns, "pods", json!({})), &POD);
         match self.0 {
+            Kind::FirstDel => unreachable!("no starting state"),
             Kind::Del => {
                 must(ns.run("ADD", "ctr-a", &pods), "ADD");
                 ns.ip(&[
@@ -294,7 +302,7 @@ impl Op<Netns> for Tomb {
     fn cmd(&self, ns: &Netns) -> strace::Cmd {
         let pods = with_prev(conf(ns, "pods", json!({})), &POD);
         match self.0 {
-            Kind::Del => ns.plugin_cmd(
+            Kind::Del | Kind::FirstDel => ns.plugin_cmd(
                 &[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "ctr-a")],
                 pods.to_string().as_bytes(),
                 &[],
@@ -344,7 +352,7 @@ impl Op<Netns> for Tomb {
                     return Err(format!("stdout is not the sweep report: {:?}", r.stdout));
                 }
             }
-            Kind::Del | Kind::Gc => {
+            Kind::Del | Kind::Gc | Kind::FirstDel => {
                 if !r.stdout.is_empty() {
                     return Err(format!("stdout is not empty: {:?}", r.stdout));
                 }
@@ -361,14 +369,17 @@ impl Op<Netns> for Tomb {
             match l {
                 Ok(v) => {
                     named.extend(entries(&v));
-                    if file == "pods.json" && !tombstoned(&v).contains(&ip(BYSTANDER)) {
+                    if file == "pods.json"
+                        && self.0 != Kind::FirstDel
+                        && !tombstoned(&v).contains(&ip(BYSTANDER))
+                    {
                         lost.push(format!("{BYSTANDER} (another pod's live tombstone)"));
                     }
                 }
                 Err(e) => lost.push(format!("{file} unreadable: {e}")),
             }
         }
-        if !ns.state_file("pods").exists() {
+        if self.0 != Kind::FirstDel && !ns.state_file("pods").exists() {
             lost.push("pods.json is gone".into());
         }
         for f in strace::stray_files(&ns.state_dir, &ALLOWED) {
@@ -376,7 +387,7 @@ impl Op<Netns> for Tomb {
                 lost.push(format!("{f}: the ledger was set aside"));
             }
         }
-        if !kernel.contains(&(ip(BYSTANDER), MAIN)) {
+        if self.0 != Kind::FirstDel && !kernel.contains(&(ip(BYSTANDER), MAIN)) {
             lost.push(format!("{BYSTANDER}: its live route is gone"));
         }
         let orphan_ok = |r: &(IpAddr, u32)| self.0 == Kind::Sweep && r.0 == ip(ORPHAN);
@@ -420,6 +431,7 @@ fn root_every_syscall_failing_at_every_call() {
         Tomb(Kind::Add),
         Tomb(Kind::Sweep),
         Tomb(Kind::Gc),
+        Tomb(Kind::FirstDel),
     ];
     let ops: Vec<&dyn Op<Netns>> = ops.iter().map(|o| o as &dyn Op<Netns>).collect();
     let report = strace::run_matrix(

@@ -338,7 +338,7 @@ pub fn check_error(answer: Answer, r: &Run) -> Result<(), String> {
             let code = v["code"]
                 .as_u64()
                 .ok_or("error object without an integer code")?;
-            if !v["msg"].as_str().is_some_and(|m| !m.is_empty()) {
+            if v["msg"].as_str().is_none_or(|m| m.is_empty()) {
                 return Err("error object without a msg".into());
             }
             if !v["cniVersion"].is_string() {
