@@ -6,6 +6,7 @@
 #   containernetworking-plugins  the reference plugins (ipvlan, host-local, ...)
 #   golang-go, golang-github-appc-cni-dev   Go and libcni's source, to build cnitool offline
 #   iproute2                     `ip`, used by the jobs inside the guest
+#   strace                       the fault-injection tests (plugin/tests/faults.rs, ipam/tests/faults.rs)
 # Debian/Ubuntu only (apt-get); needs root to install anything.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ packages=(
     golang-go
     golang-github-appc-cni-dev
     iproute2
+    strace
 )
 
 missing=()

@@ -2,7 +2,7 @@
 //! plugin, write the result or one error object to stdout, and set the exit status. Panics
 //! become an internal error object instead of a crash.
 
-use std::io::{IsTerminal, Read};
+use std::io::{ErrorKind, IsTerminal, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde_json::Value;
@@ -64,7 +64,7 @@ pub fn about(name: &str, version: &str) -> String {
 /// process; without, prints [`about`] on stderr and exits 0, as the reference plugins do.
 pub fn plugin_main(plugin: &dyn Plugin, version: &str) -> ! {
     if std::env::var_os("CNI_COMMAND").is_none() {
-        eprintln!("{}", about(plugin.name(), version));
+        let _ = writeln!(std::io::stderr(), "{}", about(plugin.name(), version));
         std::process::exit(0);
     }
     std::process::exit(run(plugin))
@@ -75,24 +75,45 @@ pub fn run(plugin: &dyn Plugin) -> i32 {
     let env = Env::from_process();
     let stdin = read_stdin(env.as_ref().map(|e| e.command).ok());
     let outcome = dispatch(plugin, env, stdin);
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out
-        .write_all(outcome.stdout.as_bytes())
-        .and_then(|_| out.flush())
-    {
-        Ok(()) => outcome.exit_code,
-        Err(e) => {
-            // The runtime cannot read what happened, so it must not think it succeeded:
-            // after a failed ADD it calls DEL, which undoes what the ADD did.
-            log::error!("cannot write the result to stdout: {e}");
-            if outcome.exit_code == 0 {
-                1
-            } else {
-                outcome.exit_code
+    deliver(&mut std::io::stdout().lock(), &outcome)
+}
+
+/// Writes the outcome and returns the exit status. When the answer cannot be written, the
+/// status is 1, and if none of it got out an error object is tried in its place (the
+/// original one for a failure, an I/O error for a result): a second write may succeed where
+/// the first did not; when it does not, the status still tells.
+pub fn deliver(out: &mut dyn Write, o: &Outcome) -> i32 {
+    let bytes = o.stdout.as_bytes();
+    let mut written = 0;
+    let failed = loop {
+        if written == bytes.len() {
+            match out.flush() {
+                Ok(()) => return o.exit_code,
+                Err(e) => break e,
             }
         }
+        match out.write(&bytes[written..]) {
+            Ok(0) => break ErrorKind::WriteZero.into(),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break e,
+        }
+    };
+    let e = CniError::io(format!("cannot write the answer to stdout: {failed}"));
+    log::error!("{e}");
+    if written == 0 && o.exit_code != 0 {
+        // An error object: the same again (it says what went wrong in the first place).
+        let _ = out.write_all(bytes).and_then(|_| out.flush());
+    } else if written == 0 {
+        let version = serde_json::from_str::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
+            .unwrap_or_else(|| LATEST.to_string());
+        let _ = out
+            .write_all(format!("{}\n", e.to_json(&version)).as_bytes())
+            .and_then(|_| out.flush());
     }
+    1
 }
 
 fn read_stdin(command: Option<Command>) -> Result<Vec<u8>> {
@@ -201,6 +222,107 @@ fn dispatch_inner(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// Fails the first `fail` writes, then accepts at most `chunk` bytes a write.
+    struct Flaky {
+        fail: usize,
+        chunk: usize,
+        got: Vec<u8>,
+        fail_after_first: bool,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.fail > 0 || (self.fail_after_first && !self.got.is_empty()) {
+                self.fail = self.fail.saturating_sub(1);
+                return Err(ErrorKind::StorageFull.into());
+            }
+            let n = buf.len().min(self.chunk);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn result() -> Outcome {
+        Outcome {
+            stdout: "{\"cniVersion\":\"1.0.0\",\"ips\":[]}\n".into(),
+            exit_code: 0,
+        }
+    }
+
+    #[test]
+    fn a_result_that_reaches_stdout_keeps_its_status() {
+        let mut w = Flaky {
+            fail: 0,
+            chunk: 7,
+            got: vec![],
+            fail_after_first: false,
+        };
+        assert_eq!(deliver(&mut w, &result()), 0);
+        assert_eq!(w.got, result().stdout.as_bytes());
+    }
+
+    #[test]
+    fn a_result_that_cannot_be_written_is_a_failure_with_an_error_object() {
+        let mut w = Flaky {
+            fail: 1,
+            chunk: 1 << 20,
+            got: vec![],
+            fail_after_first: false,
+        };
+        assert_eq!(deliver(&mut w, &result()), 1);
+        let v: serde_json::Value = serde_json::from_slice(&w.got).unwrap();
+        assert_eq!(v["code"], 5);
+        assert_eq!(v["cniVersion"], "1.0.0");
+        assert!(v["msg"].as_str().unwrap().contains("cannot write"));
+    }
+
+    #[test]
+    fn an_error_object_that_cannot_be_written_is_tried_once_more() {
+        let mut w = Flaky {
+            fail: 1,
+            chunk: 1 << 20,
+            got: vec![],
+            fail_after_first: false,
+        };
+        let o = Outcome {
+            stdout: "{\"cniVersion\":\"1.0.0\",\"code\":103,\"msg\":\"no address\"}\n".into(),
+            exit_code: 1,
+        };
+        assert_eq!(deliver(&mut w, &o), 1);
+        assert_eq!(w.got, o.stdout.as_bytes());
+    }
+
+    #[test]
+    fn a_half_written_result_is_a_failure_and_nothing_is_appended() {
+        let mut w = Flaky {
+            fail: 0,
+            chunk: 5,
+            got: vec![],
+            fail_after_first: true,
+        };
+        assert_eq!(deliver(&mut w, &result()), 1);
+        assert_eq!(w.got, &result().stdout.as_bytes()[..5]);
+    }
+
+    #[test]
+    fn an_empty_answer_writes_nothing() {
+        let mut w = Flaky {
+            fail: 1,
+            chunk: 1,
+            got: vec![],
+            fail_after_first: false,
+        };
+        let o = Outcome {
+            stdout: String::new(),
+            exit_code: 0,
+        };
+        assert_eq!(deliver(&mut w, &o), 0);
+        assert!(w.got.is_empty());
+    }
 
     struct Echo;
     impl Plugin for Echo {

@@ -55,38 +55,36 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
 /// Runs a subcommand; returns the exit status.
 pub fn run(args: &[String], about: &str) -> i32 {
     let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("{about}");
+        complain(about);
         return 0;
     };
     if matches!(cmd.as_str(), "-h" | "--help" | "help") {
-        println!("{about}\n\n{USAGE}");
-        return 0;
+        return exit(say(&format!("{about}\n\n{USAGE}\n")));
     }
     if matches!(cmd.as_str(), "-V" | "--version" | "version") {
-        println!("{about}");
-        return 0;
+        return exit(say(&format!("{about}\n")));
     }
     let opts = match parse(rest) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("tombstone: {e}\n{USAGE}");
+            complain(&format!("tombstone: {e}\n{USAGE}"));
             return 2;
         }
     };
     crate::logging::init("tombstone", log::LevelFilter::Info);
     let result = match cmd.as_str() {
         "sweep" if opts.until_empty => sweeper::run_until_empty(&opts.state_dir),
-        "sweep" => sweep_all(&opts).map(|r| println!("{r}")),
+        "sweep" => sweep_all(&opts).and_then(|r| say(&format!("{r}\n"))),
         "list" => list(&opts),
         other => {
-            eprintln!("tombstone: unknown subcommand {other:?}\n{USAGE}");
+            complain(&format!("tombstone: unknown subcommand {other:?}\n{USAGE}"));
             return 2;
         }
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("tombstone {cmd}: {e}");
+            complain(&format!("tombstone {cmd}: {e}"));
             1
         }
     }
@@ -174,14 +172,11 @@ fn list(o: &Opts) -> Result<()> {
         None => vec![],
     };
     if o.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("rows serialize")
-        );
-        return Ok(());
+        let text = serde_json::to_string_pretty(&rows).expect("rows serialize");
+        return say(&format!("{text}\n"));
     }
-    println!(
-        "{:<40} {:<16} {:<30} {:<12} {:<10} {:>9}",
+    let mut out = format!(
+        "{:<40} {:<16} {:<30} {:<12} {:<10} {:>9}\n",
         "IP", "NETWORK", "ATTACHMENT", "TYPE", "TABLES", "LEFT"
     );
     for r in &rows {
@@ -192,8 +187,8 @@ fn list(o: &Opts) -> Result<()> {
             .collect::<Vec<_>>()
             .join(",");
         let attachment = format!("{}/{}", short(&r.container_id), r.ifname);
-        println!(
-            "{:<40} {:<16} {:<30} {:<12} {:<10} {:>8.1}s",
+        out += &format!(
+            "{:<40} {:<16} {:<30} {:<12} {:<10} {:>8.1}s\n",
             r.ip.to_string(),
             r.network,
             attachment,
@@ -202,7 +197,32 @@ fn list(o: &Opts) -> Result<()> {
             r.expires_in_seconds
         );
     }
-    Ok(())
+    say(&out)
+}
+
+/// Prints on stderr, never panicking (the exit status says what matters).
+fn complain(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+fn exit(r: Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            complain(&format!("tombstone: {e}"));
+            1
+        }
+    }
+}
+
+/// Prints on stdout; a failed write is an error (exit 1), never a panic or an exit 0.
+fn say(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| CniError::io(format!("cannot write to stdout: {e}")))
 }
 
 fn short(id: &str) -> &str {

@@ -369,15 +369,18 @@ impl Plugin for TombstonePlugin {
         let mut errors = Vec::new();
         let mut forgotten = false;
         for a in s.ledger.stale_attachments(&valid) {
-            if s.ledger.is_released(&a) {
-                // Its DEL ran; the runtime has forgotten it too.
-                s.ledger.forget_attachment(&a);
-                forgotten = true;
-                continue;
-            }
+            // A released one's DEL ran: burying again only reinstalls the routes of its
+            // live tombstones (healing a DEL or GC that failed half-way), then the record
+            // goes, as the runtime has forgotten the attachment too.
+            let released = s.ledger.is_released(&a);
             let ips = s.ledger.ips_of(&a);
-            if let Err(e) = s.bury(&conf, &a, &ips) {
-                errors.push(format!("{}/{}: {e}", a.container_id, a.ifname));
+            match s.bury(&conf, &a, &ips) {
+                Ok(()) if released => {
+                    s.ledger.forget_attachment(&a);
+                    forgotten = true;
+                }
+                Ok(()) => {}
+                Err(e) => errors.push(format!("{}/{}: {e}", a.container_id, a.ifname)),
             }
         }
         if forgotten {

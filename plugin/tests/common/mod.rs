@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kill;
+pub mod strace;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -173,6 +174,28 @@ impl Netns {
     /// (or removed, with an empty value) by `env`.
     pub fn run_env(&self, env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
         run_in(Some(&self.name), env, stdin, &[])
+    }
+
+    /// The plugin run in the namespace as [`Self::run_env`] runs it (the same default
+    /// environment, overridden or removed by `env`), as a command for [`strace::run`].
+    pub fn plugin_cmd(&self, env: &[(&str, &str)], stdin: &[u8], args: &[&str]) -> strace::Cmd {
+        let mut vars: Vec<(String, String)> = RUNTIME_ENV
+            .iter()
+            .filter(|(k, _)| !env.iter().any(|(e, _)| e == k))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        vars.extend(
+            env.iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        strace::Cmd {
+            env: vars,
+            ..strace::Cmd::new(BIN)
+                .netns(&self.name)
+                .args(args)
+                .stdin(stdin)
+        }
     }
 
     pub fn state_file(&self, network: &str) -> PathBuf {
@@ -444,7 +467,7 @@ impl Outcome {
 }
 
 /// What a runtime sets for every invocation (tests override them).
-const RUNTIME_ENV: [(&str, &str); 5] = [
+pub const RUNTIME_ENV: [(&str, &str); 5] = [
     ("CNI_CONTAINERID", "ctr-a"),
     ("CNI_NETNS", "/var/run/netns/pod"),
     ("CNI_IFNAME", "eth0"),
