@@ -33,7 +33,13 @@ const POD: [&str; 2] = ["10.10.0.5/24", "fd10::5/64"];
 const MAIN: u32 = 254;
 const DANGLING: &str = "entries without their route (not fatal; healed by the retry)";
 /// The files a state directory may hold once a retry has healed it.
-const ALLOWED: [&str; 4] = ["pods.json", "pods.lock", "blue.json", "blue.lock"];
+const ALLOWED: [&str; 5] = [
+    "pods.json",
+    "pods.lock",
+    "blue.json",
+    "blue.lock",
+    "state.dir.lock",
+];
 
 fn ip(s: &str) -> IpAddr {
     s.split('/').next().unwrap().parse().unwrap()
@@ -101,11 +107,13 @@ fn tombstoned(l: &Value) -> BTreeSet<IpAddr> {
     entries(l).into_iter().map(|(ip, _)| ip).collect()
 }
 
+/// The live attachment records (a record with `releasedAtMs` remembers a DEL that ran).
 fn attachments(l: &Value) -> Vec<String> {
     let mut out: Vec<String> = l["attachments"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|a| a.get("releasedAtMs").is_none())
         .map(|a| a["containerID"].as_str().unwrap_or("?").to_string())
         .collect();
     out.sort();
@@ -289,7 +297,18 @@ impl Op<Netns> for Tomb {
                     }
                     std::fs::write(ns.state_file(net), l.to_string()).unwrap();
                 }
-                ns.ip(&["route", "add", "unreachable", ORPHAN, "proto", "84"]);
+                // An orphan: this state directory's full signature, named by no entry.
+                let mark = ns.mark().to_string();
+                ns.ip(&[
+                    "route",
+                    "add",
+                    "unreachable",
+                    ORPHAN,
+                    "proto",
+                    "84",
+                    "metric",
+                    &mark,
+                ]);
             }
             Kind::Gc => {
                 must(ns.run("ADD", "ctr-a", &pods), "ADD a");
