@@ -19,7 +19,7 @@ impl Error {
         }
     }
 
-    /// Something the machine lacks (root, a package): tests skip on it outside CI.
+    /// Something the machine lacks (root, a package): a test that needs it fails, naming it.
     pub fn missing(msg: impl Into<String>) -> Self {
         Error {
             msg: msg.into(),

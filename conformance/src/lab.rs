@@ -51,37 +51,29 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Whether this runs under CI, where a test must never skip for a missing prerequisite.
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// The lab for a VM test, or `None` (the test skipped, with the reason printed) when a
-/// prerequisite is missing outside CI. Under CI a missing prerequisite fails the test, and
-/// any other error (a build, a boot) always does.
-pub fn for_test(test: &str, config: VmConfig) -> Option<Lab> {
+/// The lab for a VM test. Such tests are `#[ignore = "needs root and the VM: ..."]`: plain
+/// `cargo test` lists them as ignored, `make test` includes them, and then a missing
+/// prerequisite fails the test with what is missing and how to install it. There is no skip.
+pub fn for_test(test: &str, config: VmConfig) -> Lab {
     match Lab::prepare(config) {
-        Ok(lab) => Some(lab),
-        Err(e) if !e.is_missing_prerequisite() => panic!("{test}: preparing the VM failed: {e}"),
-        Err(e) if in_ci() => panic!("{test}: VM prerequisite missing under CI: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED {test}: {e} (needs root and conformance/vm/install-deps.sh)");
-            None
-        }
+        Ok(lab) => lab,
+        Err(e) if e.is_missing_prerequisite() => panic!(
+            "{test}: VM prerequisite missing: {e} (run as root; `make deps` or \
+             `bash conformance/vm/install-deps.sh` installs the packages)"
+        ),
+        Err(e) => panic!("{test}: preparing the VM failed: {e}"),
     }
 }
 
-/// For a test that needs root (network namespaces) but no VM: `false` (skipped, said so)
-/// when not root outside CI; under CI a missing privilege fails the test.
-pub fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if in_ci() {
-        panic!("{test}: needs root (network namespaces), and CI must not skip it");
-    }
-    eprintln!("{test}: skipped: needs root");
-    false
+/// For a test that needs root (network namespaces) but no VM; such tests are
+/// `#[ignore = "needs root: ..."]`. Run without root (plain `cargo test --include-ignored` as
+/// a normal user) it fails, naming the prerequisite; it never passes without running.
+pub fn require_root(test: &str) {
+    assert!(
+        is_root(),
+        "{test}: needs root (it creates network namespaces with `ip netns`): run `make test` \
+         (or `cargo test -- --include-ignored`) as root"
+    );
 }
 
 /// When run by cargo (`cargo test`, `cargo run`), brings the workspace's plugin binaries

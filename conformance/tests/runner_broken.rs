@@ -1,7 +1,7 @@
 //! The runner's own tests: every check of the catalogue fails against the `cni-broken-plugin`
 //! variant that breaks exactly its rule, and passes against the correct variant, so no check
-//! passes vacuously. Namespace tests need root (`root_` prefix): under CI they fail without
-//! it, elsewhere they skip with a message.
+//! passes vacuously. Namespace tests need root (`root_` prefix, `#[ignore]`d): included
+//! (`make test`, `--include-ignored`) without root they fail.
 
 use std::path::Path;
 
@@ -12,7 +12,7 @@ use serde_json::json;
 
 const BROKEN: &str = env!("CARGO_BIN_EXE_cni-broken-plugin");
 
-use cni_conformance::lab::root_or_skip;
+use cni_conformance::lab::require_root;
 
 fn broken(kind: Kind, brk: &str, version: &str) -> Target {
     let mode = kind.as_str();
@@ -76,10 +76,9 @@ fn catalogue_is_well_formed() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_correct_variant_passes_every_check() {
-    if !root_or_skip("root_correct_variant_passes_every_check") {
-        return;
-    }
+    require_root("root_correct_variant_passes_every_check");
     for kind in [Kind::Ipam, Kind::Main, Kind::Chained] {
         let t = broken(kind, "none", "1.1.0");
         let (versions, runs) = run_target(&t, &[]);
@@ -107,10 +106,9 @@ fn root_correct_variant_passes_every_check() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_each_check_fails_against_the_plugin_breaking_its_rule() {
-    if !root_or_skip("root_each_check_fails_against_the_plugin_breaking_its_rule") {
-        return;
-    }
+    require_root("root_each_check_fails_against_the_plugin_breaking_its_rule");
     let mut failures = Vec::new();
     for c in catalogue() {
         let kind = kind_for(c.kinds);
@@ -146,10 +144,9 @@ fn root_each_check_fails_against_the_plugin_breaking_its_rule() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_version_gated_checks_are_not_applicable_to_a_1_0_plugin() {
-    if !root_or_skip("root_version_gated_checks_are_not_applicable_to_a_1_0_plugin") {
-        return;
-    }
+    require_root("root_version_gated_checks_are_not_applicable_to_a_1_0_plugin");
     let t = broken(Kind::Ipam, "no-1.1", "1.0.0");
     let (versions, runs) = run_target(&t, &[]);
     assert_eq!(versions, ["0.4.0", "1.0.0"]);
@@ -164,10 +161,9 @@ fn root_version_gated_checks_are_not_applicable_to_a_1_0_plugin() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_reports_render_in_every_format() {
-    if !root_or_skip("root_reports_render_in_every_format") {
-        return;
-    }
+    require_root("root_reports_render_in_every_format");
     let targets = [
         broken(Kind::Ipam, "none", "1.1.0"),
         broken(Kind::Ipam, "stdout-noise", "1.1.0"),

@@ -1,80 +1,62 @@
 //! Our plugins pass every MUST of the catalogue on this machine (the IPAM and the chained
 //! plugin; the IPvlan main plugin needs the VM), and the reference plugins' verdicts are the
 //! ones `docs/conformance.md` publishes. Needs root (`root_` prefix) and the release binaries
-//! (`make build`); under CI nothing skips.
+//! (`make build`): ignored by plain `cargo test`; included by `make test`, where a missing
+//! prerequisite fails.
 
 use cni_conformance::check_cli::targets_dir;
 use cni_conformance::checks::{Status, run_target};
 use cni_conformance::report::{self, TargetReport};
 use cni_conformance::target::Target;
 
-use cni_conformance::lab::root_or_skip;
+use cni_conformance::lab::require_root;
 
-fn load(file: &str, test: &str) -> Option<Target> {
-    let t = match Target::load(&targets_dir().join(file)) {
-        Ok(t) => t,
-        Err(e) if e.is_missing_prerequisite() && std::env::var_os("CI").is_none() => {
-            eprintln!("{test}: skipped: {e}");
-            return None;
-        }
-        Err(e) => panic!("{test}: {e}"),
-    };
-    if !t.binary.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: {} not built (make build)",
-            t.binary.display()
-        );
-        eprintln!(
-            "{test}: skipped: {} not built (make build)",
-            t.binary.display()
-        );
-        return None;
-    }
-    Some(t)
+/// The target, its binary built. A missing prerequisite (the reference plugins, a release
+/// binary) fails the test, naming it and the command that provides it.
+fn load(file: &str, test: &str) -> Target {
+    let t = Target::load(&targets_dir().join(file)).unwrap_or_else(|e| panic!("{test}: {e}"));
+    assert!(
+        t.binary.is_file(),
+        "{test}: {} not built (run `make build`)",
+        t.binary.display()
+    );
+    t
 }
 
-fn run(file: &str, test: &str) -> Option<TargetReport> {
-    let t = load(file, test)?;
+fn run(file: &str, test: &str) -> TargetReport {
+    let t = load(file, test);
     let (versions, runs) = run_target(&t, &[]);
     let r = TargetReport::new(&t, versions, runs);
     eprintln!("{}", report::table(&r));
-    Some(r)
+    r
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns), and the release binaries (make build)"]
 fn root_tombstone_passes_every_must() {
-    if !root_or_skip("root_tombstone_passes_every_must") {
-        return;
-    }
-    let Some(r) = run("tombstone.json", "root_tombstone_passes_every_must") else {
-        return;
-    };
+    require_root("root_tombstone_passes_every_must");
+    let r = run("tombstone.json", "root_tombstone_passes_every_must");
     assert_eq!(r.must_failures(), 0, "{}", report::table(&r));
     // A 1.1 chained plugin: everything applies but the main-only ADD-04.
     assert_eq!(r.count(None, Status::NotApplicable), 1);
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns), and the release binaries (make build)"]
 fn root_tombstone_ipam_passes_every_must() {
-    if !root_or_skip("root_tombstone_ipam_passes_every_must") {
-        return;
-    }
-    let Some(r) = run(
+    require_root("root_tombstone_ipam_passes_every_must");
+    let r = run(
         "tombstone-ipam.json",
         "root_tombstone_ipam_passes_every_must",
-    ) else {
-        return;
-    };
+    );
     assert_eq!(r.must_failures(), 0, "{}", report::table(&r));
     assert_eq!(r.count(None, Status::Error), 0);
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns), and the reference plugins (make deps)"]
 fn root_reference_plugins_as_published() {
-    if !root_or_skip("root_reference_plugins_as_published") {
-        return;
-    }
+    require_root("root_reference_plugins_as_published");
     for file in [
         "ref-host-local.json",
         "ref-static.json",
@@ -82,9 +64,7 @@ fn root_reference_plugins_as_published() {
         "ref-bridge.json",
         "ref-tuning.json",
     ] {
-        let Some(r) = run(file, "root_reference_plugins_as_published") else {
-            continue;
-        };
+        let r = run(file, "root_reference_plugins_as_published");
         // docs/conformance.md: every MUST holds; the one SHOULD missed is VER-02 (libcni's
         // skel answers VERSION with its own version); GC/STATUS/1.1 results not applicable.
         assert_eq!(r.must_failures(), 0, "{}", report::table(&r));

@@ -45,10 +45,9 @@ fn expect(r: &Results, out: &str, variant: &str, key: &str, want: &str) {
 }
 
 #[test]
+#[ignore = "needs root and the VM: qemu, a Debian kernel with IPvlan, busybox, Go + libcni, the reference plugins (make deps)"]
 fn vm_root_ipvlan_modes_failures_concurrency_and_seed_chain() {
-    let Some(lab) = lab("vm_root_ipvlan_modes_failures_concurrency_and_seed_chain") else {
-        return;
-    };
+    let lab = lab("vm_root_ipvlan_modes_failures_concurrency_and_seed_chain");
     let (r, out) = run(
         &lab,
         "for m in l2 l3 l3s; do ( iv_mode $m ) || echo \"FAIL $m iv_mode exited $?\"; iv_node_down; done\n\
@@ -269,10 +268,9 @@ fn vm_root_ipvlan_modes_failures_concurrency_and_seed_chain() {
 /// ours with `tombstone` chained. Prints a table; the target is ours at most half the
 /// reference's.
 #[test]
+#[ignore = "needs root and the VM: qemu, a Debian kernel with IPvlan, busybox, Go + libcni, the reference plugins (make deps)"]
 fn vm_root_ipvlan_benchmark_beside_reference_chain() {
-    let Some(lab) = lab("vm_root_ipvlan_benchmark_beside_reference_chain") else {
-        return;
-    };
+    let lab = lab("vm_root_ipvlan_benchmark_beside_reference_chain");
     let runs: u32 = std::env::var("IPVLAN_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -346,8 +344,8 @@ fn vm_root_ipvlan_benchmark_beside_reference_chain() {
     assert_eq!(r.get("bench", "allocations_end"), "0 0", "{out}");
 }
 
-/// The lab, or `None` (skipped) when a prerequisite is missing outside CI.
-fn lab(test: &str) -> Option<Lab> {
+/// The lab; a missing prerequisite fails the test (see [`lab::for_test`]).
+fn lab(test: &str) -> Lab {
     lab::for_test(
         test,
         VmConfig {

@@ -10,10 +10,9 @@ use common::*;
 use serde_json::{Value, json};
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_del_installs_routes_and_removes_every_neighbour_state() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     ns.ip(&["link", "add", "v2", "type", "veth", "peer", "name", "v3"]);
     ns.ip(&["link", "set", "v2", "up"]);
     ns.neigh_add("10.10.0.5", "02:00:00:00:00:05", "v0", "permanent");
@@ -50,10 +49,9 @@ fn root_del_installs_routes_and_removes_every_neighbour_state() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_del_twice_and_del_without_prev_result() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     let conf = ns.conf_with_prev(json!({}), &["10.10.0.5/24"]);
     ns.run("ADD", "ctr-a", &conf);
     // DEL with no prevResult (the runtime lost its cache): the record made at ADD names the IP.
@@ -77,10 +75,9 @@ fn root_del_twice_and_del_without_prev_result() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_add_removes_the_tombstone_and_passes_prev_result_through() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     let conf = ns.conf_with_prev(json!({}), &["10.10.0.5/24", "fd10::5/64"]);
     ns.run("DEL", "ctr-old", &conf).ok_empty();
     assert_eq!(ns.tombstones().len(), 2);
@@ -109,10 +106,9 @@ fn root_add_removes_the_tombstone_and_passes_prev_result_through() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_check_fails_while_tombstoned_and_passes_after_add() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     let conf = ns.conf_with_prev(json!({}), &["10.10.0.5/24"]);
     ns.run("DEL", "ctr-a", &conf).ok_empty();
     let e = ns.run("CHECK", "ctr-b", &conf).err(101);
@@ -122,10 +118,9 @@ fn root_check_fails_while_tombstoned_and_passes_after_add() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_gc_with_the_list_present_absent_and_empty() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     ns.run(
         "ADD",
         "ctr-a",
@@ -181,10 +176,9 @@ fn root_gc_with_the_list_present_absent_and_empty() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_status_ready_and_not_ready() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     let status = |c: &Value| {
         ns.run_env(
             &[
@@ -209,10 +203,9 @@ fn root_status_ready_and_not_ready() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_tombstones_expire_after_their_hold() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     ns.run(
         "DEL",
         "ctr-a",
@@ -244,10 +237,9 @@ fn root_tombstones_expire_after_their_hold() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_the_background_sweeper_ends_tombstones_with_no_further_call() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     let dir = ns.state_dir.to_str().unwrap().to_string();
     for (net, hold, ip) in [("pods", 1, "10.10.0.5/24"), ("other", 2, "fd10::6/64")] {
         let c = ns.conf_with_prev(
@@ -278,10 +270,9 @@ fn root_the_background_sweeper_ends_tombstones_with_no_further_call() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_an_operators_route_is_never_replaced_or_deleted() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     ns.ip(&[
         "route",
         "add",
@@ -317,10 +308,9 @@ fn root_an_operators_route_is_never_replaced_or_deleted() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_route_types_and_a_second_table() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     let c = ns.conf_with_prev(
         json!({"routeType": "blackhole", "tables": [254, 100]}),
         &["10.10.0.5/24", "fd10::5/64"],
@@ -350,10 +340,9 @@ fn root_route_types_and_a_second_table() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_orphan_routes_are_swept_unless_kept() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     ns.run(
         "DEL",
         "ctr-a",
@@ -442,10 +431,9 @@ fn root_orphan_routes_are_swept_unless_kept() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_crashes_between_ledger_and_kernel_heal() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     // A DEL that died after writing its ledger entry, before installing the route: the
     // runtime's retry (without prevResult) finds the address in the entry and finishes.
     std::fs::create_dir_all(&ns.state_dir).unwrap();
@@ -483,10 +471,9 @@ fn root_crashes_between_ledger_and_kernel_heal() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_a_truncated_ledger_is_set_aside_and_rebuilt() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     ns.run(
         "DEL",
         "ctr-a",
@@ -536,10 +523,9 @@ fn root_a_truncated_ledger_is_set_aside_and_rebuilt() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_32_concurrent_invocations_leave_the_ledger_equal_to_the_kernel() {
-    let Some(ns) = Netns::for_root_test() else {
-        return;
-    };
+    let ns = Netns::for_root_test();
     thread::scope(|s| {
         for i in 0..32 {
             let ns = &ns;

@@ -12,15 +12,20 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tombstone-ipam"))
 }
 
-/// The reference host-local, where a distribution puts it (`HOST_LOCAL` overrides).
-pub fn host_local() -> Option<PathBuf> {
+/// The reference host-local, where a distribution puts it (`HOST_LOCAL` overrides). The
+/// tests that need it are `#[ignore]`d; included (`make test`), they fail without it.
+pub fn host_local() -> PathBuf {
     if let Ok(p) = std::env::var("HOST_LOCAL") {
-        return Some(PathBuf::from(p));
+        return PathBuf::from(p);
     }
     ["/usr/lib/cni/host-local", "/opt/cni/bin/host-local"]
         .into_iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
+        .expect(
+            "the reference host-local plugin is missing (not in /usr/lib/cni or /opt/cni/bin, \
+             no HOST_LOCAL): install containernetworking-plugins (`make deps`)",
+        )
 }
 
 /// A fresh data directory for one test.

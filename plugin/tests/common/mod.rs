@@ -18,17 +18,15 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tombstone");
 
-/// Tests that need root say so: outside CI they are skipped with a message when not root;
-/// in CI (which runs as root) a missing privilege is a failure, never a silent skip.
-pub fn require_root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("this test needs root (network namespaces); CI must run it as root");
-    }
-    eprintln!("skipped: this test needs root (network namespaces)");
-    false
+/// Tests that need root are `#[ignore = "needs root: ..."]`: plain `cargo test` lists them
+/// as ignored; `make test` (`--include-ignored`) runs them, and without root they fail here,
+/// naming the prerequisite. They never pass without running.
+pub fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root (it creates network namespaces with `ip netns`): run `make test` \
+         (or `cargo test -- --include-ignored`) as root"
+    );
 }
 
 /// For the tests marked `#[ignore = "needs root: network namespaces"]`: they run only when
@@ -71,10 +69,11 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// A namespace for a test that needs root, or `None` (after saying so) when the test
-    /// is skipped outside CI; see [`require_root`].
-    pub fn for_root_test() -> Option<Netns> {
-        require_root().then(Netns::new)
+    /// A namespace for a test that needs root; fails the test without root (see
+    /// [`require_root`]).
+    pub fn for_root_test() -> Netns {
+        require_root();
+        Netns::new()
     }
 
     pub fn new() -> Netns {
