@@ -17,4 +17,6 @@ pub use error::{Cause, KernelError, Result};
 pub use socket::Netlink;
 
 pub use link::{IpvlanMode, IpvlanSpec, Link};
-pub use route::{HostReject, LinkRoute, MAIN_TABLE, RejectKind, RouteEntry, host_prefix};
+pub use route::{
+    HostReject, LinkRoute, MAIN_TABLE, RejectKind, RouteEntry, host_prefix, of_family,
+};

@@ -33,11 +33,7 @@ impl Netlink {
     pub fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize> {
         let mut removed = 0;
         for ipv6 in [false, true] {
-            let wanted: Vec<IpAddr> = ips
-                .iter()
-                .copied()
-                .filter(|ip| ip.is_ipv6() == ipv6)
-                .collect();
+            let wanted = crate::route::of_family(ips, ipv6);
             if wanted.is_empty() {
                 continue;
             }

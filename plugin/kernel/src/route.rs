@@ -107,6 +107,14 @@ impl RouteEntry {
     }
 }
 
+/// The addresses of one family, in their order.
+pub fn of_family(ips: &[IpAddr], ipv6: bool) -> Vec<IpAddr> {
+    ips.iter()
+        .copied()
+        .filter(|ip| ip.is_ipv6() == ipv6)
+        .collect()
+}
+
 pub fn host_prefix(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 128 }
 }
@@ -185,25 +193,37 @@ fn entry_from(m: RouteMessage) -> RouteEntry {
 impl Netlink {
     /// Installs each route, replacing one with the same key (idempotent), pipelined.
     pub fn replace_routes(&self, routes: &[HostReject]) -> Vec<Result<()>> {
-        let requests = routes
-            .iter()
-            .map(|r| {
+        self.per_route(
+            routes,
+            "install",
+            |r| {
                 (
                     RouteNetlinkMessage::NewRoute(reject_message(r)),
                     NLM_F_CREATE | NLM_F_REPLACE,
                 )
-            })
-            .collect();
-        match self.acked(requests) {
+            },
+            |e| (e == 0).then_some(()),
+        )
+    }
+
+    /// Sends one request per route, pipelined, and reads each answer with `answer` (`None`:
+    /// the errno is a failure of that route).
+    fn per_route<T>(
+        &self,
+        routes: &[HostReject],
+        verb: &str,
+        request: impl Fn(&HostReject) -> (RouteNetlinkMessage, u16),
+        answer: impl Fn(i32) -> Option<T>,
+    ) -> Vec<Result<T>> {
+        match self.acked(routes.iter().map(request).collect()) {
             Ok(answers) => routes
                 .iter()
                 .zip(answers)
-                .map(|(r, e)| match e {
-                    0 => Ok(()),
-                    e => Err(Cause::Errno(e).on(format!("install {}", describe(r)))),
+                .map(|(r, e)| {
+                    answer(e).ok_or_else(|| Cause::Errno(e).on(format!("{verb} {}", describe(r))))
                 })
                 .collect(),
-            Err(c) => batch_failed(routes, "install", c),
+            Err(c) => batch_failed(routes, verb, c),
         }
     }
 
@@ -216,27 +236,21 @@ impl Netlink {
     /// its kind, pipelined. `Ok(false)`: there was none. A route of another protocol or
     /// metric is never matched: the kernel compares a delete's non-zero protocol.
     pub fn delete_routes(&self, routes: &[HostReject]) -> Vec<Result<bool>> {
-        let requests = routes
-            .iter()
-            .map(|r| {
+        self.per_route(
+            routes,
+            "delete",
+            |r| {
                 let mut msg = reject_message(r);
                 msg.header.kind = RouteType::Unspec;
                 msg.header.scope = RouteScope::NoWhere;
                 (RouteNetlinkMessage::DelRoute(msg), 0)
-            })
-            .collect();
-        match self.acked(requests) {
-            Ok(answers) => routes
-                .iter()
-                .zip(answers)
-                .map(|(r, e)| match e {
-                    0 => Ok(true),
-                    libc::ESRCH | libc::ENOENT => Ok(false),
-                    e => Err(Cause::Errno(e).on(format!("delete {}", describe(r)))),
-                })
-                .collect(),
-            Err(c) => batch_failed(routes, "delete", c),
-        }
+            },
+            |e| match e {
+                0 => Some(true),
+                libc::ESRCH | libc::ENOENT => Some(false),
+                _ => None,
+            },
+        )
     }
 
     /// Deletes one route (see [`Self::delete_routes`]).

@@ -189,11 +189,7 @@ impl Session {
     ) -> Result<HashSet<(IpAddr, u32)>> {
         let mut out = HashSet::new();
         for ipv6 in [false, true] {
-            let wanted: Vec<IpAddr> = ips
-                .iter()
-                .copied()
-                .filter(|ip| ip.is_ipv6() == ipv6)
-                .collect();
+            let wanted = tombstone_kernel::of_family(ips, ipv6);
             if wanted.is_empty() {
                 continue;
             }

@@ -215,19 +215,8 @@ impl Netns {
             .expect("open the namespace")
             .into();
         let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in RUNTIME_ENV {
-            cmd.env(k, v);
-        }
-        for (k, v) in env {
-            if v.is_empty() {
-                cmd.env_remove(k);
-            } else {
-                cmd.env(k, v);
-            }
-        }
+        cmd.args(args);
+        runtime_env(&mut cmd, env);
         // SAFETY: the closure only makes the setns system call (async-signal-safe) on an
         // fd it owns; it allocates nothing and takes no lock.
         unsafe {
@@ -474,17 +463,10 @@ pub const RUNTIME_ENV: [(&str, &str); 5] = [
     ("TOMBSTONE_LOG", "stderr"),
 ];
 
-pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&str]) -> Outcome {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, BIN]);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    cmd.args(args)
-        .env_clear()
+/// A runtime's environment and nothing else: `PATH`, [`RUNTIME_ENV`], then `env` (an empty
+/// value removes the variable).
+pub fn runtime_env(cmd: &mut Command, env: &[(&str, &str)]) {
+    cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in RUNTIME_ENV {
         cmd.env(k, v);
@@ -496,6 +478,19 @@ pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&
             cmd.env(k, v);
         }
     }
+}
+
+pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&str]) -> Outcome {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    cmd.args(args);
+    runtime_env(&mut cmd, env);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
