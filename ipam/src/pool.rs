@@ -435,6 +435,41 @@ mod tests {
     }
 
     #[test]
+    fn the_last_ipv6_address_as_gateway_and_start_is_an_exhausted_pool() {
+        // The range is one address, the gateway: code 103, not an overflow past the end
+        // of the address space (found by tests/fuzz.rs).
+        let top = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        let s = [RangeSet::canonicalize(&[RangeSpec {
+            subnet: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff8/125".into(),
+            range_start: Some(top.into()),
+            range_end: None,
+            gateway: Some(top.into()),
+        }])
+        .unwrap()];
+        let mut m = Mem::default();
+        assert_eq!(m.add(&s, "a", &[], 100).unwrap_err().code, 103);
+        // One address below it free: given, then the pool is exhausted, cursor at the end.
+        let s = [set(
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff8/125",
+            Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"),
+            None,
+        )];
+        assert_eq!(
+            m.add(&s, "b", &[], 100).unwrap(),
+            vec![
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"
+                    .parse::<IpAddr>()
+                    .unwrap()
+            ]
+        );
+        assert_eq!(
+            m.add(&s, "c", &[], 100).unwrap(),
+            vec![top.parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(m.add(&s, "d", &[], 100).unwrap_err().code, 103);
+    }
+
+    #[test]
     fn round_robin_skips_the_gateway_like_host_local() {
         let s = [set("10.1.0.0/29", None, None)];
         let mut m = Mem::default();

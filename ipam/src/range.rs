@@ -151,10 +151,15 @@ impl Range {
             && to_u128(o.start) <= to_u128(self.end)
     }
 
-    /// The number of addresses allocation may hand out (the gateway excluded).
+    /// The number of addresses allocation may hand out (the gateway excluded), saturating
+    /// at `u128::MAX`: the whole IPv6 space holds one address more than a `u128` counts.
     pub fn size(&self) -> u128 {
-        let n = to_u128(self.end) - to_u128(self.start) + 1;
-        n - u128::from(self.contains(self.gateway))
+        let span = to_u128(self.end) - to_u128(self.start);
+        if self.contains(self.gateway) {
+            span
+        } else {
+            span.saturating_add(1)
+        }
     }
 }
 
@@ -207,9 +212,11 @@ impl RangeSet {
         self.0.iter().any(|a| o.0.iter().any(|b| a.overlaps(b)))
     }
 
-    /// Addresses allocation may hand out.
+    /// Addresses allocation may hand out (saturating, as [`Range::size`]).
     pub fn size(&self) -> u128 {
-        self.0.iter().map(Range::size).sum()
+        self.0
+            .iter()
+            .fold(0u128, |sum, r| sum.saturating_add(r.size()))
     }
 
     /// The stretches to search, in host-local's round-robin order: from just after
@@ -263,7 +270,8 @@ pub fn first_free(taken: &[u128], lo: u128, hi: u128) -> Option<u128> {
     // inside[i] == lo + i holds for a prefix (the run of taken addresses from lo) and
     // fails ever after: the first failure is the gap.
     let gap = partition_point_by_index(inside.len(), |i| inside[i] == lo + i as u128);
-    let candidate = lo + gap as u128;
+    // Every address from lo up to the end of the space taken: no candidate past it.
+    let candidate = lo.checked_add(gap as u128)?;
     (candidate <= hi).then_some(candidate)
 }
 
@@ -306,6 +314,30 @@ mod tests {
         let r = Range::canonicalize(&spec("fd00::/120")).unwrap();
         assert_eq!((r.start, r.end), (ip("fd00::1"), ip("fd00::ff")));
         assert_eq!(r.to_string(), "fd00::1-fd00::ff");
+    }
+
+    #[test]
+    fn sizes_of_the_whole_ipv6_space_saturate() {
+        // ::/0 from :: holds 2^128 addresses: the gateway (::1) excluded, u128::MAX.
+        let whole = RangeSpec {
+            range_start: Some("::".into()),
+            ..spec("::/0")
+        };
+        let r = Range::canonicalize(&whole).unwrap();
+        assert_eq!(r.size(), u128::MAX);
+        // Gateway outside the range: 2^128 does not fit, the count saturates.
+        let no_gw = RangeSpec {
+            range_start: Some("::2".into()),
+            gateway: Some("::1".into()),
+            ..spec("::/0")
+        };
+        let r2 = Range::canonicalize(&no_gw).unwrap();
+        assert_eq!(r2.size(), u128::MAX - 1);
+        // Two halves, each 2^127 - 1 from their first address, less their gateway.
+        let set = RangeSet::canonicalize(&[spec("::/1"), spec("8000::/1")]).unwrap();
+        assert_eq!(set.size(), u128::MAX - 3);
+        let set = RangeSet::canonicalize(&[whole]).unwrap();
+        assert_eq!(set.size(), u128::MAX);
     }
 
     #[test]
@@ -389,6 +421,16 @@ mod tests {
         assert_eq!(first_free(&[5, 6, 7, 8, 9, 10], 5, 9), None);
         assert_eq!(first_free(&[3, 4], 5, 9), Some(5));
         assert_eq!(first_free(&[], 9, 5), None);
+        // The last address of the IPv6 space, taken: nothing after it (no overflow).
+        assert_eq!(first_free(&[u128::MAX], u128::MAX, u128::MAX), None);
+        assert_eq!(
+            first_free(&[u128::MAX - 1, u128::MAX], u128::MAX - 1, u128::MAX),
+            None
+        );
+        assert_eq!(
+            first_free(&[u128::MAX - 1], u128::MAX - 1, u128::MAX),
+            Some(u128::MAX)
+        );
         let big: Vec<u128> = (0..60_000).collect();
         assert_eq!(first_free(&big, 0, 65_533), Some(60_000));
     }

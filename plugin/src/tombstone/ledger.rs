@@ -290,12 +290,15 @@ impl Ledger {
 /// is unusable; a newer format version is not "corrupt" but refused (code 102), so an
 /// older binary never clobbers a newer ledger.
 pub fn decode(bytes: &[u8], stem: &str) -> Result<std::result::Result<Ledger, String>> {
+    // Only an object that names a newer version is refused; anything else that does not
+    // decode (an array, a truncated file) is unusable, and set aside.
     #[derive(Deserialize)]
     struct Head {
-        version: u32,
+        version: u64,
     }
-    if let Ok(h) = serde_json::from_slice::<Head>(bytes)
-        && h.version > FORMAT_VERSION
+    if bytes.trim_ascii_start().starts_with(b"{")
+        && let Ok(h) = serde_json::from_slice::<Head>(bytes)
+        && h.version > FORMAT_VERSION as u64
     {
         return Err(CniError::state(format!(
             "ledger {stem}.json has format version {}, this binary reads up to {FORMAT_VERSION}",
@@ -450,6 +453,8 @@ mod tests {
         // A newer format is refused, not rebuilt over.
         let newer = br#"{"version":3,"network":"pods"}"#;
         assert_eq!(decode(newer, "pods").unwrap_err().code, 102);
+        // An array is damage, not a newer ledger.
+        assert!(decode(b"[3]", "pods").unwrap().is_err());
         // A version 1 ledger is read; its routes carry the kernel's default metric.
         let v1 = br#"{"version":1,"network":"pods","tombstones":[{"ip":"fd00::5","routeType":"unreachable","tables":[254],"expiresAtMs":7,"containerID":"b","ifname":"eth0"}]}"#;
         let l1 = decode(v1, "pods").unwrap().unwrap();
