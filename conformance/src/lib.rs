@@ -2,6 +2,7 @@
 //! distribution's kernel (which has IPvlan) over a copy-on-write view of the host, a libcni
 //! client to drive plugins the way runtimes do, and the scenarios that measure what the
 //! `tombstone` plugin changes.
+#![forbid(unsafe_code)]
 
 pub mod check_cli;
 pub mod checks;

@@ -7,9 +7,9 @@
 use serde_json::{Map, Value};
 
 /// The plugin type this installer manages.
-pub const TOMBSTONE_TYPE: &str = "tombstone";
+pub use tombstone_cni::suite::TOMBSTONE_TYPE;
 /// Main plugin types that make a network IPvlan-based.
-pub const IPVLAN_TYPES: [&str; 2] = ["ipvlan", "tombstone-ipvlan"];
+pub const IPVLAN_TYPES: [&str; 2] = ["ipvlan", tombstone_cni::suite::IPVLAN_TYPE];
 
 /// What a configuration file holds.
 #[derive(Debug, Clone, PartialEq)]

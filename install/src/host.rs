@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tombstone::tombstone::ROUTE_PROTOCOL;
+use tombstone_cni::suite::ROUTE_PROTOCOL;
 
 /// Where iproute2 reads extra protocol names (on the node).
 pub const RT_PROTOS_PATH: &str = "/etc/iproute2/rt_protos.d/tombstone.conf";

@@ -5,6 +5,7 @@
 //! - pure logic, no I/O: [`conflist`] (the conflist edit), [`diff`] (unified diffs for
 //!   `--dry-run`), [`host`] (protocol name and systemd unit texts), [`options`];
 //! - the edge: [`files`] (paths under `--root`, atomic replacement).
+#![forbid(unsafe_code)]
 
 pub mod conflist;
 pub mod diff;

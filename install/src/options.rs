@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use tombstone::tombstone::config::MAX_HOLD_SECONDS;
+use tombstone_cni::suite::MAX_HOLD_SECONDS;
 
 pub const USAGE: &str = "\
 usage: tombstone-install [OPTIONS]

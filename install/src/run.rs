@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tombstone::state::{StateDir, encode_stem};
+use tombstone_cni::state::{StateDir, encode_stem};
 
 use crate::conflist::{self, Edit, Shape};
 use crate::diff::unified;

@@ -9,16 +9,15 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use serde_json::Map;
-use tombstone::cni::result::Route;
-use tombstone::cni::version::{self, Version};
-use tombstone::cni::{CniError, NetConf, Result};
+use tombstone_cni::result::Route;
+use tombstone_cni::version::{self, Version};
+use tombstone_cni::{CniError, NetConf, Result};
 
 use crate::range::{RangeSet, RangeSpec, canonical};
 
-/// host-local's default `dataDir`.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
-/// Default cool-down of a released address.
-pub const DEFAULT_REUSE_AFTER_SECONDS: u64 = 60;
+pub use tombstone_cni::suite::{
+    DEFAULT_IPAM_DATA_DIR as DEFAULT_DATA_DIR, DEFAULT_REUSE_AFTER_SECONDS,
+};
 
 /// The validated IPAM configuration of one invocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,8 +260,8 @@ impl IpamConfig {
 }
 
 /// A resolv.conf's content as the result's `dns`, parsed as host-local parses it.
-pub fn parse_resolv_conf(text: &str) -> tombstone::cni::result::Dns {
-    let mut dns = tombstone::cni::result::Dns::default();
+pub fn parse_resolv_conf(text: &str) -> tombstone_cni::result::Dns {
+    let mut dns = tombstone_cni::result::Dns::default();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {

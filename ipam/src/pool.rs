@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use tombstone::cni::{Attachment, CniError, Result, code};
+use tombstone_cni::{Attachment, CniError, Result, code};
 
 use crate::range::{Range, RangeSet, first_free, from_u128, to_u128};
 use crate::record::Record;

@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use tombstone::cni::{CniError, Result};
-use tombstone::state::{Lock, StateDir};
+use tombstone_cni::state::{Lock, StateDir};
+use tombstone_cni::{CniError, Result};
 
 use crate::import;
 use crate::pool::{Edit, Scan};

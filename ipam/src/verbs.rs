@@ -4,14 +4,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use tombstone::cni::result::{CniResult, IpConfig};
-use tombstone::cni::{CniError, Invocation, Plugin, Result, code};
+use tombstone_cni::result::{CniResult, IpConfig};
+use tombstone_cni::{CniError, Invocation, Plugin, Result, code};
 
 use crate::config::{IpamConfig, parse_resolv_conf};
 use crate::pool::{self, Scan, ValidSet};
 use crate::store::Store;
 
-/// The plugin, for [`tombstone::cni::skel::run`].
+/// The plugin, for [`tombstone_cni::skel::run`].
 pub struct Ipam;
 
 fn now() -> u64 {

@@ -14,7 +14,7 @@ use fuzzkit::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
-use tombstone::cni::{Attachment, CniError, NetConf};
+use tombstone_cni::{Attachment, CniError, NetConf};
 use tombstone_ipam::config::IpamConfig;
 use tombstone_ipam::import;
 use tombstone_ipam::pool::{self, Scan};

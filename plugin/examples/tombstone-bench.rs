@@ -13,9 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tombstone::tombstone::ROUTE_PROTOCOL;
-use tombstone::tombstone::ledger::{Ledger, Tombstone};
-use tombstone::tombstone::store;
+use tombstone::chained::ROUTE_PROTOCOL;
+use tombstone::chained::ledger::{Ledger, Tombstone};
+use tombstone::chained::store;
 use tombstone_kernel::{HostReject, Netlink, RejectKind};
 
 fn bin() -> PathBuf {
@@ -122,8 +122,8 @@ fn main() {
     // the binary: one more DEL and ADD, and `tombstone sweep` with nothing expired.
     let nl = Netlink::open().unwrap();
     let mut l = Ledger::new("bench");
-    let mark = tombstone::tombstone::dir_mark(&tombstone::state::normalize(&state).unwrap());
-    let far = tombstone::tombstone::now_ms() + 3_600_000;
+    let mark = tombstone::chained::dir_mark(&tombstone_cni::state::normalize(&state).unwrap());
+    let far = tombstone::chained::now_ms() + 3_600_000;
     for i in 0..10_000u32 {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + i));
         nl.replace_route(&HostReject {
@@ -144,7 +144,7 @@ fn main() {
             ifname: "eth0".into(),
         });
     }
-    let dir = tombstone::state::StateDir::open(&state).unwrap();
+    let dir = tombstone_cni::state::StateDir::open(&state).unwrap();
     store::save(&dir, &l).unwrap();
     let (mut big_del, mut big_add) = (vec![], vec![]);
     for i in 0..20 {

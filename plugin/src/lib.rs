@@ -1,18 +1,11 @@
-//! Tombstone: CNI plugins for IPvlan pod networks with a cleanup guarantee.
+//! Tombstone's two plugins: the chained `tombstone` ([`chained`]) and the IPvlan main plugin
+//! `tombstone-ipvlan` ([`ipvlan`]), each its verbs over its pure config and planning logic.
 //!
-//! Floors, each importing only downward:
-//! - [`tombstone`]: the chained plugin's verbs, and below them its pure logic (config,
-//!   ledger, expiry);
-//! - [`ipvlan`]: the IPvlan main plugin's verbs, over its pure config and planning logic;
-//! - the edges: the kernel (the `tombstone-kernel` crate: netlink by object, namespace
-//!   entry; its errors become CNI errors in [`errors`]), [`delegate`] (IPAM on
-//!   `CNI_PATH`), [`state`] (locked, atomically written state files);
-//! - the ground: [`cni`] (spec 1.1 types, errors, skeleton) and [`logging`].
+//! Below them, two crates and nothing else: `tombstone-cni` (the spec layer, state files,
+//! delegation, logging, suite constants; no kernel) and `tombstone-kernel` (netlink by object,
+//! namespace entry). The kernel's typed errors become CNI errors in one place, [`errors`].
+#![forbid(unsafe_code)]
 
-pub mod cni;
-pub mod delegate;
+pub mod chained;
 pub mod errors;
 pub mod ipvlan;
-pub mod logging;
-pub mod state;
-pub mod tombstone;

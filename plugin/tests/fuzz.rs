@@ -12,11 +12,11 @@ use fuzzkit::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
-use tombstone::cni::skel::{self, Outcome};
-use tombstone::cni::{CniError, Command, Env, Invocation, NetConf, Plugin};
+use tombstone::chained::config::TombstoneConf;
+use tombstone::chained::ledger::{self, Ledger};
 use tombstone::ipvlan::config::IpvlanConf;
-use tombstone::tombstone::config::TombstoneConf;
-use tombstone::tombstone::ledger::{self, Ledger};
+use tombstone_cni::skel::{self, Outcome};
+use tombstone_cni::{CniError, Command, Env, Invocation, NetConf, Plugin};
 
 const BOOLS: Gen = Gen::Pick(&["true", "false"], &[r#""true""#, "1", "null"]);
 const VERSIONS: Gen = Gen::Pick(
@@ -556,7 +556,7 @@ const LEDGER_KEYS: &[&str] = &[
 
 /// `ledger::decode`, and what each of its answers promises.
 fn decode_checked(bytes: &[u8], network: &str) -> Result<Option<Ledger>, TestCaseError> {
-    let stem = tombstone::state::encode_stem(network);
+    let stem = tombstone_cni::state::encode_stem(network);
     match ledger::decode(bytes, &stem) {
         Ok(Ok(l)) => {
             check(l.network == network, || {
@@ -603,7 +603,7 @@ fn fuzz_ledger_decode_on_bytes_and_mutated_ledgers() {
         1 => hostile_value(LEDGER_KEYS).prop_map(|v| bytes_of(&v)),
     ];
     fuzz(
-        "tombstone::ledger::decode (arbitrary and mutated ledgers)",
+        "chained::ledger::decode (arbitrary and mutated ledgers)",
         50_000,
         (input, small_string()),
         |(bytes, network)| {
@@ -627,7 +627,7 @@ fn fuzz_ledger_decode_on_bytes_and_mutated_ledgers() {
 #[test]
 fn fuzz_ledger_round_trip() {
     fuzz(
-        "tombstone::ledger decode(encode(x)) == x",
+        "chained::ledger decode(encode(x)) == x",
         25_000,
         ledger_json(),
         |v| {
@@ -652,7 +652,7 @@ const DELIBERATE: &str = "fuzz: deliberate panic";
 struct FuzzPlugin;
 
 impl FuzzPlugin {
-    fn outcome(inv: &Invocation) -> tombstone::cni::Result<()> {
+    fn outcome(inv: &Invocation) -> tombstone_cni::Result<()> {
         match inv.conf.raw.get("fuzzOutcome").and_then(Value::as_str) {
             Some("error") => Err(CniError::new(104, "the fuzz plugin fails").with_details("x")),
             Some("panic") => panic!("{}", DELIBERATE),
@@ -665,7 +665,7 @@ impl Plugin for FuzzPlugin {
     fn name(&self) -> &str {
         "fuzz"
     }
-    fn add(&self, inv: &Invocation) -> tombstone::cni::Result<Value> {
+    fn add(&self, inv: &Invocation) -> tombstone_cni::Result<Value> {
         Self::outcome(inv)?;
         Ok(inv
             .conf
@@ -674,16 +674,16 @@ impl Plugin for FuzzPlugin {
             .cloned()
             .unwrap_or_else(|| json!({})))
     }
-    fn del(&self, inv: &Invocation) -> tombstone::cni::Result<()> {
+    fn del(&self, inv: &Invocation) -> tombstone_cni::Result<()> {
         Self::outcome(inv)
     }
-    fn check(&self, inv: &Invocation) -> tombstone::cni::Result<()> {
+    fn check(&self, inv: &Invocation) -> tombstone_cni::Result<()> {
         Self::outcome(inv)
     }
-    fn gc(&self, inv: &Invocation) -> tombstone::cni::Result<()> {
+    fn gc(&self, inv: &Invocation) -> tombstone_cni::Result<()> {
         Self::outcome(inv)
     }
-    fn status(&self, inv: &Invocation) -> tombstone::cni::Result<()> {
+    fn status(&self, inv: &Invocation) -> tombstone_cni::Result<()> {
         Self::outcome(inv)
     }
 }

@@ -1,5 +1,5 @@
 //! `tombstone-ipam`: the IPAM plugin process.
 
 fn main() {
-    tombstone::cni::skel::plugin_main(&tombstone_ipam::verbs::Ipam, env!("CARGO_PKG_VERSION"))
+    tombstone_cni::skel::plugin_main(&tombstone_ipam::verbs::Ipam, env!("CARGO_PKG_VERSION"))
 }

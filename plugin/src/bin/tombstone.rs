@@ -1,7 +1,7 @@
 //! `tombstone`: the chained CNI plugin (with `CNI_COMMAND` set) or its subcommands.
 
-use tombstone::cni::skel;
-use tombstone::tombstone::{cli, plugin::TombstonePlugin, port::Edges};
+use tombstone::chained::{cli, plugin::TombstonePlugin, port::Edges};
+use tombstone_cni::skel;
 
 fn main() {
     let code = if std::env::var_os("CNI_COMMAND").is_some() {

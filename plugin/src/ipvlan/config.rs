@@ -4,9 +4,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cni::env::validate_ifname;
-use crate::cni::{Attachment, CniError, NetConf, Result};
-use crate::delegate;
+use tombstone_cni::delegate;
+use tombstone_cni::env::validate_ifname;
+use tombstone_cni::{Attachment, CniError, NetConf, Result};
 use tombstone_kernel::IpvlanMode;
 
 #[derive(Debug, Clone, PartialEq)]

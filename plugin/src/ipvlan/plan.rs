@@ -7,9 +7,9 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::cni::config::parse_cidr;
-use crate::cni::result::CniResult;
-use crate::cni::{CniError, Result};
+use tombstone_cni::config::parse_cidr;
+use tombstone_cni::result::CniResult;
+use tombstone_cni::{CniError, Result};
 
 /// The kernel work of one attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]

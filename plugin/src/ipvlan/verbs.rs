@@ -1,10 +1,10 @@
 //! The CNI verbs of `tombstone-ipvlan`.
 //!
-//! ADD: validate everything first, then create the pod link under a temporary name directly
-//! in the pod's netns, ask IPAM, ensure the gateway port, put the addresses on, rename the
-//! link to `CNI_IFNAME`, set it up and add the routes. Any failure after the link exists deletes the link and
-//! releases the IPAM allocation before the error is returned. DEL never needs the master,
-//! the netns or `prevResult`, and always releases IPAM.
+//! ADD: validate everything first, then, as a transaction ([`undo`]), create the pod link
+//! under a temporary name directly in the pod's netns, ask IPAM, ensure the gateway port, put
+//! the addresses on, rename the link to `CNI_IFNAME`, set it up and add the routes. DEL never
+//! needs the master, the netns or `prevResult`, always releases IPAM, and reports every
+//! failure.
 
 use std::net::IpAddr;
 
@@ -13,21 +13,23 @@ use serde_json::Value;
 
 use super::config::{IpvlanConf, gateway_port_name, temp_link_name};
 use super::plan::{Plan, missing_addresses, missing_routes};
-use crate::cni::result::{CniResult, Interface};
-use crate::cni::{CniError, Command, Invocation, Plugin, Result, code};
-use crate::delegate;
+use super::undo;
+use crate::errors::{KernelResult, cni_error};
+use tombstone_cni::result::{CniResult, Interface};
+use tombstone_cni::{Attachment, CniError, Command, Invocation, Plugin, Result, code};
+use tombstone_cni::{delegate, error};
 use tombstone_kernel::netns::{NetNs, OpenError};
-use tombstone_kernel::{IpvlanMode, IpvlanSpec, Link, LinkRoute, Netlink};
+use tombstone_kernel::{IpvlanMode, IpvlanSpec, KernelError, Link, LinkRoute, Netlink};
 
 pub struct IpvlanPlugin;
 
 const IPVLAN: &str = "ipvlan";
 
-/// Re-codes a failure in the pod's link work as code 105.
-fn link_failure(e: impl Into<CniError>) -> CniError {
+/// A kernel failure in the pod's link work: code 105.
+fn link_failure(e: KernelError) -> CniError {
     CniError {
         code: code::LINK_FAILURE,
-        ..e.into()
+        ..cni_error(e)
     }
 }
 
@@ -74,15 +76,17 @@ fn resolve_master(conf: &IpvlanConf, nl: &Netlink) -> Result<Link> {
     let name = match &conf.master {
         Some(m) => m.clone(),
         None => {
-            let index = nl.default_route_link()?.ok_or_else(|| {
+            let index = nl.default_route_link().cni()?.ok_or_else(|| {
                 CniError::config("no master given and there is no default route to take it from")
             })?;
-            nl.link_by_index(index)?
+            nl.link_by_index(index)
+                .cni()?
                 .ok_or_else(|| link_error(format!("default route link #{index} is gone")))?
                 .name
         }
     };
-    nl.link_by_name(&name)?
+    nl.link_by_name(&name)
+        .cni()?
         .ok_or_else(|| link_error(format!("master {name:?} not found")))
 }
 
@@ -97,20 +101,23 @@ fn ensure_gateway_port(
     mode: IpvlanMode,
     gateways: &[IpNetwork],
 ) -> Result<()> {
-    if host.link_by_name(name)?.is_none() {
-        let made = host.create_ipvlan(&IpvlanSpec {
-            name,
-            master: master.index,
-            mode,
-            mtu: None,
-            netns_fd: None,
-        })?;
+    if host.link_by_name(name).cni()?.is_none() {
+        let made = host
+            .create_ipvlan(&IpvlanSpec {
+                name,
+                master: master.index,
+                mode,
+                mtu: None,
+                netns_fd: None,
+            })
+            .cni()?;
         if made {
             log::info!("gateway port {name} created on {}", master.name);
         }
     }
     let port = host
-        .link_by_name(name)?
+        .link_by_name(name)
+        .cni()?
         .ok_or_else(|| link_error(format!("gateway port {name} vanished")))?;
     if !is_ipvlan(&port) || port.parent != Some(master.index) {
         return Err(link_error(format!(
@@ -119,116 +126,107 @@ fn ensure_gateway_port(
         )));
     }
     if !port.up {
-        host.set_link_up(port.index)?;
+        host.set_link_up(port.index).cni()?;
     }
     for g in gateways {
-        if host.add_address(port.index, *g)? {
+        if host.add_address(port.index, *g).cni()? {
             log::info!("gateway port {name}: {g} added");
         }
     }
     Ok(())
 }
 
-impl IpvlanPlugin {
-    /// The part of ADD that runs once the pod link exists (under its temporary name).
-    #[allow(clippy::too_many_arguments)]
-    fn add_on_link(
-        &self,
-        inv: &Invocation,
-        conf: &IpvlanConf,
-        host: &Netlink,
-        pod: &Netlink,
-        master: &Link,
-        link: &Link,
-        prev: Option<CniResult>,
-        ipam_called: &mut bool,
-    ) -> Result<Value> {
-        let a = inv.attachment();
-        let result = match (&conf.ipam_type, prev) {
-            (Some(t), _) => {
-                *ipam_called = true;
-                let v =
-                    delegate::run(&inv.env, t, Command::Add, &stdin_of(inv))?.ok_or_else(|| {
-                        CniError::new(code::DELEGATE_FAILURE, format!("{t} ADD printed no result"))
-                    })?;
-                CniResult::from_value(&v).map_err(|e| {
-                    CniError {
-                        code: code::DELEGATE_FAILURE,
-                        ..e
-                    }
-                    .context(t)
-                })?
+/// The pod link just created under its temporary name, found in the pod's netns.
+fn created_link(pod: &Netlink, tmp: &str) -> Result<Link> {
+    pod.link_by_name(tmp)
+        .map_err(link_failure)?
+        .ok_or_else(|| link_error(format!("{tmp} was created but is not in the pod's netns")))
+}
+
+/// Removes the attachment's IPvlan links from the pod's netns, under `CNI_IFNAME` and under
+/// the temporary name of a killed ADD; a link of either name that is not IPvlan is left alone.
+fn remove_pod_links(pod: &Netlink, a: &Attachment) -> Vec<CniError> {
+    let mut errors = Vec::new();
+    for name in [a.ifname.clone(), temp_link_name(a)] {
+        match pod.link_by_name(&name) {
+            Ok(Some(l)) if is_ipvlan(&l) => {
+                if let Err(e) = pod.delete_link(l.index) {
+                    errors.push(link_failure(e).context(format!("deleting {name}")));
+                }
             }
-            (None, Some(prev)) => prev,
-            (None, None) => return Err(CniError::config("no ipam and no prevResult")),
-        };
-        let plan = Plan::from_result(&result)?;
-        if conf.gateway_port && !plan.gateways.is_empty() {
-            let name = gateway_port_name(&inv.conf.name);
-            ensure_gateway_port(host, &name, master, conf.mode, &plan.gateways)
-                .map_err(|e| e.context(format!("gateway port {name}")))?;
+            Ok(Some(_)) => log::warn!("{name} is not an IPvlan link: left alone"),
+            Ok(None) => {}
+            Err(e) => errors.push(link_failure(e).context(format!("looking up {name}"))),
         }
-        for addr in &plan.addresses {
-            pod.add_address(link.index, *addr).map_err(link_failure)?;
-        }
-        // Renamed last, while still down (the kernel refuses to rename a link that is up):
-        // until here a killed ADD leaves only the temporary name, which a retried ADD or a
-        // DEL of the same attachment removes.
-        if !pod
-            .rename_link(link.index, &a.ifname)
-            .map_err(link_failure)?
-        {
-            return Err(link_error(format!(
-                "interface {:?} already exists in the pod's netns",
-                a.ifname
-            )));
-        }
-        pod.set_link_up(link.index).map_err(link_failure)?;
-        for (dst, gateway) in &plan.routes {
-            pod.add_link_route(&LinkRoute {
-                dst: *dst,
-                gateway: *gateway,
-                oif: link.index,
-            })
-            .map_err(link_failure)?;
-        }
-        let now = pod
-            .link_by_index(link.index)
-            .map_err(link_failure)?
-            .ok_or_else(|| link_error("the pod link vanished during ADD"))?;
-        let mut out = result;
-        out.interfaces = vec![Interface {
-            name: a.ifname.clone(),
-            mac: now.mac.as_deref().map(format_mac),
-            mtu: Some(now.mtu),
-            sandbox: Some(netns_path(inv)?.display().to_string()),
-            ..Default::default()
-        }];
-        for ip in &mut out.ips {
-            ip.interface = Some(0);
-        }
-        log::info!(
-            "{}/{}: {} on {} ({}), {}",
-            a.container_id,
-            a.ifname,
-            IPVLAN,
-            master.name,
-            conf.mode.as_str(),
-            plan.addresses
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Ok(out.to_value(&inv.conf.cni_version))
     }
+    errors
+}
+
+/// The delegated IPAM's ADD result.
+fn ipam_add(inv: &Invocation, t: &str) -> Result<CniResult> {
+    let v = delegate::run(&inv.env, t, Command::Add, &stdin_of(inv))?.ok_or_else(|| {
+        CniError::new(code::DELEGATE_FAILURE, format!("{t} ADD printed no result"))
+    })?;
+    CniResult::from_value(&v).map_err(|e| {
+        CniError {
+            code: code::DELEGATE_FAILURE,
+            ..e
+        }
+        .context(t)
+    })
+}
+
+/// Puts the plan on the pod link: addresses, then the name (renamed last, while still down:
+/// the kernel refuses to rename a link that is up, and until here a killed ADD leaves only the
+/// temporary name, which a retried ADD or a DEL removes), up, routes.
+fn configure_pod_link(pod: &Netlink, link: &Link, plan: &Plan, ifname: &str) -> Result<Link> {
+    for addr in &plan.addresses {
+        pod.add_address(link.index, *addr)
+            .map_err(|e| link_failure(e).context(format!("adding {addr}")))?;
+    }
+    if !pod.rename_link(link.index, ifname).map_err(link_failure)? {
+        return Err(link_error(format!(
+            "interface {ifname:?} already exists in the pod's netns"
+        )));
+    }
+    pod.set_link_up(link.index).map_err(link_failure)?;
+    for (dst, gateway) in &plan.routes {
+        pod.add_link_route(&LinkRoute {
+            dst: *dst,
+            gateway: *gateway,
+            oif: link.index,
+        })
+        .map_err(|e| link_failure(e).context(format!("adding the route to {dst}")))?;
+    }
+    pod.link_by_index(link.index)
+        .map_err(link_failure)?
+        .ok_or_else(|| link_error("the pod link vanished during ADD"))
+}
+
+/// The ADD result: IPAM's (or prevResult's) addresses on the pod's interface.
+fn add_result(inv: &Invocation, mut out: CniResult, link: &Link) -> Result<Value> {
+    out.interfaces = vec![Interface {
+        name: inv.attachment().ifname.clone(),
+        mac: link.mac.as_deref().map(format_mac),
+        mtu: Some(link.mtu),
+        sandbox: Some(netns_path(inv)?.display().to_string()),
+        ..Default::default()
+    }];
+    for ip in &mut out.ips {
+        ip.interface = Some(0);
+    }
+    Ok(out.to_value(&inv.conf.cni_version))
 }
 
 impl Plugin for IpvlanPlugin {
     fn name(&self) -> &str {
-        "tombstone-ipvlan"
+        tombstone_cni::suite::IPVLAN_TYPE
     }
 
+    /// Validates everything first; then, as one transaction (a failure undoes every step
+    /// newest first): the pod link under a temporary name, IPAM, the gateway port, the
+    /// addresses, the name, up, the routes. The gateway port is the network's, shared by its
+    /// pods: a failed ADD leaves it in place.
     fn add(&self, inv: &Invocation) -> Result<Value> {
         let conf = IpvlanConf::from_netconf(&inv.conf)?;
         // Without IPAM the addresses come from prevResult: check it before touching anything.
@@ -248,9 +246,9 @@ impl Plugin for IpvlanPlugin {
         };
         let a = inv.attachment();
         let ns = open_netns(netns_path(inv)?)?;
-        let host = Netlink::open()?;
-        let pod = ns.netlink()?;
-        if pod.link_by_name(&a.ifname)?.is_some() {
+        let host = Netlink::open().cni()?;
+        let pod = ns.netlink().map_err(link_failure)?;
+        if pod.link_by_name(&a.ifname).map_err(link_failure)?.is_some() {
             return Err(link_error(format!(
                 "interface {:?} already exists in the pod's netns",
                 a.ifname
@@ -260,7 +258,7 @@ impl Plugin for IpvlanPlugin {
         let master = resolve_master(&conf, master_nl)?;
         let tmp = temp_link_name(a);
         // A killed earlier ADD of this attachment may have left its link under this name.
-        if let Some(stale) = pod.link_by_name(&tmp)? {
+        if let Some(stale) = pod.link_by_name(&tmp).map_err(link_failure)? {
             if !is_ipvlan(&stale) {
                 return Err(link_error(format!(
                     "{tmp} exists in the pod's netns and is not ours"
@@ -268,46 +266,56 @@ impl Plugin for IpvlanPlugin {
             }
             pod.delete_link(stale.index).map_err(link_failure)?;
         }
-        let spec = IpvlanSpec {
-            name: &tmp,
-            master: master.index,
-            mode: conf.mode,
-            mtu: conf.mtu,
-            netns_fd: (!conf.link_in_container).then(|| ns.fd()),
-        };
-        if !master_nl.create_ipvlan(&spec).map_err(link_failure)? {
-            return Err(link_error(format!("{tmp} already exists")));
-        }
-        let link = pod
-            .link_by_name(&tmp)
-            .map_err(link_failure)?
-            .ok_or_else(|| {
-                link_error(format!("{tmp} was created but is not in the pod's netns"))
-            })?;
-        let mut ipam_called = false;
-        let outcome = self.add_on_link(
-            inv,
-            &conf,
-            &host,
-            &pod,
-            &master,
-            &link,
-            prev,
-            &mut ipam_called,
-        );
-        if let Err(e) = &outcome {
-            // Undo, newest first: the link (with its addresses and routes), then IPAM.
-            if let Err(u) = pod.delete_link(link.index) {
-                log::error!("ADD failed ({e}); deleting the pod link failed too: {u}");
+        undo::transaction(|tx| {
+            let spec = IpvlanSpec {
+                name: &tmp,
+                master: master.index,
+                mode: conf.mode,
+                mtu: conf.mtu,
+                netns_fd: (!conf.link_in_container).then(|| ns.fd()),
+            };
+            if !master_nl.create_ipvlan(&spec).map_err(link_failure)? {
+                return Err(link_error(format!("{tmp} already exists")));
             }
-            if ipam_called
-                && let Some(t) = &conf.ipam_type
-                && let Err(u) = delegate::run(&inv.env, t, Command::Del, &stdin_of(inv))
-            {
-                log::error!("ADD failed ({e}); releasing the IPAM allocation failed too: {u}");
+            // Its addresses and routes go with it.
+            tx.push("delete the pod link", || {
+                error::collect("deleting the pod link", remove_pod_links(&pod, a))
+            });
+            let link = created_link(&pod, &tmp)?;
+            let result = match (&conf.ipam_type, prev) {
+                (Some(t), _) => {
+                    // Pushed before the call: an IPAM that failed half-way may hold an address,
+                    // and its DEL is harmless when it holds none.
+                    tx.push("release the IPAM allocation", || {
+                        delegate::run(&inv.env, t, Command::Del, &stdin_of(inv)).map(drop)
+                    });
+                    ipam_add(inv, t)?
+                }
+                (None, Some(prev)) => prev,
+                (None, None) => return Err(CniError::config("no ipam and no prevResult")),
+            };
+            let plan = Plan::from_result(&result)?;
+            if conf.gateway_port && !plan.gateways.is_empty() {
+                let name = gateway_port_name(&inv.conf.name);
+                ensure_gateway_port(&host, &name, &master, conf.mode, &plan.gateways)
+                    .map_err(|e| e.context(format!("gateway port {name}")))?;
             }
-        }
-        outcome
+            let link = configure_pod_link(&pod, &link, &plan, &a.ifname)?;
+            log::info!(
+                "{}/{}: {} on {} ({}), {}",
+                a.container_id,
+                a.ifname,
+                IPVLAN,
+                master.name,
+                conf.mode.as_str(),
+                plan.addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            add_result(inv, result, &link)
+        })
     }
 
     fn del(&self, inv: &Invocation) -> Result<()> {
@@ -324,22 +332,7 @@ impl Plugin for IpvlanPlugin {
             }
             Some(Ok(ns)) => match ns.netlink() {
                 Err(e) => errors.push(link_failure(e)),
-                Ok(pod) => {
-                    for name in [a.ifname.clone(), temp_link_name(a)] {
-                        match pod.link_by_name(&name) {
-                            Ok(Some(l)) if is_ipvlan(&l) => {
-                                if let Err(e) = pod.delete_link(l.index) {
-                                    errors.push(link_failure(e));
-                                }
-                            }
-                            Ok(Some(_)) => {
-                                log::warn!("DEL: {name} is not an IPvlan link: left alone")
-                            }
-                            Ok(None) => {}
-                            Err(e) => errors.push(link_failure(e)),
-                        }
-                    }
-                }
+                Ok(pod) => errors.extend(remove_pod_links(&pod, a)),
             },
         }
         if let Some(t) = &conf.ipam_type
@@ -347,10 +340,8 @@ impl Plugin for IpvlanPlugin {
         {
             errors.push(e);
         }
-        match errors.into_iter().next() {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        // Every failure is reported, the IPAM's beside the link's.
+        error::collect("DEL", errors)
     }
 
     fn check(&self, inv: &Invocation) -> Result<()> {
@@ -383,7 +374,7 @@ impl Plugin for IpvlanPlugin {
                 ))
             })?;
         let ns = open_netns(path)?;
-        let pod = ns.netlink()?;
+        let pod = ns.netlink().cni()?;
         let link = pod
             .link_by_name(&a.ifname)
             .map_err(link_failure)?
@@ -426,15 +417,16 @@ impl Plugin for IpvlanPlugin {
         }
         if conf.gateway_port && !plan.gateways.is_empty() {
             let name = gateway_port_name(&inv.conf.name);
-            let host = Netlink::open()?;
+            let host = Netlink::open().cni()?;
             let port = host
-                .link_by_name(&name)?
+                .link_by_name(&name)
+                .cni()?
                 .filter(is_ipvlan)
                 .ok_or_else(|| link_error(format!("gateway port {name} not found")))?;
             if !port.up {
                 return Err(link_error(format!("gateway port {name} is down")));
             }
-            let missing = missing_addresses(&plan.gateways, &host.addresses(port.index)?);
+            let missing = missing_addresses(&plan.gateways, &host.addresses(port.index).cni()?);
             if !missing.is_empty() {
                 return Err(link_error(format!("gateway port {name} lacks {missing:?}")));
             }

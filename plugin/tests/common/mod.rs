@@ -101,7 +101,7 @@ impl Netns {
 
     /// The route metric that marks this namespace's state directory's tombstones.
     pub fn mark(&self) -> u32 {
-        tombstone::tombstone::dir_mark(&tombstone::state::normalize(&self.state_dir).unwrap())
+        tombstone::chained::dir_mark(&tombstone_cni::state::normalize(&self.state_dir).unwrap())
     }
 
     /// Our routes, both families, every table: sorted lines of `ip route show proto 84`,

@@ -6,9 +6,9 @@ use ipnetwork::IpNetwork;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::env::{Attachment, validate_network_name};
-use super::error::{CniError, Result};
-use super::version::{self, Version};
+use crate::env::{Attachment, validate_network_name};
+use crate::error::{CniError, Result};
+use crate::version::{self, Version};
 
 /// A plugin's network configuration as the runtime sent it.
 #[derive(Debug, Clone)]

@@ -1,13 +1,14 @@
 //! The subcommands outside CNI: `tombstone sweep` (for a timer) and `tombstone list`.
 
+use crate::errors::KernelResult;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::ledger;
 use super::sweep::{SweepReport, sweep_all_in};
 use super::{DEFAULT_STATE_DIR, now_ms, sweeper};
-use crate::cni::{CniError, Result};
-use crate::state::StateDir;
+use tombstone_cni::state::StateDir;
+use tombstone_cni::{CniError, Result};
 
 pub const USAGE: &str = "\
 usage: tombstone sweep [--state-dir DIR] [--keep-orphans | --until-empty]
@@ -71,7 +72,7 @@ pub fn run(args: &[String], about: &str) -> i32 {
             return 2;
         }
     };
-    crate::logging::init("tombstone", log::LevelFilter::Info);
+    tombstone_cni::logging::init("tombstone", log::LevelFilter::Info);
     let result = match cmd.as_str() {
         "sweep" if opts.until_empty => sweeper::run_until_empty(&opts.state_dir),
         "sweep" => sweep_all(&opts).and_then(|r| say(&format!("{r}\n"))),
@@ -108,7 +109,7 @@ fn sweep_all(o: &Opts) -> Result<SweepReport> {
     let Some(dir) = StateDir::existing(&o.state_dir)? else {
         return Ok(SweepReport::default());
     };
-    let nl = tombstone_kernel::Netlink::open()?;
+    let nl = tombstone_kernel::Netlink::open().cni()?;
     let report = sweep_all_in(&dir, &nl, now_ms(), o.keep_orphans)?;
     if !report.errors.is_empty() {
         return Err(

@@ -1,6 +1,6 @@
 //! CNI spec versions: which we speak, and how to compare them.
 
-use super::error::{CniError, Result};
+use crate::error::{CniError, Result};
 
 /// The versions every binary of the suite supports, oldest first.
 pub const SUPPORTED: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];

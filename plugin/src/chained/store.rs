@@ -1,9 +1,9 @@
 //! A network's ledger on disk: `<stateDir>/<encoded network name>.json`, read and written
-//! under the caller's lock (see [`crate::state`]); the format is [`super::ledger`]'s.
+//! under the caller's lock (see [`tombstone_cni::state`]); the format is [`super::ledger`]'s.
 
 use super::ledger::{Ledger, decode};
-use crate::cni::Result;
-use crate::state::{Record, StateDir, encode_stem};
+use tombstone_cni::Result;
+use tombstone_cni::state::{Record, StateDir, encode_stem};
 
 /// How reading a ledger went.
 #[derive(Debug)]
@@ -88,8 +88,8 @@ pub fn save(dir: &StateDir, ledger: &Ledger) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cni::Attachment;
-    use crate::tombstone::ledger::Tombstone;
+    use crate::chained::ledger::Tombstone;
+    use tombstone_cni::Attachment;
     use tombstone_kernel::RejectKind;
 
     #[test]

@@ -4,6 +4,7 @@
 //! lock for its lifetime); it sleeps until the next expiry, sweeps, and exits when no
 //! tombstone is left. Disable it with `"sweeper": false` where a timer runs the sweep.
 
+use crate::errors::KernelResult;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use super::now_ms;
 use super::sweep::sweep_all_in;
-use crate::cni::Result;
-use crate::state::StateDir;
+use tombstone_cni::Result;
+use tombstone_cni::state::StateDir;
 
 /// The sweeper's lock record. Network stems never contain `.` (it is percent-encoded), so
 /// this cannot be a network's.
@@ -50,7 +51,7 @@ pub fn ensure_running(dir: &StateDir) {
 /// The sweeper's body: sweep, sleep until the next expiry, until no tombstone is left.
 pub fn run_until_empty(state_dir: &Path) -> Result<()> {
     let dir = StateDir::open(state_dir)?;
-    let nl = tombstone_kernel::Netlink::open()?;
+    let nl = tombstone_kernel::Netlink::open().cni()?;
     loop {
         let Some(lock) = dir.try_lock(LOCK)? else {
             return Ok(());

@@ -7,11 +7,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde_json::Value;
 
-use super::config::NetConf;
-use super::env::{Attachment, Command, Env};
-use super::error::{CniError, Result, code};
-use super::version::{self, LATEST};
+use crate::config::NetConf;
+use crate::env::{Attachment, Command, Env};
+use crate::error::{CniError, IoContext, Result, code};
 use crate::logging;
+use crate::version::{self, LATEST};
 
 /// Stdin larger than this is refused (code 6) rather than read into memory.
 const MAX_STDIN: u64 = 16 << 20;
@@ -123,7 +123,11 @@ fn read_stdin(command: Option<Command>) -> Result<Vec<u8>> {
         return Ok(vec![]);
     }
     let mut buf = Vec::new();
-    stdin.lock().take(MAX_STDIN + 1).read_to_end(&mut buf)?;
+    stdin
+        .lock()
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut buf)
+        .context("reading the config from stdin")?;
     if buf.len() as u64 > MAX_STDIN {
         return Err(CniError::decode(format!(
             "stdin is larger than {MAX_STDIN} bytes"

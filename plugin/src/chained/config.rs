@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cni::{CniError, NetConf, Result};
+use tombstone_cni::suite::{DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS};
+use tombstone_cni::{CniError, NetConf, Result};
 use tombstone_kernel::{MAIN_TABLE, RejectKind};
 
-/// The longest hold accepted: a day. Longer is almost surely a unit mistake.
-pub const MAX_HOLD_SECONDS: u64 = 86_400;
 const MAX_TABLES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +35,7 @@ struct Raw {
 impl TombstoneConf {
     pub fn from_netconf(conf: &NetConf) -> Result<TombstoneConf> {
         let raw: Raw = conf.view()?;
-        let hold_seconds = raw.hold_seconds.unwrap_or(60);
+        let hold_seconds = raw.hold_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
         if !(1..=MAX_HOLD_SECONDS).contains(&hold_seconds) {
             return Err(CniError::config(format!(
                 "holdSeconds must be between 1 and {MAX_HOLD_SECONDS}, not {hold_seconds}"

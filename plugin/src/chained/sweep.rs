@@ -4,6 +4,7 @@
 //! signature: our protocol, this directory's metric ([`super::dir_mark`]), a reject type,
 //! a host prefix, and a table some ledger of the directory configured.
 
+use crate::errors::KernelResult;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -11,8 +12,8 @@ use super::ROUTE_PROTOCOL;
 use super::ledger::{Ledger, Tombstone};
 use super::port::Kernel;
 use super::store::{self, Loaded};
-use crate::cni::Result;
-use crate::state::StateDir;
+use tombstone_cni::Result;
+use tombstone_cni::state::StateDir;
 use tombstone_kernel::HostReject;
 
 /// A tombstone route's key in the kernel: (address, table, metric).
@@ -26,7 +27,8 @@ pub fn our_routes(k: &dyn Kernel, v4: bool, v6: bool) -> Result<Vec<HostReject>>
             continue;
         }
         out.extend(
-            k.dump_routes(ipv6, None, Some(ROUTE_PROTOCOL))?
+            k.dump_routes(ipv6, None, Some(ROUTE_PROTOCOL))
+                .cni()?
                 .iter()
                 .filter_map(|r| r.as_host_reject()),
         );
@@ -257,7 +259,7 @@ pub fn sweep_all_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tombstone::ledger::Tombstone;
+    use crate::chained::ledger::Tombstone;
     use tombstone_kernel::RejectKind;
 
     #[test]

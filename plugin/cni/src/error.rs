@@ -123,15 +123,69 @@ impl fmt::Display for CniError {
 
 impl std::error::Error for CniError {}
 
-impl From<std::io::Error> for CniError {
-    fn from(e: std::io::Error) -> Self {
-        CniError::io(e.to_string())
+/// Every failure of a teardown (DEL, GC) as one error: `None` when there was none, the
+/// failure itself when there was one, else an error whose `msg` counts them, whose `details`
+/// list every one, and whose code is theirs when they agree (else the first one's).
+pub fn collect(what: &str, failures: Vec<CniError>) -> Result<()> {
+    let mut failures = failures.into_iter();
+    let Some(first) = failures.next() else {
+        return Ok(());
+    };
+    let rest: Vec<CniError> = failures.collect();
+    if rest.is_empty() {
+        return Err(first);
+    }
+    let n = rest.len() + 1;
+    let details = std::iter::once(&first)
+        .chain(&rest)
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(CniError::new(
+        first.code,
+        format!("{what}: {n} failures, first: {}", first.msg),
+    )
+    .with_details(details))
+}
+
+/// `.context(what)` on an I/O result: its error as code 5 (I/O failure), saying what was
+/// being done. There is no bare `From<io::Error>`: an I/O error always says where it happened.
+pub trait IoContext<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| CniError::io(format!("{what}: {e}")))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collect_keeps_every_failure() {
+        assert_eq!(collect("DEL", vec![]), Ok(()));
+        let one = CniError::netlink("route");
+        assert_eq!(collect("DEL", vec![one.clone()]), Err(one.clone()));
+        let e = collect(
+            "DEL",
+            vec![one, CniError::new(code::DELEGATE_FAILURE, "ipam")],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, code::NETLINK_FAILURE);
+        assert_eq!(e.msg, "DEL: 2 failures, first: route");
+        assert_eq!(e.details, "route (code 100); ipam (code 104)");
+    }
+
+    #[test]
+    fn io_errors_say_where() {
+        let r: std::io::Result<()> = Err(std::io::Error::from_raw_os_error(28));
+        let e = r.context("writing /x").unwrap_err();
+        assert_eq!(e.code, code::IO_FAILURE);
+        assert!(e.msg.starts_with("writing /x: "), "{}", e.msg);
+    }
 
     #[test]
     fn json_has_spec_fields_and_omits_empty_details() {

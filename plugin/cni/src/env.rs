@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::error::{CniError, Result};
+use crate::error::{CniError, Result};
 
 /// The verbs of CNI spec 1.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

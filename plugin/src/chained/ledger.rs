@@ -14,7 +14,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cni::{Attachment, CniError, Result};
+use tombstone_cni::{Attachment, CniError, Result};
 use tombstone_kernel::RejectKind;
 
 pub const FORMAT_VERSION: u32 = 2;
@@ -308,7 +308,7 @@ pub fn decode(bytes: &[u8], stem: &str) -> Result<std::result::Result<Ledger, St
     Ok(serde_json::from_slice::<Ledger>(bytes)
         .map_err(|e| e.to_string())
         .and_then(|mut l| {
-            if crate::state::encode_stem(&l.network) != stem {
+            if tombstone_cni::state::encode_stem(&l.network) != stem {
                 return Err(format!(
                     "ledger belongs to network {:?}, not to this file",
                     l.network

@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::cni::{CniError, Result};
+use crate::{CniError, Result};
 
 /// A directory of state records, each named by a validated file-name stem.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::process::{Command as Process, Stdio};
 
 use serde_json::Value;
 
-use crate::cni::{CniError, Command, Env, Result, code};
+use crate::{CniError, Command, Env, Result, code};
 
 /// A plugin type names a file in a `CNI_PATH` directory: no path separators, not `.`/`..`.
 pub fn validate_type(t: &str) -> Result<()> {

@@ -1,4 +1,4 @@
-//! The `tombstone` chained plugin. Pure logic first ([`config`], [`ledger`]), then the
+//! The chained plugin `tombstone`. Pure logic first ([`config`], [`ledger`]), then the
 //! ledger's file ([`store`]) and the kernel work that both the CNI verbs and the command
 //! line share ([`sweep`]), then the verbs ([`plugin`]) and the subcommands ([`cli`]).
 
@@ -13,17 +13,14 @@ pub mod store;
 pub mod sweep;
 pub mod sweeper;
 
-/// The route protocol number that marks a route as a tombstone (`ip route show proto 84`;
-/// the installer registers the name `tombstone` for it). Free in the kernel's and iproute2's
-/// lists. The plugin deletes only routes with this protocol.
-pub const ROUTE_PROTOCOL: u8 = 84;
+pub use tombstone_cni::suite::{DEFAULT_STATE_DIR, ROUTE_PROTOCOL};
 
 /// The route metric that marks a tombstone route as this state directory's: a stable hash
 /// of its normalized path, never 0 (the kernel's default for IPv4) or 1024 (IPv6's). A
 /// route's key in the kernel includes its metric, so two state directories never replace,
 /// delete or sweep each other's routes; an address tombstoned by both simply has two routes.
 pub fn dir_mark(state_dir: &std::path::Path) -> u32 {
-    let h = crate::state::fnv1a64(state_dir.as_os_str().as_encoded_bytes());
+    let h = tombstone_cni::state::fnv1a64(state_dir.as_os_str().as_encoded_bytes());
     let mark = 2048 + (h % (u32::MAX as u64 - 4096)) as u32;
     debug_assert!(mark > 1024);
     mark
@@ -33,10 +30,6 @@ pub fn dir_mark(state_dir: &std::path::Path) -> u32 {
 /// time (containerd sends up to three per sandbox, the last possibly much later) neither
 /// starts a new hold nor extends one.
 pub const RELEASED_RETENTION_MS: u64 = 3_600_000;
-
-/// Where ledgers live unless `stateDir` says otherwise (tmpfs: the routes they describe do
-/// not survive a reboot either).
-pub const DEFAULT_STATE_DIR: &str = "/run/cni/tombstone";
 
 /// Milliseconds since the Unix epoch: the ledger's clock.
 pub fn now_ms() -> u64 {

@@ -11,8 +11,8 @@ use super::super::fake::{Call, Fake};
 use super::super::sweep::sweep_all_in;
 use super::super::{dir_mark, store};
 use super::TombstonePlugin;
-use crate::cni::{Env, Invocation, NetConf, Plugin};
-use crate::state::StateDir;
+use tombstone_cni::state::StateDir;
+use tombstone_cni::{Env, Invocation, NetConf, Plugin};
 use tombstone_kernel::{RejectKind, RouteEntry};
 
 struct World {
@@ -84,7 +84,7 @@ impl World {
         }
     }
 
-    fn run(&self, verb: &str, container: &str, conf: &Value) -> crate::cni::Result<()> {
+    fn run(&self, verb: &str, container: &str, conf: &Value) -> tombstone_cni::Result<()> {
         let inv = self.inv(verb, container, conf);
         match verb {
             "ADD" => self.plugin.add(&inv).map(|_| ()),
@@ -101,7 +101,7 @@ impl World {
     }
 
     fn mark(&self) -> u32 {
-        dir_mark(&crate::state::normalize(&self.dir).unwrap())
+        dir_mark(&tombstone_cni::state::normalize(&self.dir).unwrap())
     }
 
     /// The invariant: every route of ours is named by a ledger entry, with its metric.

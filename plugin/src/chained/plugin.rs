@@ -11,6 +11,7 @@
 //! stale DEL (retried with an old `prevResult`) cannot bury an address another attachment
 //! now holds.
 
+use crate::errors::{KernelResult, cni_error};
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -20,8 +21,8 @@ use super::config::TombstoneConf;
 use super::ledger::{Ledger, Tombstone};
 use super::port::{Edges, Kernel};
 use super::{ROUTE_PROTOCOL, dir_mark, store, sweep, sweeper};
-use crate::cni::{Attachment, CniError, Invocation, Plugin, Result, code};
-use crate::state::{Lock, StateDir};
+use tombstone_cni::state::{Lock, StateDir};
+use tombstone_cni::{Attachment, CniError, Invocation, Plugin, Result, code};
 use tombstone_kernel::HostReject;
 
 /// The chained plugin, over its edges (the real kernel and clock, or a test's).
@@ -59,7 +60,7 @@ impl Session {
         let lock = dir.lock(&store::stem(network))?;
         let (mut ledger, mut dirty) = store::load(&dir, network)?.logged();
         dirty |= ledger.note_tables(&conf.tables);
-        let kernel = (edges.kernel)()?;
+        let kernel = (edges.kernel)().cni()?;
         let now_ms = (edges.now_ms)();
         dirty |= sweep::end_expired(&*kernel, &mut ledger, now_ms).changed();
         let session = Session {
@@ -165,7 +166,7 @@ impl Session {
         }
         if conf.flush_neighbors {
             let ips: Vec<IpAddr> = buried.iter().map(|t| t.ip).collect();
-            let n = self.kernel.flush_neighbours(&ips)?;
+            let n = self.kernel.flush_neighbours(&ips).cni()?;
             if n > 0 {
                 log::debug!("{n} neighbour entries deleted");
             }
@@ -194,7 +195,7 @@ impl Session {
                 continue;
             }
             for &table in &conf.tables {
-                for r in self.kernel.dump_routes(ipv6, Some(table), None)? {
+                for r in self.kernel.dump_routes(ipv6, Some(table), None).cni()? {
                     if r.protocol == ROUTE_PROTOCOL {
                         continue;
                     }
@@ -403,10 +404,10 @@ impl Plugin for TombstonePlugin {
         };
         let conf = TombstoneConf::from_netconf(&inv.conf)?;
         StateDir::usable(&conf.state_dir).map_err(unavailable)?;
-        let kernel = (self.edges.kernel)().map_err(|e| unavailable(e.into()))?;
+        let kernel = (self.edges.kernel)().map_err(|e| unavailable(cni_error(e)))?;
         kernel
             .dump_routes(false, None, Some(ROUTE_PROTOCOL))
-            .map_err(|e| unavailable(e.into()))?;
+            .map_err(|e| unavailable(cni_error(e)))?;
         Ok(())
     }
 }
