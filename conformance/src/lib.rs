@@ -1,20 +1,11 @@
-//! Real-kernel end-to-end testing of IPvlan CNI plugins: a qemu VM harness that boots the
-//! distribution's kernel (which has IPvlan) over a copy-on-write view of the host, a libcni
-//! client to drive plugins the way runtimes do, and the scenarios that measure what the
-//! `tombstone` plugin changes.
+//! Real-kernel end-to-end testing of IPvlan CNI plugins, in two independent parts: [`spec`],
+//! a conformance runner that judges any CNI plugin against the spec, and [`harness`], this
+//! project's qemu VM with a real IPvlan kernel, a libcni client that drives plugins the way
+//! runtimes do, and the scenarios that measure what the `tombstone` plugin changes.
 #![forbid(unsafe_code)]
 
-pub mod check_cli;
-pub mod checks;
-pub mod cpio;
 pub mod error;
-pub mod lab;
-pub mod paths;
-pub mod report;
-pub mod runner;
-pub mod scenario;
-pub mod target;
-pub mod tools;
-pub mod vm;
+pub mod harness;
+pub mod spec;
 
 pub use error::{Error, Result};

@@ -13,9 +13,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cni_conformance::lab::Lab;
-use cni_conformance::scenario::{self, Chain, Churn, Mode, Report, Settings, Variant};
-use cni_conformance::vm::VmConfig;
+use cni_conformance::harness::lab::Lab;
+use cni_conformance::harness::scenario::{self, Chain, Churn, Mode, Report, Settings, Variant};
+use cni_conformance::harness::vm::VmConfig;
 use cni_conformance::{Error, Result};
 
 const USAGE: &str = "usage: cni-conformance [--verbose] [--timeout SECS] \
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 
 fn run(args: Vec<String>) -> Result<()> {
     if args.first().map(String::as_str) == Some("check") {
-        return cni_conformance::check_cli::main(&args[1..]);
+        return cni_conformance::spec::check_cli::main(&args[1..]);
     }
     let mut verbose = false;
     let mut hand_made = false;

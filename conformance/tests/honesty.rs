@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cni_conformance::paths::workspace_root;
+use cni_conformance::harness::paths::workspace_root;
 
 /// Every `.rs` file under the crates' `src/`, `tests/` and `examples/`.
 fn sources() -> Vec<PathBuf> {

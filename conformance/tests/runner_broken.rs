@@ -5,14 +5,14 @@
 
 use std::path::Path;
 
-use cni_conformance::checks::{Status, catalogue, run_target};
-use cni_conformance::report::{self, TargetReport};
-use cni_conformance::target::{Kind, Target};
+use cni_conformance::spec::checks::{Status, catalogue, run_target};
+use cni_conformance::spec::report::{self, TargetReport};
+use cni_conformance::spec::target::{Kind, Target};
 use serde_json::json;
 
 const BROKEN: &str = env!("CARGO_BIN_EXE_cni-broken-plugin");
 
-use cni_conformance::lab::require_root;
+use cni_conformance::harness::lab::require_root;
 
 fn broken(kind: Kind, brk: &str, version: &str) -> Target {
     let mode = kind.as_str();
@@ -121,7 +121,7 @@ fn root_each_check_fails_against_the_plugin_breaking_its_rule() {
             let report = TargetReport::new(&t, Vec::new(), runs.clone());
             assert_eq!(
                 report.must_failures() > 0,
-                c.level == cni_conformance::checks::Level::Must,
+                c.level == cni_conformance::spec::checks::Level::Must,
                 "{}",
                 c.id
             );
@@ -170,17 +170,19 @@ fn root_reports_render_in_every_format() {
     ];
     let only: Vec<String> = ["VER-01", "OUT-01"].iter().map(|s| s.to_string()).collect();
     let (json_text, must) =
-        cni_conformance::check_cli::run_targets(&targets, &only, "json").expect("json");
+        cni_conformance::spec::check_cli::run_targets(&targets, &only, "json").expect("json");
     assert_eq!(must, 1, "only the noisy plugin fails a MUST");
     let v: serde_json::Value = serde_json::from_str(&json_text).expect("valid JSON");
     assert_eq!(v[1]["results"][1]["id"], "OUT-01");
     assert_eq!(v[1]["results"][1]["status"], "fail");
-    let (xml, _) = cni_conformance::check_cli::run_targets(&targets, &only, "junit").unwrap();
+    let (xml, _) = cni_conformance::spec::check_cli::run_targets(&targets, &only, "junit").unwrap();
     assert!(xml.starts_with("<?xml") && xml.contains("<failure type=\"MUST\""));
     assert_eq!(xml.matches("<testsuite ").count(), 2);
-    let (table, _) = cni_conformance::check_cli::run_targets(&targets, &only, "table").unwrap();
+    let (table, _) =
+        cni_conformance::spec::check_cli::run_targets(&targets, &only, "table").unwrap();
     assert!(table.contains("OUT-01") && table.contains("FAIL"));
-    let (md, _) = cni_conformance::check_cli::run_targets(&targets, &only, "markdown").unwrap();
+    let (md, _) =
+        cni_conformance::spec::check_cli::run_targets(&targets, &only, "markdown").unwrap();
     assert!(md.contains("**FAIL**"));
     assert!(Path::new(BROKEN).is_file());
 }

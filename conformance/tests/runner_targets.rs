@@ -4,12 +4,12 @@
 //! (`make build`): ignored by plain `cargo test`; included by `make test`, where a missing
 //! prerequisite fails.
 
-use cni_conformance::check_cli::targets_dir;
-use cni_conformance::checks::{Status, run_target};
-use cni_conformance::report::{self, TargetReport};
-use cni_conformance::target::Target;
+use cni_conformance::spec::check_cli::targets_dir;
+use cni_conformance::spec::checks::{Status, run_target};
+use cni_conformance::spec::report::{self, TargetReport};
+use cni_conformance::spec::target::Target;
 
-use cni_conformance::lab::require_root;
+use cni_conformance::harness::lab::require_root;
 
 /// The target, its binary built. A missing prerequisite (the reference plugins, a release
 /// binary) fails the test, naming it and the command that provides it.

@@ -10,12 +10,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cni_conformance::check_cli::targets_dir;
-use cni_conformance::checks::{CheckRun, Level, Status, catalogue};
-use cni_conformance::lab::{self, Lab};
-use cni_conformance::report::{self, TargetReport};
-use cni_conformance::scenario;
-use cni_conformance::vm::VmConfig;
+use cni_conformance::harness::lab::{self, Lab};
+use cni_conformance::harness::scenario;
+use cni_conformance::harness::vm::VmConfig;
+use cni_conformance::spec::check_cli::targets_dir;
+use cni_conformance::spec::checks::{CheckRun, Level, Status, catalogue};
+use cni_conformance::spec::report::{self, TargetReport};
 use serde_json::Value;
 
 const BEGIN: &str = "@@CONFORMANCE-JSON-BEGIN@@";

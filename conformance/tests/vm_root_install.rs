@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cni_conformance::lab::{self, Lab};
-use cni_conformance::vm::VmConfig;
-use cni_conformance::{paths, scenario};
+use cni_conformance::harness::lab::{self, Lab};
+use cni_conformance::harness::vm::VmConfig;
+use cni_conformance::harness::{paths, scenario};
 
 const INSTALL_SH: &str = include_str!("../jobs/install.sh");
 const REFERENCE: &str = "/usr/lib/cni";

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cni_conformance::lab::{self, Lab};
-use cni_conformance::scenario::{self, Results};
-use cni_conformance::tools;
-use cni_conformance::vm::VmConfig;
+use cni_conformance::harness::lab::{self, Lab};
+use cni_conformance::harness::scenario::{self, Results};
+use cni_conformance::harness::tools;
+use cni_conformance::harness::vm::VmConfig;
 
 const IPVLAN_SH: &str = include_str!("../jobs/ipvlan.sh");
 /// The binaries on the job's `CNI_PATH` besides the reference plugins.

@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use cni_conformance::lab::{self, Lab};
-use cni_conformance::scenario::{self, Chain, Churn, Mode, Report, Settings, Variant};
-use cni_conformance::vm::VmConfig;
+use cni_conformance::harness::lab::{self, Lab};
+use cni_conformance::harness::scenario::{self, Chain, Churn, Mode, Report, Settings, Variant};
+use cni_conformance::harness::vm::VmConfig;
 
 fn seed(lab: &Lab, variants: &[Variant]) -> Report {
     let t = Instant::now();

@@ -12,8 +12,7 @@
 //! prints the matrices and the totals. Needs strace (not root).
 
 mod common;
-#[path = "../../plugin/tests/common/strace.rs"]
-mod strace;
+use tombstone_testkit::strace;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -2,8 +2,7 @@
 //! the allocation it drives), state-file lines and headers, whole state files, host-local's
 //! files — and of the real binary: no panic, no hang, well-formed errors, round trips.
 
-#[path = "../../plugin/tests/fuzzkit/mod.rs"]
-mod fuzzkit;
+use tombstone_testkit::fuzz as fuzzkit;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -6,8 +6,7 @@
 //! --nocapture` (`STORM_KILLS`, `STORM_SEED`: see the plugin's `tests/common/kill.rs`).
 
 mod common;
-#[path = "../../plugin/tests/common/kill.rs"]
-mod kill;
+use tombstone_testkit::kill;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -2,7 +2,7 @@
 //! configs, the CNI environment, ledgers, the skeleton — and of the real `tombstone` binary:
 //! no panic, no hang, well-formed CNI errors, ledgers that round-trip. No root needed.
 
-mod fuzzkit;
+use tombstone_testkit::fuzz as fuzzkit;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

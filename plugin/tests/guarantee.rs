@@ -8,37 +8,15 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
 
 /// Runs a prepared command with a deadline: a hang is a failure, not a stuck test.
-fn finish_within(mut cmd: Command, stdin: &[u8], secs: u64) -> Outcome {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let end = Instant::now() + Duration::from_secs(secs);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn finish_within(cmd: Command, stdin: &[u8], secs: u64) -> Outcome {
+    tombstone_testkit::run(cmd, stdin, Duration::from_secs(secs))
 }
 
 fn mkfifo(p: &Path) {
@@ -48,7 +26,7 @@ fn mkfifo(p: &Path) {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_a_fifo_where_a_ledger_goes_hangs_nothing() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     std::fs::create_dir_all(&ns.state_dir).unwrap();
     std::fs::set_permissions(&ns.state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -76,7 +54,7 @@ fn root_a_fifo_where_a_ledger_goes_hangs_nothing() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_a_loose_or_foreign_state_directory_is_not_trusted() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     // A pre-existing world-writable directory is tightened before anything is written.
     std::fs::create_dir_all(&ns.state_dir).unwrap();
@@ -120,7 +98,7 @@ fn root_a_loose_or_foreign_state_directory_is_not_trusted() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_a_symlinked_state_directory_is_refused_however_spelled() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let base = ns.state_dir.with_extension("links");
     let _ = std::fs::remove_dir_all(&base);
@@ -153,7 +131,7 @@ fn root_a_symlinked_state_directory_is_refused_however_spelled() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_a_network_name_too_long_for_a_file_name_works() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let name = format!("pods-{}", "x.y".repeat(90));
     assert!(name.len() > 255);
@@ -178,7 +156,7 @@ fn root_a_network_name_too_long_for_a_file_name_works() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_tombstone_ipvlan_refuses_a_fifo_netns_at_once() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     std::fs::create_dir_all(&ns.state_dir).unwrap();
     let fifo = ns.state_dir.join("netns-fifo");
@@ -225,7 +203,7 @@ fn root_tombstone_ipvlan_refuses_a_fifo_netns_at_once() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_status_changes_nothing() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let status = || ns.run("STATUS", "ctr-a", &ns.conf(json!({})));
     status().ok_empty();
@@ -257,7 +235,7 @@ fn root_status_changes_nothing() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_a_stale_del_leaves_a_new_pods_address_alone() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let conf = ns.conf_with_prev(json!({}), &["10.10.0.5/24", "fd10::5/64"]);
     ns.run("ADD", "old", &conf);
@@ -279,7 +257,7 @@ fn root_a_stale_del_leaves_a_new_pods_address_alone() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_repeated_dels_never_extend_or_restart_a_hold() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let conf = ns.conf_with_prev(json!({"holdSeconds": 2}), &["10.10.0.5/24"]);
     ns.run("DEL", "ctr-a", &conf).ok_empty();
@@ -299,7 +277,7 @@ fn root_repeated_dels_never_extend_or_restart_a_hold() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_a_sweep_of_1100_networks_fits_the_common_open_file_limit() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     std::fs::create_dir_all(&ns.state_dir).unwrap();
     std::fs::set_permissions(&ns.state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -327,7 +305,7 @@ fn root_a_sweep_of_1100_networks_fits_the_common_open_file_limit() {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn root_listing_a_directory_that_does_not_exist_says_so() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let out = run_in(
         Some(&ns.name),

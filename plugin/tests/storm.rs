@@ -560,7 +560,7 @@ impl<'a> Storm<'a> {
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn storm_sigkill_del_add_sweep_leaks_nothing() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let started = Instant::now();
     let mut st = Storm::new(&ns);
@@ -699,7 +699,7 @@ fn launch_wave(
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn concurrent_200_del_add_gc_with_a_tables_change_leave_the_ledger_equal_to_the_kernel() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let mut rng = Prng::new(kill::seed());
     let started = Instant::now();
@@ -880,7 +880,7 @@ fn concurrent_200_del_add_gc_with_a_tables_change_leave_the_ledger_equal_to_the_
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn sweeps_and_the_background_sweeper_never_deadlock_with_dels_of_new_networks() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let dir = ns.state_dir.to_str().unwrap().to_string();
     let run_for = Duration::from_secs(12);
@@ -983,7 +983,7 @@ fn sweeps_and_the_background_sweeper_never_deadlock_with_dels_of_new_networks() 
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn a_sweep_of_one_state_directory_spares_another_and_routes_no_config_names() {
-    must_be_root();
+    require_root();
     let ns = Netns::new();
     let [a, b, c] = ["a", "b", "c"].map(|d| ns.state_dir.join(d));
     std::fs::create_dir_all(&c).unwrap();

@@ -1,10 +1,10 @@
-//! Running the built binary as a runtime would: environment plus config on stdin.
+//! The `tombstone-ipam` tests' own helpers over the workspace's test kit: the built binary
+//! (or the reference host-local) run as a runtime runs it, configs, state files.
 
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -55,30 +55,17 @@ pub fn command(program: &Path, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-/// One invocation; `env` entries with an empty value are left out.
+/// One invocation; `env` entries with an empty value are left out. 60 s at most.
 pub fn run_with(program: &Path, env: &[(&str, &str)], stdin: &str) -> Out {
-    let mut cmd = command(program, env);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(o.stdout).unwrap();
-    let json = if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout {stdout:?}: {e}"))
-    };
+    let o = tombstone_testkit::run(
+        command(program, env),
+        stdin.as_bytes(),
+        std::time::Duration::from_secs(60),
+    );
     Out {
-        rc: o.status.code().unwrap_or(-1),
-        stdout,
-        json,
+        rc: o.code,
+        json: o.json_or_null(),
+        stdout: o.stdout,
     }
 }
 

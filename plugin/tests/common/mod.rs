@@ -1,71 +1,27 @@
-//! Test helpers: throwaway network namespaces, and the built binary run as a runtime runs
-//! it (environment + stdin), inside one.
-#![allow(dead_code)]
+//! The `tombstone` tests' own helpers over the workspace's test kit: a namespace set up as a
+//! node for the chained plugin (a veth pair, a state directory), the built binary run as a
+//! runtime runs it inside one, and readings of its ledgers and routes.
+#![allow(dead_code, unused_imports)]
 
-pub mod kill;
-pub mod strace;
+pub use tombstone_testkit::{Outcome, eventually, kill, require_root, sh, strace};
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tombstone");
-
-/// Tests that need root are `#[ignore = "needs root: ..."]`: plain `cargo test` lists them
-/// as ignored; `make test` (`--include-ignored`) runs them, and without root they fail here,
-/// naming the prerequisite. They never pass without running.
-pub fn require_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "this test needs root (it creates network namespaces with `ip netns`): run `make test` \
-         (or `cargo test -- --include-ignored`) as root"
-    );
-}
-
-/// For the tests marked `#[ignore = "needs root: network namespaces"]`: they run only when
-/// asked for, and then a missing privilege is a failure, never a skip.
-pub fn must_be_root() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "this test needs root (network namespaces): run it as root"
-    );
-}
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A fresh network namespace with `lo` up and a veth pair `v0`/`v1` (a stand-in for the
 /// pod-facing device: the plugin's work does not depend on the device type), removed on drop.
 pub struct Netns {
     pub name: String,
     pub state_dir: PathBuf,
+    ns: tombstone_testkit::Netns,
 }
 
 impl Netns {
@@ -77,13 +33,12 @@ impl Netns {
     }
 
     pub fn new() -> Netns {
-        let name = unique("ts-");
-        sh(&["ip", "netns", "add", &name]);
+        let inner = tombstone_testkit::Netns::new("ts-");
         let ns = Netns {
-            state_dir: std::env::temp_dir().join(format!("{name}-state")),
-            name,
+            state_dir: std::env::temp_dir().join(format!("{}-state", inner.name)),
+            name: inner.name.clone(),
+            ns: inner,
         };
-        ns.ip(&["link", "set", "lo", "up"]);
         ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
         ns.ip(&["link", "set", "v0", "up"]);
         ns.ip(&["link", "set", "v1", "up"]);
@@ -94,9 +49,7 @@ impl Netns {
 
     /// `ip -n NS ARGS...`, asserting success, returning stdout.
     pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "-n", &self.name];
-        full.extend_from_slice(args);
-        sh(&full)
+        self.ns.ip(args)
     }
 
     /// The route metric that marks this namespace's state directory's tombstones.
@@ -413,44 +366,7 @@ pub fn stray_files(dir: &Path) -> Vec<String> {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
         let _ = std::fs::remove_dir_all(&self.state_dir);
-    }
-}
-
-pub struct Outcome {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Outcome {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {:?}", self.stdout))
-    }
-
-    /// Asserts success and an empty stdout (DEL, CHECK, GC, STATUS).
-    pub fn ok_empty(&self) -> &Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout {} stderr {}",
-            self.stdout, self.stderr
-        );
-        assert_eq!(self.stdout, "", "nothing but a result belongs on stdout");
-        self
-    }
-
-    /// Asserts a failure with one CNI error object of `code` on stdout.
-    pub fn err(&self, code: u64) -> Value {
-        assert_ne!(self.code, 0, "expected failure, stdout {}", self.stdout);
-        let v = self.json();
-        assert_eq!(v["code"].as_u64(), Some(code), "{v}");
-        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-        assert!(v["cniVersion"].is_string(), "{v}");
-        v
     }
 }
 
@@ -480,6 +396,7 @@ pub fn runtime_env(cmd: &mut Command, env: &[(&str, &str)]) {
     }
 }
 
+/// The plugin run once as a runtime runs it, in `netns` when given; 60 s at most.
 pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&str]) -> Outcome {
     let mut cmd = match netns {
         Some(ns) => {
@@ -491,22 +408,7 @@ pub fn run_in(netns: Option<&str>, env: &[(&str, &str)], stdin: &[u8], args: &[&
     };
     cmd.args(args);
     runtime_env(&mut cmd, env);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    tombstone_testkit::run(cmd, stdin, std::time::Duration::from_secs(60))
 }
 
 /// A main plugin's result for one pod, with spec 1.1 fields the plugin does not model.
@@ -537,18 +439,6 @@ pub fn processes_with(words: &[&str]) -> Vec<u32> {
         }
     }
     out
-}
-
-/// Polls `cond` every 100 ms for up to `secs` seconds.
-pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::time::Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    cond()
 }
 
 /// Every file of a directory with its bytes (for "state unchanged").

@@ -13,12 +13,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::lab::Lab;
-use crate::vm::JobOutput;
+use crate::harness::lab::Lab;
+use crate::harness::vm::JobOutput;
 
-const LIB_SH: &str = include_str!("../jobs/lib.sh");
-const SEED_SH: &str = include_str!("../jobs/seed.sh");
-const CHURN_SH: &str = include_str!("../jobs/churn.sh");
+const LIB_SH: &str = include_str!("../../jobs/lib.sh");
+const SEED_SH: &str = include_str!("../../jobs/seed.sh");
+const CHURN_SH: &str = include_str!("../../jobs/churn.sh");
 
 /// Where the guest writes network configuration lists (a tmpfs in the guest).
 const NETCONFPATH: &str = "/tmp/netconf";

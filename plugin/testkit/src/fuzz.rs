@@ -1,7 +1,6 @@
-//! The fuzz suites' shared kit (plugin/tests/fuzz.rs, ipam/tests/fuzz.rs): a bounded runner
+//! The fuzz suites' shared kit (the plugins' and the IPAM's): a bounded runner
 //! with a hang watchdog and one summary line per target, hostile-JSON and mutation
 //! strategies, CNI error checks, and a plugin process run with a timeout.
-#![allow(dead_code)]
 
 use std::ffi::OsString;
 use std::fmt::Debug;
@@ -693,25 +692,17 @@ pub fn run_process(
     };
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
-    // Poll (briefly at first: most runs take a millisecond or two) until exit or timeout.
-    let mut nap = Duration::from_micros(100);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if t0.elapsed() > PROCESS_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(TestCaseError::fail(format!(
-                    "HANG: {program} still running after {} s: killed",
-                    PROCESS_TIMEOUT.as_secs()
-                )));
-            }
-            Ok(None) => {
-                std::thread::sleep(nap);
-                nap = (nap * 2).min(Duration::from_millis(5));
-            }
-            Err(e) => return Err(TestCaseError::fail(format!("wait: {e}"))),
+    let status = match crate::wait_until(&mut child, t0 + PROCESS_TIMEOUT) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(TestCaseError::fail(format!(
+                "HANG: {program} still running after {} s: killed",
+                PROCESS_TIMEOUT.as_secs()
+            )));
         }
+        Err(e) => return Err(TestCaseError::fail(format!("wait: {e}"))),
     };
     let _ = writer.join();
     let stdout = String::from_utf8_lossy(&out.join().unwrap()).into_owned();

@@ -1,8 +1,6 @@
 //! SIGKILL storms: a seeded deterministic PRNG, a process killed after a chosen delay, and
 //! the figures (kills per operation, how many landed before the process exited, at which
-//! stage of its work). Self-contained (no binary of this crate named), so the IPAM's storm
-//! uses the same file.
-#![allow(dead_code)]
+//! stage of its work). Names no binary: the plugins' and the IPAM's storms share it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -144,6 +142,12 @@ pub fn run(mut cmd: Command, stdin: &[u8], kill_after: Option<Duration>) -> Ran 
 pub struct Calibration {
     samples: Vec<Duration>,
     pub max_delay: Duration,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Calibration {

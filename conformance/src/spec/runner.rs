@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use crate::error::{Context, Error, Result};
-use crate::target::{Kind, Target, substitute};
+use crate::spec::target::{Kind, Target, substitute};
 
 /// How long one plugin invocation may take before it is killed.
 pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cpio::Archive;
 use crate::error::{Context, Error, Result};
-use crate::paths;
+use crate::harness::cpio::Archive;
+use crate::harness::paths;
 
 /// Modules copied into the initramfs and loaded in this order: busybox `insmod` does not
 /// resolve dependencies, so each module comes after those it needs.

@@ -4,9 +4,7 @@
 //! judged: a proper failure (one error answer, non-zero exit) or a true success, a state that
 //! is still consistent, and a clean retry that heals.
 //!
-//! Shared by the `tombstone` and `tombstone-ipam` fault tests (the IPAM's includes this file
-//! by path); it depends on nothing but std and serde_json.
-#![allow(dead_code)]
+//! Shared by the `tombstone` and `tombstone-ipam` fault tests.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-unsafe extern "C" {
-    safe fn geteuid() -> u32;
-    safe fn kill(pid: i32, sig: i32) -> i32;
+/// SIGKILL to the whole process group `pgid` (the traced plugin and strace).
+fn kill_group(pgid: i32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
-
-const SIGKILL: i32 = 9;
 
 /// Each syscall a plugin makes to the kernel or the filesystem that is injected, with a
 /// realistic errno for it. Syscalls the processes do not make are simply never injected
@@ -78,8 +77,8 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Fails (never skips) when a prerequisite is missing: root when `root`, and `strace`.
 pub fn require(root: bool) {
-    if root && geteuid() != 0 {
-        panic!("this test needs root (network namespaces and strace); run it as root");
+    if root {
+        crate::require_root();
     }
     let ok = Command::new("strace")
         .arg("-V")
@@ -232,20 +231,17 @@ pub fn run(cmd: &Cmd, trace: Trace<'_>) -> Run {
     let err = reader(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + RUN_TIMEOUT;
     let mut timed_out = false;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
+    let status = match crate::wait_until(&mut child, deadline).expect("wait") {
+        Some(s) => s,
+        None => {
             timed_out = true;
-            kill(-pid, SIGKILL);
-            break child.wait().expect("wait");
+            kill_group(pid);
+            child.wait().expect("wait")
         }
-        std::thread::sleep(Duration::from_millis(1));
     };
     if timed_out {
         // Whatever the process group left behind (the tracee) goes too.
-        kill(-pid, SIGKILL);
+        kill_group(pid);
     }
     let _ = feeder.join();
     Run {

@@ -15,8 +15,8 @@ mod version;
 use std::fmt;
 use std::time::Instant;
 
-use crate::runner::{Attachment, Response, Session, kernel_supports_link};
-use crate::target::{Kind, Target};
+use crate::spec::runner::{Attachment, Response, Session, kernel_supports_link};
+use crate::spec::target::{Kind, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {

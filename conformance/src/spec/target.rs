@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Context, Error, Result};
-use crate::paths;
+use crate::harness::paths;
 
 /// Directories searched for the reference plugins after `CNI_REFERENCE_DIR`.
 pub const REFERENCE_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Context, Error, Result};
-use crate::paths;
-use crate::tools;
-use crate::vm::{Vm, VmConfig};
+use crate::harness::paths;
+use crate::harness::tools;
+use crate::harness::vm::{Vm, VmConfig};
 
 /// The workspace binaries a "with tombstone" run puts on `CNI_PATH`.
 pub const OUR_PLUGINS: &[&str] = &["tombstone"];

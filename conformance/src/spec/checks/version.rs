@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{CheckResult, Ctx, Outcome, expect_code, expect_failure, verdict};
-use crate::runner::{EnvEdit, Session, parse_version};
-use crate::target::Target;
+use crate::spec::runner::{EnvEdit, Session, parse_version};
+use crate::spec::target::Target;
 
 /// A version no plugin supports (semver-valid, so only support decides).
 pub const UNSUPPORTED: &str = "99.0.0";

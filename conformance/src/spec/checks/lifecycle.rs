@@ -6,8 +6,8 @@ use std::thread;
 use serde_json::Value;
 
 use super::{CheckResult, Ctx, Outcome, verdict};
-use crate::runner::{Attachment, EnvEdit, Session};
-use crate::target::Kind;
+use crate::spec::runner::{Attachment, EnvEdit, Session};
+use crate::spec::target::Kind;
 
 const V11: &str = "1.1.0";
 
@@ -17,7 +17,7 @@ fn check_version(ctx: &Ctx) -> String {
 
 pub fn check_after_add(ctx: &Ctx) -> CheckResult {
     let v = check_version(ctx);
-    if crate::runner::version_lt(&v, "0.4.0") {
+    if crate::spec::runner::version_lt(&v, "0.4.0") {
         return Ok(Outcome::na(format!(
             "CHECK exists from 0.4.0; config is {v}"
         )));
@@ -141,7 +141,7 @@ pub fn gc_empty(ctx: &Ctx) -> CheckResult {
     } else if !r.stdout.trim().is_empty() {
         problems.push(format!(
             "GC printed {} (no output on success)",
-            crate::runner::clip(r.stdout.trim())
+            crate::spec::runner::clip(r.stdout.trim())
         ));
     }
     p.del_both(&mut problems);

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::checks::{CheckRun, Level, Status, catalogue};
-use crate::target::Target;
+use crate::spec::checks::{CheckRun, Level, Status, catalogue};
+use crate::spec::target::Target;
 
 /// One target's results.
 pub struct TargetReport {

@@ -1,8 +1,8 @@
 //! DEL: repeated, without the netns, without CNI_NETNS, without prevResult, after a failed ADD.
 
 use super::{Added, CheckResult, Ctx, Outcome, verdict};
-use crate::runner::EnvEdit;
-use crate::target::Kind;
+use crate::spec::runner::EnvEdit;
+use crate::spec::target::Kind;
 
 pub fn twice(ctx: &Ctx) -> CheckResult {
     let Added { s, a, v, prev } = match ctx.added()? {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{Added, CheckResult, Ctx, Outcome, expect_code, expect_failure, verdict};
-use crate::runner::{EnvEdit, Response, Session};
+use crate::spec::runner::{EnvEdit, Response, Session};
 
 const REQUIRED_ON_ADD: &[&str] = &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"];
 
@@ -150,7 +150,7 @@ pub fn error_shape(ctx: &Ctx) -> CheckResult {
         match r.json_object() {
             Err(e) => problems.push(format!(
                 "{what}: {e} (stderr {})",
-                crate::runner::clip(r.stderr.trim())
+                crate::spec::runner::clip(r.stderr.trim())
             )),
             Ok(o) => {
                 if !o.get("code").is_some_and(Value::is_u64) {
@@ -210,7 +210,7 @@ pub fn stdout_quiet(ctx: &Ctx) -> CheckResult {
     if c.ok() && !c.stdout.trim().is_empty() {
         problems.push(format!(
             "CHECK printed {}",
-            crate::runner::clip(c.stdout.trim())
+            crate::spec::runner::clip(c.stdout.trim())
         ));
     }
     let d = s.del(&a, &v, Some(&prev));
@@ -219,7 +219,7 @@ pub fn stdout_quiet(ctx: &Ctx) -> CheckResult {
     } else if !d.stdout.trim().is_empty() {
         problems.push(format!(
             "DEL printed {}",
-            crate::runner::clip(d.stdout.trim())
+            crate::spec::runner::clip(d.stdout.trim())
         ));
     }
     Ok(verdict(problems, "nothing on stdout"))

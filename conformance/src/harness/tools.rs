@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Context, Error, Result};
-use crate::paths;
-use crate::vm::which;
+use crate::harness::paths;
+use crate::harness::vm::which;
 
 /// Where Debian's `golang-github-appc-cni-dev` puts the libcni source (a GOPATH tree).
 pub const GOCODE: &str = "/usr/share/gocode";
 /// Where Debian's `containernetworking-plugins` puts the reference plugins.
 pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
-const CNITOOL_SOURCE: &str = include_str!("../cnitool/main.go");
+const CNITOOL_SOURCE: &str = include_str!("../../cnitool/main.go");
 
 /// Builds `cnitool` (once per source version) and returns its path.
 pub fn cnitool() -> Result<PathBuf> {

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::{CheckResult, Ctx, Outcome, expect_failure, verdict};
-use crate::runner::{Attachment, version_lt};
-use crate::target::Kind;
+use crate::spec::runner::{Attachment, version_lt};
+use crate::spec::target::Kind;
 
 fn schema(ctx: &Ctx, version: &str) -> CheckResult {
     if !ctx.supports(version) {

@@ -11,11 +11,11 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::checks::run_target;
 use crate::error::{Context, Error, Result};
-use crate::paths;
-use crate::report::{self, TargetReport};
-use crate::target::Target;
+use crate::harness::paths;
+use crate::spec::checks::run_target;
+use crate::spec::report::{self, TargetReport};
+use crate::spec::target::Target;
 
 pub const USAGE: &str = "usage: cni-conformance check --list | \
      (--target FILE... | --all [--targets-dir DIR]) [--only ID,...] \
@@ -114,7 +114,7 @@ pub fn main(args: &[String]) -> Result<()> {
     if files.is_empty() {
         return Err(Error::new(USAGE));
     }
-    if !crate::lab::is_root() {
+    if !crate::harness::lab::is_root() {
         return Err(Error::missing(
             "cni-conformance check needs root (it creates network namespaces with ip netns)",
         ));
