@@ -1,7 +1,8 @@
 //! The state of one network on disk: `<dataDir>/<network>/tombstone-ipam.json` (format in
 //! [`crate::record`]) beside host-local's own files, locked by `tombstone-ipam.lock`,
-//! replaced atomically and durably (write, fsync, rename, fsync the directory) through the
-//! shared [`StateDir`]. Records stream in and out: a /16 full of allocations is never held
+//! replaced atomically through the shared [`StateDir`]: write a temporary file, one
+//! `fdatasync` of it, rename. The directory is not synced (see [`StateDir::write`]: a power
+//! loss may lose the last change, never leave a torn or empty state). Records stream in and out: a /16 full of allocations is never held
 //! in memory whole. On first use, host-local's files in the same directory are imported.
 
 use std::fs::File;

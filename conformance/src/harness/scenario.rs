@@ -50,7 +50,8 @@ pub enum Chain {
     /// Our `tombstone` chained after them.
     Tombstone,
     /// A control: no plugin, the job installs the unreachable route and flushes neighbours by
-    /// hand at each DEL (and removes it before each reuse), as DESIGN.md's measurement did.
+    /// hand at each DEL (and removes it before each reuse): the hand-made measurement of the
+    /// fix described in `docs/DESIGN.md` (section 1).
     HandMade,
 }
 

@@ -167,10 +167,20 @@ impl std::fmt::Display for SweepReport {
     }
 }
 
-/// Sweeps every network of the state directory. It holds the directory's lock alone
-/// while it runs, so no verb is half-way through a change (a route exists only after its
-/// entry is written, and leaves before its entry does) and two sweeps never interleave;
-/// ledgers are read one at a time, however many there are.
+/// Sweeps every network of the state directory. It holds the directory's lock
+/// (`state.dir.lock`) exclusively while it runs, and takes no network lock. Every verb holds
+/// that lock shared for its whole run, so while a sweep runs no verb is half-way through a
+/// change (a route exists only after its entry is written, and leaves before its entry
+/// does), and two sweeps never interleave; ledgers are read one at a time, however many.
+///
+/// What the locking guarantees, precisely: the locks have one order, `sweeper.bg` (the
+/// background sweeper's, held for its lifetime) → `state.dir` → a network's, and every
+/// process that *waits* for a lock waits in that order. The one acquisition against it, a
+/// DEL taking `sweeper.bg` while it holds the other two, is a `try_lock` that never waits.
+/// So sweeps and verbs wait for each other but cannot deadlock, two sweeps never
+/// interleave, and a killed holder's `flock`s are released by the kernel. It is not a
+/// fairness guarantee: `flock` gives an exclusive waiter no priority over new shared
+/// holders, so a sweep waits until no verb of the directory is running.
 pub fn sweep_all_in(
     dir: &StateDir,
     k: &dyn Kernel,
