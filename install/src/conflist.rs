@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::error::{InstallError, Result};
+
 /// The plugin type this installer manages.
 pub use tombstone_cni::suite::TOMBSTONE_TYPE;
 /// Main plugin types that make a network IPvlan-based.
@@ -78,33 +80,39 @@ pub enum Edit {
 }
 
 /// Parses a configuration file's text. Errors say what is wrong and where.
-pub fn parse(text: &str) -> Result<Network, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+pub fn parse(text: &str) -> Result<Network> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| InstallError::config(format!("invalid JSON: {e}")))?;
     let Value::Object(obj) = value else {
-        return Err("not a JSON object".into());
+        return Err(InstallError::config("not a JSON object"));
     };
     let name = match obj.get("name") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(_) => return Err("\"name\" is not a non-empty string".into()),
-        None => return Err("no \"name\"".into()),
+        Some(_) => return Err(InstallError::config("\"name\" is not a non-empty string")),
+        None => return Err(InstallError::config("no \"name\"")),
     };
     if let Some(plugins) = obj.get("plugins") {
         let Value::Array(plugins) = plugins else {
-            return Err("\"plugins\" is not an array".into());
+            return Err(InstallError::config("\"plugins\" is not an array"));
         };
         if plugins.is_empty() {
-            return Err("\"plugins\" is empty".into());
+            return Err(InstallError::config("\"plugins\" is empty"));
         }
         let mut types = Vec::new();
         for (i, p) in plugins.iter().enumerate() {
             match p.get("type") {
                 Some(Value::String(t)) if !t.is_empty() => types.push(t.clone()),
-                _ => return Err(format!("plugin {i} has no \"type\" string")),
+                _ => {
+                    return Err(InstallError::config(format!(
+                        "plugin {i} has no \"type\" string"
+                    )));
+                }
             }
         }
-        let spans = plugin_spans(text).ok_or("cannot locate the \"plugins\" array")?;
+        let spans = plugin_spans(text)
+            .ok_or_else(|| InstallError::config("cannot locate the \"plugins\" array"))?;
         if spans.len() != types.len() {
-            return Err("cannot locate the \"plugins\" array".into());
+            return Err(InstallError::config("cannot locate the \"plugins\" array"));
         }
         Ok(Network {
             name,
@@ -122,7 +130,9 @@ pub fn parse(text: &str) -> Result<Network, String> {
                 spans: Vec::new(),
                 value: obj,
             }),
-            _ => Err("neither \"plugins\" nor a \"type\" string".into()),
+            _ => Err(InstallError::config(
+                "neither \"plugins\" nor a \"type\" string",
+            )),
         }
     }
 }
@@ -141,14 +151,16 @@ pub fn entry(options: &Map<String, Value>) -> Map<String, Value> {
 
 /// Adds the entry after the main plugin of a list, or updates an existing entry's options
 /// (keys given win, other keys of the entry are kept). Unchanged when nothing differs.
-pub fn add(text: &str, net: &Network, options: &Map<String, Value>) -> Result<Edit, String> {
+pub fn add(text: &str, net: &Network, options: &Map<String, Value>) -> Result<Edit> {
     if net.shape != Shape::List {
-        return Err("not a configuration list".into());
+        return Err(InstallError::config("not a configuration list"));
     }
-    let plugins = net.value["plugins"].as_array().expect("checked by parse");
+    let Some(Value::Array(plugins)) = net.value.get("plugins") else {
+        return Err(InstallError::config("\"plugins\" is not an array"));
+    };
     if let Some(j) = net.tombstone_index() {
         let Value::Object(old) = &plugins[j] else {
-            return Err(format!("plugin {j} is not an object"));
+            return Err(InstallError::config(format!("plugin {j} is not an object")));
         };
         let mut merged = old.clone();
         for (k, v) in entry(options) {
@@ -159,7 +171,7 @@ pub fn add(text: &str, net: &Network, options: &Map<String, Value>) -> Result<Ed
         }
         let (start, end) = net.spans[j];
         let style = Style::of(text, start, end);
-        let rendered = style.render(&merged, &indent_unit(text));
+        let rendered = style.render(&merged, &indent_unit(text))?;
         return Ok(Edit::Changed(format!(
             "{}{}{}",
             &text[..start],
@@ -169,7 +181,7 @@ pub fn add(text: &str, net: &Network, options: &Map<String, Value>) -> Result<Ed
     }
     let (start, end) = net.spans[0];
     let style = Style::of(text, start, end);
-    let rendered = style.render(&entry(options), &indent_unit(text));
+    let rendered = style.render(&entry(options), &indent_unit(text))?;
     let sep = separator(text, &net.spans);
     Ok(Edit::Changed(format!(
         "{}{sep}{rendered}{}",
@@ -180,7 +192,7 @@ pub fn add(text: &str, net: &Network, options: &Map<String, Value>) -> Result<Ed
 
 /// Removes every `tombstone` entry of a list, with the separator that preceded it, so an
 /// entry inserted by [`add`] leaves no trace.
-pub fn remove(text: &str, net: &Network) -> Result<Edit, String> {
+pub fn remove(text: &str, net: &Network) -> Result<Edit> {
     if net.shape != Shape::List {
         return Ok(Edit::Unchanged);
     }
@@ -210,9 +222,9 @@ pub fn remove(text: &str, net: &Network) -> Result<Edit, String> {
 
 /// A single-plugin config as a list: `cniVersion` and `name` at the top, the plugin (without
 /// them) followed by the entry in `plugins`. Pretty-printed with the file's indentation.
-pub fn convert(text: &str, net: &Network, options: &Map<String, Value>) -> Result<String, String> {
+pub fn convert(text: &str, net: &Network, options: &Map<String, Value>) -> Result<String> {
     if net.shape != Shape::Single {
-        return Err("not a single-plugin configuration".into());
+        return Err(InstallError::config("not a single-plugin configuration"));
     }
     let mut list = Map::new();
     let mut plugin = Map::new();
@@ -231,7 +243,7 @@ pub fn convert(text: &str, net: &Network, options: &Map<String, Value>) -> Resul
         Value::Array(vec![Value::Object(plugin), Value::Object(entry(options))]),
     );
     let nl = newline(text);
-    let mut out = pretty(&Value::Object(list), &indent_unit(text)).replace('\n', nl);
+    let mut out = pretty(&Value::Object(list), &indent_unit(text))?.replace('\n', nl);
     if text.ends_with('\n') {
         out.push_str(nl);
     }
@@ -258,12 +270,13 @@ fn newline(text: &str) -> &'static str {
     if text.contains("\r\n") { "\r\n" } else { "\n" }
 }
 
-fn pretty(v: &Value, unit: &str) -> String {
+fn pretty(v: &Value, unit: &str) -> Result<String> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(unit.as_bytes());
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-    serde::Serialize::serialize(v, &mut ser).expect("serialising a Value cannot fail");
-    String::from_utf8(buf).expect("serde_json writes UTF-8")
+    serde::Serialize::serialize(v, &mut ser)
+        .map_err(|e| InstallError::config(format!("cannot render JSON: {e}")))?;
+    String::from_utf8(buf).map_err(|e| InstallError::config(format!("cannot render JSON: {e}")))
 }
 
 /// How a sibling plugin is laid out, so the entry looks like its neighbours.
@@ -290,10 +303,10 @@ impl Style {
         }
     }
 
-    fn render(&self, m: &Map<String, Value>, unit: &str) -> String {
-        match self {
+    fn render(&self, m: &Map<String, Value>, unit: &str) -> Result<String> {
+        Ok(match self {
             Style::Multiline { indent, nl } => {
-                pretty(&Value::Object(m.clone()), unit).replace('\n', &format!("{nl}{indent}"))
+                pretty(&Value::Object(m.clone()), unit)?.replace('\n', &format!("{nl}{indent}"))
             }
             Style::Line { pad, spaced } => {
                 let (colon, comma) = if *spaced { (": ", ", ") } else { (":", ",") };
@@ -306,7 +319,7 @@ impl Style {
                     format!("{{{}}}", body.join(comma))
                 }
             }
-        }
+        })
     }
 }
 
@@ -646,7 +659,8 @@ mod tests {
             ),
         ] {
             let e = parse(text).unwrap_err();
-            assert!(e.contains(want), "{text}: {e}");
+            assert_eq!(e.kind(), crate::error::Kind::Config, "{text}: {e}");
+            assert!(e.to_string().contains(want), "{text}: {e}");
         }
     }
 

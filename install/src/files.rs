@@ -7,17 +7,19 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::error::{Context, InstallError, Kind, Result};
+
 /// `path` (absolute, a path on the node) under `root`.
 pub fn under(root: &Path, path: &Path) -> PathBuf {
     root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
 /// The file's bytes, or `None` when it does not exist.
-pub fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, String> {
+pub fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => Err(e).context(format_args!("cannot read {}", path.display())),
     }
 }
 
@@ -35,16 +37,17 @@ pub fn write_atomic(
     path: &Path,
     bytes: &[u8],
     mode: u32,
-    check: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<(), String> {
+    check: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let not_a_file = |why: &str| InstallError::new(Kind::Io, why).context(path.display());
     let dir = path
         .parent()
-        .ok_or_else(|| format!("{} has no directory", path.display()))?;
+        .ok_or_else(|| not_a_file("has no directory"))?;
     let name = path
         .file_name()
-        .ok_or_else(|| format!("{} has no file name", path.display()))?
+        .ok_or_else(|| not_a_file("has no file name"))?
         .to_string_lossy();
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fs::create_dir_all(dir).context(format_args!("cannot create {}", dir.display()))?;
     let tmp = dir.join(format!(".{name}.tombstone-install.{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let result = (|| {
@@ -54,16 +57,16 @@ pub fn write_atomic(
             .mode(mode)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
-            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        let io = |e: std::io::Error| format!("cannot write {}: {e}", tmp.display());
-        f.write_all(bytes).map_err(io)?;
+            .context(format_args!("cannot create {}", tmp.display()))?;
+        let writing = format!("cannot write {}", tmp.display());
+        f.write_all(bytes).context(&writing)?;
         // The umask may have narrowed the mode given at creation.
         f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io)?;
-        f.sync_all().map_err(io)?;
+            .context(&writing)?;
+        f.sync_all().context(&writing)?;
         drop(f);
         check(&tmp)?;
-        fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+        fs::rename(&tmp, path).context(format_args!("cannot replace {}", path.display()))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -73,18 +76,18 @@ pub fn write_atomic(
 }
 
 /// Removes a file (absent is fine) and syncs its directory.
-pub fn remove(path: &Path) -> Result<(), String> {
+pub fn remove(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => path.parent().map_or(Ok(()), sync_dir),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        Err(e) => Err(e).context(format_args!("cannot remove {}", path.display())),
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), String> {
+fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+        .context(format_args!("cannot sync {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -111,8 +114,11 @@ mod tests {
         write_atomic(&p, b"one", 0o640, |_| Ok(())).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"one");
         assert_eq!(mode_of(&p), Some(0o640));
-        let e = write_atomic(&p, b"two", 0o755, |_| Err("refused".into())).unwrap_err();
-        assert_eq!(e, "refused");
+        let e = write_atomic(&p, b"two", 0o755, |_| {
+            Err(InstallError::refused("refused").context("checking"))
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "checking: refused");
         assert_eq!(fs::read(&p).unwrap(), b"one");
         assert_eq!(fs::read_dir(d.join("sub")).unwrap().count(), 1);
         remove(&p).unwrap();

@@ -4,11 +4,13 @@
 //! - [`run`]: install and uninstall, planned then applied;
 //! - pure logic, no I/O: [`conflist`] (the conflist edit), [`diff`] (unified diffs for
 //!   `--dry-run`), [`host`] (protocol name and systemd unit texts), [`options`];
-//! - the edge: [`files`] (paths under `--root`, atomic replacement).
+//! - the edge: [`files`] (paths under `--root`, atomic replacement);
+//! - under every floor: [`error`] (the one error type, with context and details).
 #![forbid(unsafe_code)]
 
 pub mod conflist;
 pub mod diff;
+pub mod error;
 pub mod files;
 pub mod host;
 pub mod options;

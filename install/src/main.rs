@@ -18,13 +18,13 @@ fn main() {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("tombstone-install: error: {e}");
-                    1
+                    e.exit_code()
                 }
             }
         }
         Err(e) => {
             eprintln!("tombstone-install: {e}\n\n{}", options::USAGE);
-            2
+            e.exit_code()
         }
     };
     std::process::exit(code);

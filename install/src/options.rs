@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use tombstone_cni::suite::MAX_HOLD_SECONDS;
 
+use crate::error::{InstallError, Result};
+
 pub const USAGE: &str = "\
 usage: tombstone-install [OPTIONS]
 
@@ -56,7 +58,8 @@ pub enum Parsed {
     Version,
 }
 
-pub fn parse(args: &[String]) -> Result<Parsed, String> {
+/// Every error is a [`Kind::Usage`](crate::error::Kind::Usage) one.
+pub fn parse(args: &[String]) -> Result<Parsed> {
     let mut o = Options {
         root: "/".into(),
         from: None,
@@ -76,13 +79,13 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (a.as_str(), None),
         };
-        let mut value = |what: &str| -> Result<String, String> {
+        let mut value = |what: &str| -> Result<String> {
             match inline.clone() {
                 Some(v) => Ok(v),
                 None => it
                     .next()
                     .cloned()
-                    .ok_or_else(|| format!("{flag} needs {what}")),
+                    .ok_or_else(|| InstallError::usage(format!("{flag} needs {what}"))),
             }
         };
         match flag {
@@ -95,7 +98,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             "--network" => {
                 let n = value("a network name")?;
                 if n.is_empty() {
-                    return Err("--network needs a non-empty name".into());
+                    return Err(InstallError::usage("--network needs a non-empty name"));
                 }
                 o.networks.push(n);
             }
@@ -106,16 +109,18 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
                     .ok()
                     .filter(|n| (1..=MAX_HOLD_SECONDS).contains(n))
                     .ok_or_else(|| {
-                        format!("--hold-seconds must be 1 to {MAX_HOLD_SECONDS}, not {v:?}")
+                        InstallError::usage(format!(
+                            "--hold-seconds must be 1 to {MAX_HOLD_SECONDS}, not {v:?}"
+                        ))
                     })?;
                 o.plugin.insert("holdSeconds".into(), n.into());
             }
             "--route-type" => {
                 let v = value("a route type")?;
                 if !["unreachable", "blackhole", "prohibit"].contains(&v.as_str()) {
-                    return Err(format!(
+                    return Err(InstallError::usage(format!(
                         "--route-type must be unreachable, blackhole or prohibit, not {v:?}"
-                    ));
+                    )));
                 }
                 o.plugin.insert("routeType".into(), v.into());
             }
@@ -126,9 +131,9 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
                     s => match s.parse::<u32>() {
                         Ok(n) if !matches!(n, 0 | 253 | 255) => Value::from(n),
                         _ => {
-                            return Err(format!(
+                            return Err(InstallError::usage(format!(
                                 "--table must be `main` or a table number other than 0, 253, 255, not {v:?}"
-                            ));
+                            )));
                         }
                     },
                 };
@@ -144,7 +149,9 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             "--plugin-state-dir" => {
                 let v = value("a directory")?;
                 if !Path::new(&v).is_absolute() {
-                    return Err(format!("--plugin-state-dir must be absolute, not {v:?}"));
+                    return Err(InstallError::usage(format!(
+                        "--plugin-state-dir must be absolute, not {v:?}"
+                    )));
                 }
                 o.plugin.insert("stateDir".into(), v.into());
             }
@@ -152,16 +159,18 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
             "--systemd" => o.systemd = true,
             "--dry-run" => o.dry_run = true,
             "--uninstall" => o.uninstall = true,
-            other => return Err(format!("unknown option {other:?}")),
+            other => return Err(InstallError::usage(format!("unknown option {other:?}"))),
         }
     }
     for (name, p) in [("--bin-dir", &o.bin_dir), ("--conf-dir", &o.conf_dir)] {
         if !p.is_absolute() {
-            return Err(format!("{name} must be an absolute path, not {p:?}"));
+            return Err(InstallError::usage(format!(
+                "{name} must be an absolute path, not {p:?}"
+            )));
         }
     }
     if o.root.as_os_str().is_empty() {
-        return Err("--root must not be empty".into());
+        return Err(InstallError::usage("--root must not be empty"));
     }
     Ok(Parsed::Run(Box::new(o)))
 }
@@ -170,7 +179,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, String> {
 mod tests {
     use super::*;
 
-    fn run(args: &[&str]) -> Result<Options, String> {
+    fn run(args: &[&str]) -> Result<Options> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         match parse(&args)? {
             Parsed::Run(o) => Ok(*o),
@@ -227,7 +236,9 @@ mod tests {
             &["--network"],
             &["--frobnicate"],
         ] {
-            assert!(run(bad).is_err(), "{bad:?}");
+            let e = run(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::Kind::Usage, "{bad:?}");
+            assert!(e.to_string().contains(bad[0]), "{bad:?}: {e}");
         }
         assert_eq!(parse(&["-h".into()]).unwrap(), Parsed::Help);
     }
