@@ -396,6 +396,19 @@ impl StateDir {
         Ok(())
     }
 
+    /// Removes a record; `false` when there was none.
+    pub fn remove(&self, stem: &str) -> Result<bool> {
+        let path = self.file(stem, ".json")?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(CniError::io(format!(
+                "cannot remove {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
     /// Moves a record aside (kept for inspection, never read again) and returns the new name.
     pub fn quarantine(&self, stem: &str, tag: &str) -> Result<PathBuf> {
         let path = self.file(stem, ".json")?;

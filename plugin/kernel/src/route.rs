@@ -1,11 +1,13 @@
 //! Routes: the host reject routes (/32, /128) tombstones are made of, installed, deleted
-//! and dumped by their full signature; and the unicast link routes of the IPvlan plugin.
+//! and dumped by their full signature; the FIB lookup of one address; and the unicast link
+//! routes of the IPvlan plugin.
 
 use std::net::IpAddr;
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -302,6 +304,36 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+}
+
+impl Netlink {
+    /// The route entry the kernel would use for traffic from this host to `ip`, as `ip
+    /// route get fibmatch` shows it: one FIB lookup through the policy rules, whatever the
+    /// size of the tables (no dump). `None` when nothing matches or the match is a route
+    /// that answers with an error instead of an entry: unreachable, prohibit, blackhole or
+    /// throw (the kernel reports those lookups as EHOSTUNREACH, EACCES, EINVAL, EAGAIN;
+    /// no route at all as ENETUNREACH).
+    pub fn lookup_route(&self, ip: IpAddr) -> Result<Option<RouteEntry>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family(ip.is_ipv6());
+        msg.header.destination_prefix_length = host_prefix(ip);
+        msg.header.kind = RouteType::Unspec;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.flags = RouteFlags::FibMatch | RouteFlags::LookupTable;
+        msg.attributes
+            .push(RouteAttribute::Destination(address(ip)));
+        match self.get(RouteNetlinkMessage::GetRoute(msg)) {
+            Ok(RouteNetlinkMessage::NewRoute(m)) => Ok(Some(entry_from(m))),
+            Ok(_) => Err(
+                Cause::Malformed("a route lookup returned another object".into())
+                    .on(format!("look up the route of {ip}")),
+            ),
+            Err(Cause::Errno(
+                libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EACCES | libc::EINVAL | libc::EAGAIN,
+            )) => Ok(None),
+            Err(c) => Err(c.on(format!("look up the route of {ip}"))),
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use crate::errors::KernelResult;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use super::ledger;
+use super::store;
 use super::sweep::{SweepReport, sweep_all_in};
 use super::{DEFAULT_STATE_DIR, now_ms, sweeper};
 use tombstone_cni::state::StateDir;
@@ -134,21 +134,14 @@ pub struct Row {
     pub expires_in_seconds: f64,
 }
 
-/// Every tombstone of the state directory (a snapshot: ledgers are replaced atomically).
+/// Every tombstone of the state directory, read without a lock and without writing (each
+/// entry is replaced atomically, so each is whole; the list is not one instant's).
 pub fn rows(dir: &StateDir) -> Result<Vec<Row>> {
     let now = now_ms();
     let mut out = Vec::new();
     for stem in dir.records()? {
-        let Some(bytes) = dir.read(&stem)? else {
+        let Some(ledger) = store::peek(dir, &stem)? else {
             continue;
-        };
-        let ledger = match ledger::decode(&bytes, &stem)? {
-            Ok(l) => l,
-            Err(why) => {
-                return Err(CniError::state(format!(
-                    "ledger {stem}.json is unreadable: {why}"
-                )));
-            }
         };
         let network = ledger.network.clone();
         for t in ledger.tombstones {

@@ -22,6 +22,7 @@ pub enum Call {
     Delete(HostReject),
     Dump { ipv6: bool },
     Flush(Vec<IpAddr>),
+    Lookup(IpAddr),
 }
 
 type Hook = Box<dyn FnMut(&Call)>;
@@ -30,7 +31,8 @@ type Hook = Box<dyn FnMut(&Call)>;
 pub struct State {
     /// Our routes: (ip, table, metric) -> kind and protocol.
     pub routes: BTreeSet<(IpAddr, u32, u32, u8, RejectKind)>,
-    /// Routes of other protocols (an operator's), reported by dumps, never touched.
+    /// Routes of other protocols (an operator's), reported by dumps and lookups, never
+    /// touched.
     pub foreign: Vec<RouteEntry>,
     pub calls: Vec<Call>,
     /// Fail the request with this index (0-based, counting every request).
@@ -147,5 +149,27 @@ impl Kernel for Fake {
             return Err(kernel_error("flush neighbours"));
         }
         Ok(0)
+    }
+
+    /// A FIB lookup over host routes only: the lowest metric wins; a reject route answers
+    /// nothing, as the kernel's does.
+    fn lookup_route(&self, ip: IpAddr) -> Result<Option<RouteEntry>> {
+        if self.call(Call::Lookup(ip)) {
+            return Err(kernel_error("look up route"));
+        }
+        let s = self.0.borrow();
+        let ours = s.routes.iter().map(|&(ip, t, m, p, k)| RouteEntry {
+            dst: Some(ip),
+            prefix_len: if ip.is_ipv4() { 32 } else { 128 },
+            table: t,
+            protocol: p,
+            metric: m,
+            reject: Some(k),
+        });
+        let best = ours
+            .chain(s.foreign.iter().cloned())
+            .filter(|r| r.is_host_route_of(ip))
+            .min_by_key(|r| r.metric);
+        Ok(best.filter(|r| r.reject.is_none()))
     }
 }

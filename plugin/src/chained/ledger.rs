@@ -4,12 +4,20 @@
 //! has ever named (the only tables where an orphan is looked for). Pure data and rules, no
 //! I/O; [`super::store`] reads and writes it.
 //!
-//! File format (JSON, version 2; version 1 files are read, and written back as 2):
-//! `{"version":2,"network":"pods","tables":[254],"attachments":[{"containerID","ifname","ips":[..]}],
-//!   "tombstones":[{"ip","routeType","tables":[..],"metric","expiresAtMs","containerID","ifname"}]}`
-//! `metric` is the route metric the tombstone's routes carry (absent in version 1 files,
-//! whose routes carry the kernel's default: 0 for IPv4, 1024 for IPv6).
+//! A ledger in memory is all of a network's entries (a sweep, GC, `tombstone list`) or only
+//! those one verb touches (its attachment's record, and the tombstone and holder of each of
+//! its addresses): the rules are the same, and [`changes`] says what a verb changed, so that
+//! [`super::store`] writes only that.
+//!
+//! The head's format (JSON, version 3; the store keeps the entries in files of their own):
+//! `{"version":3,"network":"pods","tables":[254]}`. Versions 1 and 2 held every entry inline,
+//! `"attachments":[{"containerID","ifname","ips":[..],"releasedAtMs"}]` and
+//! `"tombstones":[{"ip","routeType","tables":[..],"metric","expiresAtMs","containerID","ifname"}]`;
+//! they are read, and their entries moved to files. `metric` is the route metric the
+//! tombstone's routes carry (absent in version 1, whose routes carry the kernel's default:
+//! 0 for IPv4, 1024 for IPv6).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tombstone_cni::{Attachment, CniError, Result};
 use tombstone_kernel::RejectKind;
 
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,10 +35,15 @@ pub struct Ledger {
     /// Every table this network's config has named since the ledger began.
     #[serde(default)]
     pub tables: Vec<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentRecord>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tombstones: Vec<Tombstone>,
+    /// Which attachment holds each address now, as the store's index says (the index the
+    /// store keeps so that a verb finds an address's holder without reading every record).
+    /// Kept up to date by [`changes`]; not part of the head.
+    #[serde(skip)]
+    pub holders: BTreeMap<IpAddr, Attachment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +134,7 @@ impl Ledger {
             tables: vec![],
             attachments: vec![],
             tombstones: vec![],
+            holders: BTreeMap::new(),
         }
     }
 
@@ -286,6 +300,96 @@ impl Ledger {
     }
 }
 
+/// What a change to a ledger must write, in the order that keeps the plugin's invariant
+/// (a route exists only while an entry names it; an attachment is recorded before its
+/// addresses are touched): tombstones first, then records, then holders, then removals.
+#[derive(Debug, Default, PartialEq)]
+pub struct Changes {
+    pub tombstones: Vec<Tombstone>,
+    pub records: Vec<AttachmentRecord>,
+    /// The new holder of each address whose holder changed (`None`: no record holds it).
+    pub holders: Vec<(IpAddr, Option<Attachment>)>,
+    pub removed_tombstones: Vec<IpAddr>,
+    pub removed_records: Vec<Attachment>,
+    /// The head (network name, tables) changed.
+    pub head: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+/// The holder of `ip` among `records`: a live record before a released one, and among
+/// several (a crash between two writes can leave a stale one) the one the index named.
+fn holder_in(
+    records: &[AttachmentRecord],
+    ip: IpAddr,
+    indexed: Option<&Attachment>,
+) -> Option<Attachment> {
+    for live in [true, false] {
+        let of_kind: Vec<&AttachmentRecord> = records
+            .iter()
+            .filter(|r| r.ips.contains(&ip) && r.released_at_ms.is_none() == live)
+            .collect();
+        if let Some(r) = of_kind
+            .iter()
+            .find(|r| indexed.is_some_and(|i| r.is(i)))
+            .or(of_kind.first())
+        {
+            return Some(r.attachment());
+        }
+    }
+    None
+}
+
+/// What turned `before` (as loaded) into `after`, and the holder index `after` implies for
+/// every address either of them mentions.
+pub fn changes(before: &Ledger, after: &Ledger) -> Changes {
+    let mut c = Changes {
+        head: before.network != after.network
+            || before.tables != after.tables
+            || before.version != after.version,
+        ..Changes::default()
+    };
+    for t in &after.tombstones {
+        if before.tombstone(t.ip) != Some(t) {
+            c.tombstones.push(t.clone());
+        }
+    }
+    for t in &before.tombstones {
+        if after.tombstone(t.ip).is_none() {
+            c.removed_tombstones.push(t.ip);
+        }
+    }
+    let record = |l: &Ledger, a: &Attachment| l.attachments.iter().find(|r| r.is(a)).cloned();
+    for r in &after.attachments {
+        if record(before, &r.attachment()).as_ref() != Some(r) {
+            c.records.push(r.clone());
+        }
+    }
+    for r in &before.attachments {
+        if record(after, &r.attachment()).is_none() {
+            c.removed_records.push(r.attachment());
+        }
+    }
+    let mut ips: Vec<IpAddr> = before.holders.keys().copied().collect();
+    for r in before.attachments.iter().chain(&after.attachments) {
+        ips.extend(r.ips.iter().copied());
+    }
+    ips.sort();
+    ips.dedup();
+    for ip in ips {
+        let indexed = after.holders.get(&ip).or(before.holders.get(&ip));
+        let new = holder_in(&after.attachments, ip, indexed);
+        if new.as_ref() != before.holders.get(&ip) {
+            c.holders.push((ip, new));
+        }
+    }
+    c
+}
+
 /// Decodes a ledger file of a network whose record stem is `stem`. `Err` carries why it
 /// is unusable; a newer format version is not "corrupt" but refused (code 102), so an
 /// older binary never clobbers a newer ledger.
@@ -307,7 +411,7 @@ pub fn decode(bytes: &[u8], stem: &str) -> Result<std::result::Result<Ledger, St
     }
     Ok(serde_json::from_slice::<Ledger>(bytes)
         .map_err(|e| e.to_string())
-        .and_then(|mut l| {
+        .and_then(|l| {
             if tombstone_cni::state::encode_stem(&l.network) != stem {
                 return Err(format!(
                     "ledger belongs to network {:?}, not to this file",
@@ -317,7 +421,6 @@ pub fn decode(bytes: &[u8], stem: &str) -> Result<std::result::Result<Ledger, St
             if l.version == 0 {
                 return Err("format version 0".into());
             }
-            l.version = FORMAT_VERSION;
             Ok(l)
         }))
 }
@@ -451,17 +554,14 @@ mod tests {
         assert!(decode(b"", "pods").unwrap().is_err());
         assert!(decode(&bytes, "other").unwrap().is_err());
         // A newer format is refused, not rebuilt over.
-        let newer = br#"{"version":3,"network":"pods"}"#;
+        let newer = br#"{"version":4,"network":"pods"}"#;
         assert_eq!(decode(newer, "pods").unwrap_err().code, 102);
         // An array is damage, not a newer ledger.
         assert!(decode(b"[3]", "pods").unwrap().is_err());
         // A version 1 ledger is read; its routes carry the kernel's default metric.
         let v1 = br#"{"version":1,"network":"pods","tombstones":[{"ip":"fd00::5","routeType":"unreachable","tables":[254],"expiresAtMs":7,"containerID":"b","ifname":"eth0"}]}"#;
         let l1 = decode(v1, "pods").unwrap().unwrap();
-        assert_eq!(
-            (l1.version, l1.tombstones[0].metric()),
-            (FORMAT_VERSION, 1024)
-        );
+        assert_eq!((l1.version, l1.tombstones[0].metric()), (1, 1024));
         assert!(decode(br#"{"version":1,"network":"pods","tombstones":[{"ip":"fd00::5","routeType":"drop","tables":[254],"expiresAtMs":7,"containerID":"b","ifname":"eth0"}]}"#, "pods").unwrap().is_err());
     }
 }

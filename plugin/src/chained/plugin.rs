@@ -20,6 +20,7 @@ use serde_json::Value;
 use super::config::TombstoneConf;
 use super::ledger::{Ledger, Tombstone};
 use super::port::{Edges, Kernel};
+use super::store::Scope;
 use super::{ROUTE_PROTOCOL, dir_mark, store, sweep, sweeper};
 use tombstone_cni::state::{Lock, StateDir};
 use tombstone_cni::{Attachment, CniError, Invocation, Plugin, Result, code};
@@ -35,51 +36,54 @@ impl TombstonePlugin {
         TombstonePlugin { edges }
     }
 
-    fn session(&self, conf: &TombstoneConf, network: &str) -> Result<Session> {
-        Session::open(&self.edges, conf, network)
+    fn session(&self, conf: &TombstoneConf, network: &str, scope: Scope) -> Result<Session> {
+        Session::open(&self.edges, conf, network, scope)
     }
 }
 
-/// One network's state under its lock, with the kernel connection.
+/// One network's state under its lock, with the kernel connection: the entries of the
+/// verb's scope (its attachment and addresses, or all for GC), and what the files say.
 struct Session {
     dir: StateDir,
     _lock: Lock,
     _shared: Lock,
     ledger: Ledger,
+    on_disk: Ledger,
     kernel: Box<dyn Kernel>,
     mark: u32,
     now_ms: u64,
 }
 
 impl Session {
-    /// Locks and loads the network's ledger, notes the tables its config names, and ends
-    /// expired tombstones.
-    fn open(edges: &Edges, conf: &TombstoneConf, network: &str) -> Result<Session> {
+    /// Locks and loads the network's entries of `scope`, notes the tables its config
+    /// names, and ends the expired tombstones among them (the others are the sweep's: a
+    /// verb's cost does not grow with the tombstones of other addresses).
+    fn open(edges: &Edges, conf: &TombstoneConf, network: &str, scope: Scope) -> Result<Session> {
         let dir = StateDir::open(&conf.state_dir)?;
         let shared = dir.lock_shared()?;
         let lock = dir.lock(&store::stem(network))?;
-        let (mut ledger, mut dirty) = store::load(&dir, network)?.logged();
-        dirty |= ledger.note_tables(&conf.tables);
+        let (mut ledger, on_disk) = store::load(&dir, network, scope)?.logged();
+        ledger.note_tables(&conf.tables);
         let kernel = (edges.kernel)().cni()?;
         let now_ms = (edges.now_ms)();
-        dirty |= sweep::end_expired(&*kernel, &mut ledger, now_ms).changed();
-        let session = Session {
+        sweep::end_expired(&*kernel, &mut ledger, now_ms);
+        let mut session = Session {
             mark: dir_mark(dir.path()),
             dir,
             _lock: lock,
             _shared: shared,
             ledger,
+            on_disk,
             kernel,
             now_ms,
         };
-        if dirty {
-            session.save()?;
-        }
+        session.save()?;
         Ok(session)
     }
 
-    fn save(&self) -> Result<()> {
-        store::save(&self.dir, &self.ledger)
+    /// Writes what changed since the last save (nothing, if nothing did).
+    fn save(&mut self) -> Result<()> {
+        store::save(&self.dir, &mut self.on_disk, &mut self.ledger)
     }
 
     /// Tombstones `ips` released by attachment `a`. An address another live attachment now
@@ -182,27 +186,23 @@ impl Session {
         Ok(())
     }
 
-    /// The (address, table) pairs among ours where a host route of another protocol exists.
+    /// The (address, table) pairs among ours where the route the kernel uses for the
+    /// address is a host route of another protocol (an operator's): one FIB lookup per
+    /// address, however many routes the tables hold. A lookup that meets a reject route
+    /// (ours, still live, or anyone's) answers nothing: the address is unreachable already.
     fn foreign_routes(
         &self,
         conf: &TombstoneConf,
         ips: &[IpAddr],
     ) -> Result<HashSet<(IpAddr, u32)>> {
         let mut out = HashSet::new();
-        for ipv6 in [false, true] {
-            let wanted = tombstone_kernel::of_family(ips, ipv6);
-            if wanted.is_empty() {
-                continue;
-            }
-            for &table in &conf.tables {
-                for r in self.kernel.dump_routes(ipv6, Some(table), None).cni()? {
-                    if r.protocol == ROUTE_PROTOCOL {
-                        continue;
-                    }
-                    if let Some(ip) = wanted.iter().find(|ip| r.is_host_route_of(**ip)) {
-                        out.insert((*ip, table));
-                    }
-                }
+        for &ip in ips {
+            if let Some(r) = self.kernel.lookup_route(ip).cni()?
+                && r.is_host_route_of(ip)
+                && r.protocol != ROUTE_PROTOCOL
+                && conf.tables.contains(&r.table)
+            {
+                out.insert((ip, r.table));
             }
         }
         Ok(out)
@@ -274,10 +274,9 @@ impl Plugin for TombstonePlugin {
         })?;
         let ips = prev_ips(inv)?;
         let a = inv.attachment();
-        let mut s = self.session(&conf, &inv.conf.name)?;
-        if s.ledger.record_attachment(a, &ips) {
-            s.save()?;
-        }
+        let mut s = self.session(&conf, &inv.conf.name, Scope::Of(a, &ips))?;
+        s.ledger.record_attachment(a, &ips);
+        s.save()?;
         let routes = s.routes_for(&conf, &ips);
         let mut failures = Vec::new();
         for (route, removed) in routes.iter().zip(s.kernel.delete_routes(&routes)) {
@@ -302,9 +301,8 @@ impl Plugin for TombstonePlugin {
             ))
             .with_details(failures.join("; ")));
         }
-        if !s.ledger.lift(&ips).is_empty() {
-            s.save()?;
-        }
+        s.ledger.lift(&ips);
+        s.save()?;
         Ok(prev)
     }
 
@@ -312,7 +310,7 @@ impl Plugin for TombstonePlugin {
         let conf = TombstoneConf::from_netconf(&inv.conf)?;
         let from_prev = prev_ips(inv)?;
         let a = inv.attachment();
-        let mut s = self.session(&conf, &inv.conf.name)?;
+        let mut s = self.session(&conf, &inv.conf.name, Scope::Of(a, &from_prev))?;
         let ips = if from_prev.is_empty() {
             s.ledger.ips_of(a)
         } else {
@@ -336,7 +334,7 @@ impl Plugin for TombstonePlugin {
             return Err(CniError::config("CHECK needs a prevResult"));
         }
         let ips = prev_ips(inv)?;
-        let s = self.session(&conf, &inv.conf.name)?;
+        let s = self.session(&conf, &inv.conf.name, Scope::Of(inv.attachment(), &ips))?;
         let present = sweep::our_routes(
             &*s.kernel,
             ips.iter().any(|i| i.is_ipv4()),
@@ -361,7 +359,7 @@ impl Plugin for TombstonePlugin {
     fn gc(&self, inv: &Invocation) -> Result<()> {
         let conf = TombstoneConf::from_netconf(&inv.conf)?;
         let valid = inv.conf.valid_attachments()?;
-        let mut s = self.session(&conf, &inv.conf.name)?;
+        let mut s = self.session(&conf, &inv.conf.name, Scope::All)?;
         let Some(valid) = valid else { return Ok(()) };
         let mut errors = Vec::new();
         let mut forgotten = false;
@@ -383,6 +381,7 @@ impl Plugin for TombstonePlugin {
         if forgotten {
             s.save()?;
         }
+
         if errors.is_empty() {
             Ok(())
         } else {

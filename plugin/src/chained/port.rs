@@ -18,6 +18,8 @@ pub trait Kernel {
         protocol: Option<u8>,
     ) -> Result<Vec<RouteEntry>>;
     fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize>;
+    /// The route the kernel would use for `ip` (see [`Netlink::lookup_route`]).
+    fn lookup_route(&self, ip: IpAddr) -> Result<Option<RouteEntry>>;
 }
 
 impl Kernel for Netlink {
@@ -37,6 +39,9 @@ impl Kernel for Netlink {
     }
     fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize> {
         Netlink::flush_neighbours(self, ips)
+    }
+    fn lookup_route(&self, ip: IpAddr) -> Result<Option<RouteEntry>> {
+        Netlink::lookup_route(self, ip)
     }
 }
 

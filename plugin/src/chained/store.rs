@@ -1,42 +1,75 @@
-//! A network's ledger on disk: `<stateDir>/<encoded network name>.json`, read and written
-//! under the caller's lock (see [`tombstone_cni::state`]); the format is [`super::ledger`]'s.
+//! A network's ledger on disk, one small file per entry, so that a verb reads and writes
+//! only the entries of its own attachment and addresses, however many tombstones are live:
+//!
+//! - `<stateDir>/<stem>.json`: the head (format version, network name, tables ever named);
+//! - `<stateDir>/<stem>.d/t-<address>.json`: a tombstone;
+//! - `<stateDir>/<stem>.d/a-<attachment>.json`: an attachment's record;
+//! - `<stateDir>/<stem>.d/h-<address>.json`: which attachment holds the address now.
+//!
+//! Read and written under the caller's lock (see [`tombstone_cni::state`]); every file is
+//! replaced atomically, and a change is written in [`Changes`]'s order. The formats are
+//! [`super::ledger`]'s; heads of versions 1 and 2, which held every entry inline, are read
+//! and their entries moved to files.
 
-use super::ledger::{Ledger, decode};
-use tombstone_cni::Result;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::ledger::{
+    AttachmentRecord, Changes, FORMAT_VERSION, Ledger, Tombstone, changes, decode,
+};
 use tombstone_cni::state::{Record, StateDir, encode_stem};
+use tombstone_cni::{Attachment, CniError, Result};
 
-/// How reading a ledger went.
+/// A ledger as read: the entries of the scope asked for, and what the files say (the state
+/// [`save`] compares against; it differs when a version 1 or 2 head held entries inline).
 #[derive(Debug)]
-pub enum Loaded {
-    Fresh(Ledger),
-    Existing(Ledger),
-    /// The file was unreadable as a ledger; it was moved aside to the given path and an
-    /// empty ledger takes its place (the kernel routes it described are reclaimed by
-    /// `tombstone sweep` as orphans; ADD removes any tombstone of its addresses regardless).
-    Rebuilt(Ledger, std::path::PathBuf, String),
+pub struct Loaded {
+    pub ledger: Ledger,
+    pub on_disk: Ledger,
+    pub head: Head,
+}
+
+/// How the head was found.
+#[derive(Debug, PartialEq)]
+pub enum Head {
+    Fresh,
+    Existing,
+    /// The head was unreadable; it was moved aside to the given path and a new one takes
+    /// its place at the next save (the entries, in files of their own, are kept).
+    Rebuilt(PathBuf, String),
 }
 
 impl Loaded {
     pub fn into_ledger(self) -> Ledger {
-        match self {
-            Loaded::Fresh(l) | Loaded::Existing(l) | Loaded::Rebuilt(l, ..) => l,
-        }
+        self.ledger
     }
 
-    /// The ledger, saying when it had to be rebuilt; and whether it must be saved.
-    pub fn logged(self) -> (Ledger, bool) {
-        match self {
-            Loaded::Fresh(l) | Loaded::Existing(l) => (l, false),
-            Loaded::Rebuilt(l, aside, why) => {
-                log::error!(
-                    "network {}: ledger unreadable ({why}); moved to {} and rebuilt empty",
-                    l.network,
-                    aside.display()
-                );
-                (l, true)
-            }
+    /// Says when the head had to be rebuilt; returns the ledger and the state on disk.
+    pub fn logged(self) -> (Ledger, Ledger) {
+        if let Head::Rebuilt(aside, why) = &self.head {
+            log::error!(
+                "network {}: ledger head unreadable ({why}); moved to {} and rebuilt",
+                self.ledger.network,
+                aside.display()
+            );
         }
+        (self.ledger, self.on_disk)
     }
+}
+
+/// The version of a `before` ledger whose head is in no file.
+const NO_HEAD: u32 = 0;
+
+/// Which entries to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every entry (a sweep, GC, a listing).
+    All,
+    /// The record of one attachment and the tombstones and holders of these addresses
+    /// (with no address given: those its record lists).
+    Of(&'a Attachment, &'a [IpAddr]),
 }
 
 /// The record name of a network in the state directory.
@@ -44,91 +77,474 @@ pub fn stem(network: &str) -> String {
     encode_stem(network)
 }
 
-/// Reads a network's ledger (the caller holds its lock).
-pub fn load(dir: &StateDir, network: &str) -> Result<Loaded> {
-    load_stem(dir, &stem(network), Some(network))
+/// The directory of a network's entries.
+fn entries_dir(dir: &StateDir, stem: &str) -> Result<StateDir> {
+    StateDir::open(dir.path().join(format!("{stem}.d")))
 }
 
-/// Reads the ledger of record `stem`, whichever network it names (a sweep lists stems;
-/// a shortened stem cannot be decoded back into its network's name). `None` when the
-/// record vanished meanwhile. A file that is not a regular file of ours is treated like
-/// an unreadable one: moved aside, never trusted.
+fn tombstone_stem(ip: IpAddr) -> String {
+    format!("t-{}", encode_stem(&ip.to_string()))
+}
+
+fn holder_stem(ip: IpAddr) -> String {
+    format!("h-{}", encode_stem(&ip.to_string()))
+}
+
+fn record_stem(a: &Attachment) -> String {
+    format!(
+        "a-{}",
+        encode_stem(&format!("{}/{}", a.container_id, a.ifname))
+    )
+}
+
+/// A holder entry: the attachment that holds an address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Holder {
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ifname: String,
+}
+
+/// One entry file's content, or `None` when it does not exist or was unusable (moved
+/// aside and logged: a damaged entry never stops a verb; the route it named, if any, is
+/// an orphan the sweep reclaims).
+fn read_entry<T: for<'de> Deserialize<'de>>(entries: &StateDir, stem: &str) -> Result<Option<T>> {
+    let why = match entries.read_record(stem)? {
+        Record::Missing => return Ok(None),
+        Record::Bytes(b) => match serde_json::from_slice::<T>(&b) {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => e.to_string(),
+        },
+        Record::Foreign(why) => why,
+    };
+    let aside = entries.quarantine(stem, &super::now_ms().to_string())?;
+    log::error!(
+        "ledger entry {stem} unusable ({why}); moved to {}",
+        aside.display()
+    );
+    Ok(None)
+}
+
+fn write_entry<T: Serialize>(entries: &StateDir, stem: &str, v: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(v).expect("an entry always serializes");
+    entries.write(stem, &bytes, false)
+}
+
+/// Reads a network's ledger (the caller holds its lock): the head, and the entries of
+/// `scope`.
+pub fn load(dir: &StateDir, network: &str, scope: Scope) -> Result<Loaded> {
+    let stem = stem(network);
+    let (head, how) = load_head(dir, &stem, Some(network))?;
+    fill(head, how, &entries_dir(dir, &stem)?, scope)
+}
+
+/// Reads the whole ledger of record `stem`, whichever network it names (a sweep lists
+/// stems; a shortened stem cannot be decoded back into its network's name). `None` when
+/// the record vanished meanwhile. A head that is not a regular file of ours is treated like
+/// an unreadable one: moved aside, never trusted; its entries are still read.
 pub fn load_any(dir: &StateDir, stem: &str) -> Result<Option<Loaded>> {
-    match load_stem(dir, stem, None)? {
-        Loaded::Fresh(_) => Ok(None),
-        other => Ok(Some(other)),
+    match load_head(dir, stem, None)? {
+        (_, Head::Fresh) => Ok(None),
+        (head, how) => fill(head, how, &entries_dir(dir, stem)?, Scope::All).map(Some),
     }
 }
 
-fn load_stem(dir: &StateDir, stem: &str, network: Option<&str>) -> Result<Loaded> {
+fn load_head(dir: &StateDir, stem: &str, network: Option<&str>) -> Result<(Ledger, Head)> {
     let fresh = || Ledger::new(network.unwrap_or_default());
+    let aside = || dir.quarantine(stem, &super::now_ms().to_string());
     let bytes = match dir.read_record(stem)? {
         Record::Bytes(b) => b,
-        Record::Missing => return Ok(Loaded::Fresh(fresh())),
-        Record::Foreign(why) => {
-            let aside = dir.quarantine(stem, &super::now_ms().to_string())?;
-            return Ok(Loaded::Rebuilt(fresh(), aside, why));
-        }
+        Record::Missing => return Ok((fresh(), Head::Fresh)),
+        Record::Foreign(why) => return Ok((fresh(), Head::Rebuilt(aside()?, why))),
     };
     match decode(&bytes, stem)? {
-        Ok(l) => Ok(Loaded::Existing(l)),
-        Err(why) => {
-            let aside = dir.quarantine(stem, &super::now_ms().to_string())?;
-            Ok(Loaded::Rebuilt(fresh(), aside, why))
-        }
+        Ok(l) => Ok((l, Head::Existing)),
+        Err(why) => Ok((fresh(), Head::Rebuilt(aside()?, why))),
     }
 }
 
-/// Writes a network's ledger atomically (no fsync: it lives on tmpfs, like the routes).
-pub fn save(dir: &StateDir, ledger: &Ledger) -> Result<()> {
-    let bytes = serde_json::to_vec(ledger).expect("a ledger always serializes");
-    dir.write(&stem(&ledger.network), &bytes, false)
+/// Adds the entries of `scope` to a head. Entries a version 1 or 2 head held inline stay
+/// in the ledger but not in `on_disk`: they are in no file yet, so the next save writes
+/// them, and then the head.
+fn fill(head: Ledger, how: Head, entries: &StateDir, scope: Scope) -> Result<Loaded> {
+    let files = read_entries(entries, scope)?;
+    let on_disk = Ledger {
+        version: if how == Head::Existing {
+            head.version
+        } else {
+            NO_HEAD
+        },
+        network: head.network.clone(),
+        tables: head.tables.clone(),
+        ..files.clone()
+    };
+    let mut ledger = head;
+    ledger.version = FORMAT_VERSION;
+    for r in files.attachments {
+        if !ledger
+            .attachments
+            .iter()
+            .any(|x| x.attachment() == r.attachment())
+        {
+            ledger.attachments.push(r);
+        }
+    }
+    for t in files.tombstones {
+        if ledger.tombstone(t.ip).is_none() {
+            ledger.tombstones.push(t);
+        }
+    }
+    ledger.holders = files.holders;
+    Ok(Loaded {
+        ledger,
+        on_disk,
+        head: how,
+    })
+}
+
+/// The entries of `scope` as they are in files (an empty ledger but for them).
+fn read_entries(entries: &StateDir, scope: Scope) -> Result<Ledger> {
+    let mut l = Ledger::new("");
+    match scope {
+        Scope::Of(a, ips) => {
+            let own: Option<AttachmentRecord> = read_record(entries, a)?;
+            let ips: Vec<IpAddr> = match (&own, ips.is_empty()) {
+                (Some(r), true) => r.ips.clone(),
+                // No address given and no record: what a crashed DEL left is found among
+                // every tombstone (the one case that reads them all).
+                (None, true) => return read_entries(entries, Scope::All),
+                _ => ips.to_vec(),
+            };
+            l.attachments.extend(own);
+            for ip in ips {
+                if let Some(t) =
+                    read_entry::<Tombstone>(entries, &tombstone_stem(ip))?.filter(|t| t.ip == ip)
+                {
+                    l.tombstones.push(t);
+                }
+                let Some(h) = read_entry::<Holder>(entries, &holder_stem(ip))? else {
+                    continue;
+                };
+                let holder = Attachment {
+                    container_id: h.container_id,
+                    ifname: h.ifname,
+                };
+                if !l.attachments.iter().any(|r| r.attachment() == holder)
+                    && let Some(r) = read_record(entries, &holder)?
+                {
+                    l.attachments.push(r);
+                }
+                l.holders.insert(ip, holder);
+            }
+        }
+        Scope::All => {
+            for stem in entries.records()? {
+                if let Some(rest) = stem.strip_prefix("t-") {
+                    if let Some(t) = read_entry::<Tombstone>(entries, &stem)?
+                        .filter(|t| tombstone_stem(t.ip)[2..] == *rest)
+                    {
+                        l.tombstones.push(t);
+                    }
+                } else if stem.starts_with("a-") {
+                    if let Some(r) = read_entry::<AttachmentRecord>(entries, &stem)?
+                        .filter(|r| record_stem(&r.attachment()) == stem)
+                    {
+                        l.attachments.push(r);
+                    }
+                } else if let Some(rest) = stem.strip_prefix("h-")
+                    && let Ok(ip) = tombstone_cni::state::decode_stem(rest).parse::<IpAddr>()
+                    && let Some(h) = read_entry::<Holder>(entries, &stem)?
+                {
+                    l.holders.insert(
+                        ip,
+                        Attachment {
+                            container_id: h.container_id,
+                            ifname: h.ifname,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// An attachment's record; one whose file name does not match what it says (a shortened
+/// name's hash collision) is not its record.
+fn read_record(entries: &StateDir, a: &Attachment) -> Result<Option<AttachmentRecord>> {
+    Ok(read_entry::<AttachmentRecord>(entries, &record_stem(a))?.filter(|r| r.attachment() == *a))
+}
+
+/// Writes what changed from `before` (the ledger as loaded or last saved) to `after`, in
+/// [`Changes`]'s order, then makes `before` the new state on disk. With nothing changed,
+/// nothing is written.
+pub fn save(dir: &StateDir, before: &mut Ledger, after: &mut Ledger) -> Result<()> {
+    let c = changes(before, after);
+    if !c.is_empty() {
+        write_changes(dir, before.version == NO_HEAD, after, &c)?;
+        for (ip, holder) in c.holders {
+            match holder {
+                Some(h) => after.holders.insert(ip, h),
+                None => after.holders.remove(&ip),
+            };
+        }
+    }
+    *before = after.clone();
+    Ok(())
+}
+
+/// The version a saved head carries.
+fn head_of(l: &Ledger) -> Ledger {
+    Ledger {
+        tables: l.tables.clone(),
+        ..Ledger::new(&l.network)
+    }
+}
+
+fn write_changes(dir: &StateDir, head_missing: bool, after: &Ledger, c: &Changes) -> Result<()> {
+    let stem = stem(&after.network);
+    // A head first, so that a network's entries are never without one.
+    if head_missing {
+        write_entry(dir, &stem, &head_of(after))?;
+    }
+    let entries = entries_dir(dir, &stem)?;
+    for t in &c.tombstones {
+        write_entry(&entries, &tombstone_stem(t.ip), t)?;
+    }
+    for r in &c.records {
+        write_entry(&entries, &record_stem(&r.attachment()), r)?;
+    }
+    for (ip, holder) in &c.holders {
+        match holder {
+            Some(a) => write_entry(
+                &entries,
+                &holder_stem(*ip),
+                &Holder {
+                    container_id: a.container_id.clone(),
+                    ifname: a.ifname.clone(),
+                },
+            )?,
+            None => {
+                entries.remove(&holder_stem(*ip))?;
+            }
+        }
+    }
+    for ip in &c.removed_tombstones {
+        entries.remove(&tombstone_stem(*ip))?;
+    }
+    for a in &c.removed_records {
+        entries.remove(&record_stem(a))?;
+    }
+    // Last, the head: a version 1 or 2 head loses its inline entries only once they are
+    // in files.
+    if c.head && !head_missing {
+        write_entry(dir, &stem, &head_of(after))?;
+    }
+    Ok(())
+}
+
+/// Whether a network has any tombstone entry (a name is enough; nothing is read).
+pub fn has_tombstones(dir: &StateDir, stem: &str) -> Result<bool> {
+    let path = dir.path().join(format!("{stem}.d"));
+    let entries = match std::fs::read_dir(&path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(CniError::io(format!("cannot list {}: {e}", path.display()))),
+    };
+    for e in entries {
+        let e = e.map_err(|e| CniError::io(format!("cannot list {}: {e}", path.display())))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("t-") && name.ends_with(".json") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A network's head and tombstones, read without a lock and without writing anything
+/// (`tombstone list`): an unreadable head or entry is an error that names it, never moved
+/// aside. `None` when the head vanished.
+pub fn peek(dir: &StateDir, stem: &str) -> Result<Option<Ledger>> {
+    let unreadable =
+        |what: String, why: String| CniError::state(format!("{what} is unreadable: {why}"));
+    let Some(bytes) = dir.read(stem)? else {
+        return Ok(None);
+    };
+    let mut ledger =
+        decode(&bytes, stem)?.map_err(|why| unreadable(format!("ledger {stem}.json"), why))?;
+    let Some(entries) = StateDir::existing(dir.path().join(format!("{stem}.d")))? else {
+        return Ok(Some(ledger));
+    };
+    for name in entries.records()? {
+        if !name.starts_with("t-") {
+            continue;
+        }
+        let Some(bytes) = entries.read(&name)? else {
+            continue;
+        };
+        let t: Tombstone = serde_json::from_slice(&bytes)
+            .map_err(|e| unreadable(format!("ledger entry {stem}.d/{name}.json"), e.to_string()))?;
+        if ledger.tombstone(t.ip).is_none() {
+            ledger.tombstones.push(t);
+        }
+    }
+    Ok(Some(ledger))
+}
+
+/// The whole ledger of a network, for a listing or a test: `None` when it has none.
+pub fn snapshot(dir: &StateDir, network: &str) -> Result<Option<Ledger>> {
+    let l = load(dir, network, Scope::All)?;
+    Ok((l.head != Head::Fresh || !l.ledger.is_empty()).then_some(l.ledger))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::chained::ledger::Tombstone;
-    use tombstone_cni::Attachment;
     use tombstone_kernel::RejectKind;
 
-    #[test]
-    fn load_rebuilds_a_corrupt_ledger_and_keeps_it_aside() {
-        let d = std::env::temp_dir().join(format!("ts-ledger-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let dir = StateDir::open(&d).unwrap();
-        let mut other = Ledger::new("other");
-        other.bury(Tombstone {
-            ip: "10.0.0.9".parse().unwrap(),
+    fn att(c: &str) -> Attachment {
+        Attachment {
+            container_id: c.into(),
+            ifname: "eth0".into(),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn stone(a: &str, c: &str) -> Tombstone {
+        Tombstone {
+            ip: ip(a),
             route_type: RejectKind::Unreachable,
             tables: vec![254],
-            route_metric: None,
+            route_metric: Some(3000),
             expires_at_ms: 5,
-            container_id: "z".into(),
+            container_id: c.into(),
             ifname: "eth0".into(),
-        });
-        save(&dir, &other).unwrap();
-        assert!(matches!(load(&dir, "pods").unwrap(), Loaded::Fresh(_)));
-        dir.write("pods", b"{\"version\":1,\"netw", false).unwrap();
-        match load(&dir, "pods").unwrap() {
-            Loaded::Rebuilt(l, aside, _) => {
-                assert!(l.is_empty());
-                assert!(aside.exists());
-            }
-            other => panic!("expected a rebuild, got {other:?}"),
         }
-        // The other network's record is untouched.
-        assert_eq!(load(&dir, "other").unwrap().into_ledger(), other);
-        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn temp_dir(tag: &str) -> StateDir {
+        let d = std::env::temp_dir().join(format!("ts-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        StateDir::open(&d).unwrap()
+    }
+
+    fn entry_files(dir: &StateDir, network: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path().join(format!("{}.d", stem(network))))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 
     #[test]
-    fn stems_are_encoded_network_names() {
+    fn a_verb_reads_and_writes_only_its_entries() {
+        let dir = temp_dir("scope");
+        let (mut l, mut before) = load(&dir, "pods", Scope::All).unwrap().logged();
+        for i in 0..50 {
+            let a = att(&format!("c{i}"));
+            let addr = ip(&format!("10.0.0.{i}"));
+            l.record_attachment(&a, &[addr]);
+            l.release(&a, &[addr], 1);
+            l.bury(stone(&format!("10.0.0.{i}"), &format!("c{i}")));
+        }
+        save(&dir, &mut before, &mut l).unwrap();
+        assert_eq!(entry_files(&dir, "pods").len(), 150, "one file per entry");
+        // A verb's scope loads one record, one tombstone, one holder.
+        let a = att("c7");
+        let addrs = [ip("10.0.0.7")];
+        let part = load(&dir, "pods", Scope::Of(&a, &addrs))
+            .unwrap()
+            .into_ledger();
+        assert_eq!((part.attachments.len(), part.tombstones.len()), (1, 1));
+        assert_eq!(part.holders.get(&addrs[0]), Some(&a));
+        // Reused by c99: its record, the holder, the lift; c7's record loses the address.
+        let new = att("c99");
+        let (mut after, mut before) = load(&dir, "pods", Scope::Of(&new, &addrs))
+            .unwrap()
+            .logged();
+        after.record_attachment(&new, &addrs);
+        after.lift(&addrs);
+        let c = changes(&before, &after);
+        assert_eq!(c.records.len(), 1, "c99's record ({c:?})");
+        assert_eq!(c.removed_records, vec![a.clone()], "c7 held nothing else");
+        assert_eq!(c.holders, vec![(addrs[0], Some(new.clone()))]);
+        assert_eq!(c.removed_tombstones, addrs.to_vec());
+        save(&dir, &mut before, &mut after).unwrap();
+        let all = snapshot(&dir, "pods").unwrap().unwrap();
+        assert_eq!(all.tombstones.len(), 49);
+        assert_eq!(all.attachments.len(), 50);
+        assert_eq!(all.holders.get(&addrs[0]), Some(&new));
+        assert!(all.held_by_other(addrs[0], &a).is_some());
+        std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_version_2_ledger_moves_to_entry_files() {
+        let dir = temp_dir("v2");
+        let v2 = br#"{"version":2,"network":"pods","tables":[254],"attachments":[{"containerID":"a","ifname":"eth0","ips":["10.0.0.5"],"releasedAtMs":1}],"tombstones":[{"ip":"10.0.0.5","routeType":"unreachable","tables":[254],"metric":3000,"expiresAtMs":9,"containerID":"a","ifname":"eth0"}]}"#;
+        dir.write("pods", v2, false).unwrap();
+        let (mut l, mut before) = load(&dir, "pods", Scope::Of(&att("x"), &[ip("10.0.0.9")]))
+            .unwrap()
+            .logged();
+        assert_eq!(l.tombstones.len(), 1, "inline entries are read");
+        assert!(before.tombstones.is_empty(), "but are in no file");
+        save(&dir, &mut before, &mut l).unwrap();
+        let head: serde_json::Value =
+            serde_json::from_slice(&dir.read("pods").unwrap().unwrap()).unwrap();
+        assert_eq!(head["version"], 3);
+        assert!(head.get("tombstones").is_none(), "{head}");
+        let all = snapshot(&dir, "pods").unwrap().unwrap();
+        let mut want = stone("10.0.0.5", "a");
+        want.expires_at_ms = 9;
+        assert_eq!(all.tombstones, vec![want]);
+        assert_eq!(all.holders.get(&ip("10.0.0.5")), Some(&att("a")));
+        std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_entry_is_set_aside_and_the_rest_stands() {
+        let dir = temp_dir("damage");
+        let (mut l, mut before) = load(&dir, "pods", Scope::All).unwrap().logged();
+        l.bury(stone("10.0.0.5", "a"));
+        l.bury(stone("10.0.0.6", "a"));
+        save(&dir, &mut before, &mut l).unwrap();
+        let entries = entries_dir(&dir, "pods").unwrap();
+        entries
+            .write(&tombstone_stem(ip("10.0.0.6")), b"{\"ip\":", false)
+            .unwrap();
+        let all = snapshot(&dir, "pods").unwrap().unwrap();
+        assert_eq!(all.tombstones.len(), 1);
+        assert!(
+            entry_files(&dir, "pods")
+                .iter()
+                .any(|f| f.contains(".json.corrupt-")),
+            "{:?}",
+            entry_files(&dir, "pods")
+        );
+        // A head damaged: moved aside, the entries kept.
+        dir.write("pods", b"{\"version\":1,\"netw", false).unwrap();
+        let l = load(&dir, "pods", Scope::All).unwrap();
+        match &l.head {
+            Head::Rebuilt(aside, _) => assert!(aside.exists()),
+            other => panic!("expected a rebuild, got {other:?}"),
+        }
+        assert_eq!(l.ledger.tombstones.len(), 1, "the entries are kept");
+        std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn stems_are_encoded_names() {
         assert_eq!(stem("pods"), "pods");
         assert_eq!(stem("a.b"), "a%2Eb");
-        let _ = Attachment {
-            container_id: String::new(),
-            ifname: String::new(),
-        };
+        assert_eq!(tombstone_stem(ip("fd00::5")), "t-fd00%3A%3A5");
+        assert_eq!(record_stem(&att("c")), "a-c%2Feth0");
     }
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use super::ROUTE_PROTOCOL;
 use super::ledger::{Ledger, Tombstone};
 use super::port::Kernel;
-use super::store::{self, Loaded};
+use super::store::{self, Head};
 use tombstone_cni::Result;
 use tombstone_cni::state::StateDir;
 use tombstone_kernel::HostReject;
@@ -199,18 +199,22 @@ pub fn sweep_all_in(
         let Some(loaded) = store::load_any(dir, &stem)? else {
             continue;
         };
-        let mut ledger = match loaded {
-            Loaded::Existing(l) | Loaded::Fresh(l) => l,
-            rebuilt @ Loaded::Rebuilt(..) => {
-                rebuilt.logged();
-                report.rebuilt += 1;
-                continue;
-            }
-        };
+        let rebuilt = loaded.head != Head::Existing;
+        let (mut ledger, mut on_disk) = loaded.logged();
         // What the ledger named when the routes were dumped: the routes of tombstones that
         // end now were deleted by their entries, not orphans.
         for t in &ledger.tombstones {
             named.extend(routes_of(t).map(|r| key(&r)));
+        }
+        if rebuilt {
+            // Its head is gone, and with it the network's name: its entries stand (their
+            // routes are no orphans) until the network's next verb writes a new head.
+            report.rebuilt += 1;
+            tables.extend(ledger.tables.iter().copied());
+            for t in &ledger.tombstones {
+                tables.extend(t.tables.iter().copied());
+            }
+            continue;
         }
         let expiry = end_expired(k, &mut ledger, now_ms);
         let dropped = reconcile(&mut ledger, &present);
@@ -227,9 +231,7 @@ pub fn sweep_all_in(
         }
         report.live += ledger.tombstones.len();
         report.networks += 1;
-        if expiry.changed() || dropped > 0 {
-            store::save(dir, &ledger)?;
-        }
+        store::save(dir, &mut on_disk, &mut ledger)?;
         report.errors.extend(expiry.errors);
     }
     let (orphans, foreign): (Vec<HostReject>, Vec<HostReject>) = routes

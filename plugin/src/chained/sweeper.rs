@@ -75,10 +75,7 @@ pub fn run_until_empty(state_dir: &Path) -> Result<()> {
 
 fn any_tombstone(dir: &StateDir) -> Result<bool> {
     for stem in dir.records()? {
-        if let Some(bytes) = dir.read(&stem)?
-            && let Ok(Ok(l)) = super::ledger::decode(&bytes, &stem)
-            && !l.tombstones.is_empty()
-        {
+        if super::store::has_tombstones(dir, &stem)? {
             return Ok(true);
         }
     }

@@ -97,7 +97,7 @@ impl World {
 
     fn ledger(&self) -> super::Ledger {
         let dir = StateDir::open(&self.dir).unwrap();
-        store::load(&dir, "pods").unwrap().into_ledger()
+        store::snapshot(&dir, "pods").unwrap().unwrap_or_else(|| super::Ledger::new("pods"))
     }
 
     fn mark(&self) -> u32 {
@@ -122,19 +122,24 @@ impl World {
     }
 }
 
+/// The network's whole ledger as its files say at this moment.
+fn on_disk(dir: &std::path::Path) -> super::Ledger {
+    store::snapshot(&StateDir::open(dir).unwrap(), "pods")
+        .unwrap()
+        .expect("a ledger")
+}
+
 #[test]
 fn del_writes_the_entry_before_it_installs_the_route() {
     let w = world("order-del");
-    let path = w.dir.join("pods.json");
+    let dir = w.dir.clone();
     let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let s = seen.clone();
     w.fake.0.borrow_mut().hook = Some(Box::new(move |c| {
         if let Call::Replace(r) = c {
-            let ledger: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            let named = ledger["tombstones"].as_array().unwrap().iter().any(|t| {
-                t["ip"] == r.ip.to_string()
-                    && t["tables"].as_array().unwrap().contains(&json!(r.table))
-            });
+            let named = on_disk(&dir)
+                .tombstone(r.ip)
+                .is_some_and(|t| t.tables.contains(&r.table));
             s.borrow_mut().push(named);
         }
     }));
@@ -163,17 +168,12 @@ fn add_and_sweep_delete_the_route_before_the_entry() {
     w.run("DEL", "a", &conf).unwrap();
     w.run("DEL", "b", &w.conf(json!({}), &["10.0.0.6"]))
         .unwrap();
-    let path = w.dir.join("pods.json");
+    let dir = w.dir.clone();
     let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let s = seen.clone();
     w.fake.0.borrow_mut().hook = Some(Box::new(move |c| {
         if let Call::Delete(r) = c {
-            let ledger: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            let named = ledger["tombstones"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t["ip"] == r.ip.to_string());
+            let named = on_disk(&dir).tombstone(r.ip).is_some();
             s.borrow_mut().push((r.ip, named));
         }
     }));
