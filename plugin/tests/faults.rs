@@ -33,13 +33,27 @@ const POD: [&str; 2] = ["10.10.0.5/24", "fd10::5/64"];
 const MAIN: u32 = 254;
 const DANGLING: &str = "entries without their route (not fatal; healed by the retry)";
 /// The files a state directory may hold once a retry has healed it.
-const ALLOWED: [&str; 5] = [
+const ALLOWED: [&str; 7] = [
     "pods.json",
     "pods.lock",
+    "pods.d",
     "blue.json",
     "blue.lock",
+    "blue.d",
     "state.dir.lock",
 ];
+
+/// The files of the state directory that should not be there: beside [`ALLOWED`], what is
+/// in a network's entry directory but an entry (a temporary file, one set aside).
+fn strays(ns: &Netns) -> Vec<String> {
+    let mut out = strace::stray_files(&ns.state_dir, &ALLOWED);
+    out.extend(
+        common::stray_files(&ns.state_dir)
+            .into_iter()
+            .filter(|f| f.contains('/')),
+    );
+    out
+}
 
 fn ip(s: &str) -> IpAddr {
     s.split('/').next().unwrap().parse().unwrap()
@@ -69,7 +83,8 @@ fn routes(ns: &Netns) -> BTreeSet<(IpAddr, u32)> {
     out
 }
 
-/// Every ledger of the state directory by file name: its JSON, or why it is unreadable.
+/// Every ledger of the state directory by head file name: the head's JSON with its entries
+/// (see [`Ledgers::read`]), or why the head is unreadable.
 fn ledgers(ns: &Netns) -> BTreeMap<String, Result<Value, String>> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(&ns.state_dir)
@@ -78,12 +93,28 @@ fn ledgers(ns: &Netns) -> BTreeMap<String, Result<Value, String>> {
         .flatten()
     {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".json") {
+        let Some(stem) = name.strip_suffix(".json") else {
             continue;
-        }
+        };
         let v = std::fs::read(e.path())
             .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()));
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+            .map(|mut v| {
+                for key in ["attachments", "tombstones"] {
+                    if v.get(key).is_none() {
+                        v[key] = json!([]);
+                    }
+                }
+                for (file, entry) in entry_files(&ns.state_dir, stem) {
+                    let key = match &file[..2] {
+                        "t-" => "tombstones",
+                        "a-" => "attachments",
+                        _ => continue,
+                    };
+                    v[key].as_array_mut().unwrap().push(entry);
+                }
+                v
+            });
         out.insert(name, v);
     }
     out
@@ -288,15 +319,7 @@ impl Op<Netns> for Tomb {
                 let blue = with_prev(conf(ns, "blue", json!({})), &["10.10.0.7/24"]);
                 must(ns.run("DEL", "ctr-b", &blue), "DEL blue");
                 // Their holds are over: the ledgers say so.
-                for net in ["pods", "blue"] {
-                    let mut l = ns.ledger(net);
-                    for t in l["tombstones"].as_array_mut().unwrap() {
-                        if t["ip"] != BYSTANDER {
-                            t["expiresAtMs"] = 1.into();
-                        }
-                    }
-                    std::fs::write(ns.state_file(net), l.to_string()).unwrap();
-                }
+                expire(&ns.state_dir, |a| a != ip(BYSTANDER));
                 // An orphan: this state directory's full signature, named by no entry.
                 let mark = ns.mark().to_string();
                 ns.ip(&[
@@ -401,7 +424,7 @@ impl Op<Netns> for Tomb {
         if self.0 != Kind::FirstDel && !ns.state_file("pods").exists() {
             lost.push("pods.json is gone".into());
         }
-        for f in strace::stray_files(&ns.state_dir, &ALLOWED) {
+        for f in strays(ns) {
             if f.contains(".corrupt-") {
                 lost.push(format!("{f}: the ledger was set aside"));
             }
@@ -433,7 +456,7 @@ impl Op<Netns> for Tomb {
             return Err(format!("the retry failed: {}", r.summary()));
         }
         self.success(ns, &r)?;
-        let stray = strace::stray_files(&ns.state_dir, &ALLOWED);
+        let stray = strays(ns);
         if !stray.is_empty() {
             return Err(format!("files left in the state directory: {stray:?}"));
         }

@@ -227,11 +227,16 @@ impl<'a> Storm<'a> {
         )
     }
 
-    /// Whether the killed run left its temporary ledger file (`<name>.json.tmp<pid>`).
-    fn left_tmp(&self, ran: &Ran) -> bool {
-        self.dir()
-            .join(format!("pods.json.tmp{}", ran.pid))
-            .exists()
+    /// Whether the killed run left a temporary ledger file (`<name>.json.tmp`: the head's,
+    /// or an entry's in `pods.d/`; one writer at a time holds the network's lock).
+    fn left_tmp(&self, _ran: &Ran) -> bool {
+        let tmp = |n: &std::ffi::OsStr| n.to_string_lossy().ends_with(".json.tmp");
+        self.dir().join("pods.json.tmp").exists()
+            || std::fs::read_dir(self.dir().join("pods.d"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| tmp(&e.file_name()))
     }
 
     /// Where a killed DEL of `a` was.

@@ -79,7 +79,11 @@ impl Netns {
             &["-4", "neigh", "show"],
             &["-6", "neigh", "show", "nud", "permanent"],
         ] {
-            s += &self.ip(args);
+            // Link-local addresses come and go with IPv6 DAD on their own time: not ours.
+            for line in self.ip(args).lines().filter(|l| !l.contains("fe80:")) {
+                s += line;
+                s.push('\n');
+            }
         }
         s
     }
@@ -154,9 +158,15 @@ impl Netns {
         self.state_dir.join(format!("{network}.json"))
     }
 
+    /// A network's ledger as its files say: the head with every entry (see [`Ledgers::read`]).
     pub fn ledger(&self, network: &str) -> Value {
-        let bytes = std::fs::read(self.state_file(network)).expect("ledger exists");
-        serde_json::from_slice(&bytes).expect("ledger is JSON")
+        let name = format!("{network}.json");
+        Ledgers::read(&self.state_dir)
+            .files
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .expect("ledger exists")
     }
 
     /// The plugin binary as a runtime starts it, in this namespace: entered with `setns`
@@ -238,19 +248,36 @@ pub struct Ledgers {
 }
 
 impl Ledgers {
-    /// Every `<name>.json` of `dir` (none when the directory does not exist).
+    /// Every network of `dir` (none when the directory does not exist): its head
+    /// `<name>.json` with the entries of `<name>.d/` added as its `attachments` and
+    /// `tombstones` (beside any an older head held inline), read straight from the files.
     pub fn read(dir: &Path) -> Ledgers {
         let mut files = Vec::new();
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".json") {
+            let Some(stem) = name.strip_suffix(".json") else {
                 continue;
-            }
+            };
             let Ok(bytes) = std::fs::read(e.path()) else {
                 continue;
             };
-            let v = serde_json::from_slice(&bytes)
+            let mut v: Value = serde_json::from_slice(&bytes)
                 .unwrap_or_else(|err| panic!("{name} is not JSON ({err})"));
+            for key in ["attachments", "tombstones"] {
+                if v.get(key).is_none() {
+                    v[key] = json!([]);
+                }
+            }
+            for (file, entry) in entry_files(dir, stem) {
+                let key = if file.starts_with("t-") {
+                    "tombstones"
+                } else if file.starts_with("a-") {
+                    "attachments"
+                } else {
+                    continue;
+                };
+                v[key].as_array_mut().unwrap().push(entry);
+            }
             files.push((name, v));
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -322,41 +349,84 @@ impl Ledgers {
 /// runs on the directory). Returns the addresses whose holds were ended.
 pub fn expire(dir: &Path, mut which: impl FnMut(IpAddr) -> bool) -> Vec<IpAddr> {
     let mut ended = Vec::new();
-    for (name, mut l) in Ledgers::read(dir).files {
-        let mut changed = false;
-        for t in l["tombstones"].as_array_mut().into_iter().flatten() {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        for (file, mut t) in entry_files(dir, stem) {
+            if !file.starts_with("t-") {
+                continue;
+            }
             let ip: IpAddr = t["ip"].as_str().unwrap().parse().unwrap();
             if which(ip) {
                 t["expiresAtMs"] = json!(1);
                 ended.push(ip);
-                changed = true;
+                let path = dir.join(format!("{stem}.d")).join(&file);
+                std::fs::write(path, serde_json::to_vec(&t).unwrap()).unwrap();
             }
-        }
-        if changed {
-            std::fs::write(dir.join(&name), serde_json::to_vec(&l).unwrap()).unwrap();
         }
     }
     ended
 }
 
-/// The files of a state directory other than what the plugin keeps there: `<name>.json` and
-/// `<name>.lock` (plugin/src/state.rs) for a name of `[A-Za-z0-9_%-]` (an encoded network
-/// name), `sweeper.bg.lock`, the background sweeper's, and `state.dir.lock`, the
-/// directory's own (shared by the verbs, taken alone by a sweep). Anything else (a `*.tmp<pid>`
-/// left by a killed write, a `*.corrupt-*`, a STATUS probe) is a stray file.
+/// The entry files (`*.json`) of a network's `<stem>.d/`, parsed, by file name.
+pub fn entry_files(dir: &Path, stem: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let entries = dir.join(format!("{stem}.d"));
+    for e in std::fs::read_dir(entries).into_iter().flatten().flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if !file.ends_with(".json") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|err| panic!("{stem}.d/{file} is not JSON ({err})"));
+        out.push((file, v));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The files of a state directory other than what the plugin keeps there: `<name>.json`,
+/// `<name>.lock` and the directory `<name>.d` of its entries (plugin/cni/src/state.rs,
+/// plugin/src/chained/store.rs) for a name of `[A-Za-z0-9_%-]` (an encoded network name),
+/// `sweeper.bg.lock`, the background sweeper's, and `state.dir.lock`, the directory's own
+/// (shared by the verbs, taken alone by a sweep); in `<name>.d`, entries `[tah]-<name>.json`.
+/// Anything else (a `*.tmp<pid>` left by a killed write, a `*.corrupt-*`, a STATUS probe) is
+/// a stray file, named relative to `dir`.
 pub fn stray_files(dir: &Path) -> Vec<String> {
+    let encoded = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_%-".contains(&b))
+    };
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".d")
+            && encoded(stem)
+            && e.path().is_dir()
+        {
+            for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                let file = f.file_name().to_string_lossy().into_owned();
+                let entry = file.strip_suffix(".json").is_some_and(|s| {
+                    ["t-", "a-", "h-"]
+                        .iter()
+                        .any(|p| s.strip_prefix(p).is_some_and(encoded))
+                });
+                if !entry {
+                    out.push(format!("{name}/{file}"));
+                }
+            }
+            continue;
+        }
         let stem = name
             .strip_suffix(".json")
             .or_else(|| name.strip_suffix(".lock"));
-        let network_file = stem.is_some_and(|s| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_%-".contains(&b))
-        });
-        if !(network_file || name == "sweeper.bg.lock" || name == "state.dir.lock") {
+        if !(stem.is_some_and(encoded) || name == "sweeper.bg.lock" || name == "state.dir.lock") {
             out.push(name);
         }
     }
