@@ -493,7 +493,7 @@ fn ip() -> BoxedStrategy<IpAddr> {
     .boxed()
 }
 
-/// A ledger file's JSON as the plugin writes it (every field, in its order).
+/// A ledger head's JSON as the plugin writes it (every field, in its order).
 fn ledger_json() -> BoxedStrategy<Value> {
     let attachment = (
         small_string(),
@@ -532,8 +532,17 @@ fn ledger_json() -> BoxedStrategy<Value> {
         prop::collection::vec(tombstone, 0..6),
     )
         .prop_map(|(network, tables, a, t)| {
-            json!({"version": ledger::FORMAT_VERSION, "network": network, "tables": tables,
-                   "attachments": a, "tombstones": t})
+            // Entries inline are what a version 1 or 2 head held; written, they are left out
+            // when there are none.
+            let mut l = json!({"version": ledger::FORMAT_VERSION, "network": network,
+                   "tables": tables});
+            if !a.is_empty() {
+                l["attachments"] = json!(a);
+            }
+            if !t.is_empty() {
+                l["tombstones"] = json!(t);
+            }
+            l
         })
         .boxed()
 }

@@ -18,5 +18,5 @@ pub use socket::Netlink;
 
 pub use link::{IpvlanMode, IpvlanSpec, Link};
 pub use route::{
-    HostReject, LinkRoute, MAIN_TABLE, RejectKind, RouteEntry, host_prefix, of_family,
+    HostReject, LinkRoute, Lookup, MAIN_TABLE, RejectKind, RouteEntry, host_prefix, of_family,
 };

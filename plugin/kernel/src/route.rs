@@ -307,14 +307,24 @@ impl Netlink {
     }
 }
 
+/// What a FIB lookup of one address found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The matching entry, with its prefix, table and protocol.
+    Route(RouteEntry),
+    /// A route that answers with an error instead of an entry: unreachable, prohibit,
+    /// blackhole or throw (the kernel reports those lookups as EHOSTUNREACH, EACCES,
+    /// EINVAL, EAGAIN).
+    Rejected,
+    /// Nothing matches (ENETUNREACH).
+    NoRoute,
+}
+
 impl Netlink {
-    /// The route entry the kernel would use for traffic from this host to `ip`, as `ip
-    /// route get fibmatch` shows it: one FIB lookup through the policy rules, whatever the
-    /// size of the tables (no dump). `None` when nothing matches or the match is a route
-    /// that answers with an error instead of an entry: unreachable, prohibit, blackhole or
-    /// throw (the kernel reports those lookups as EHOSTUNREACH, EACCES, EINVAL, EAGAIN;
-    /// no route at all as ENETUNREACH).
-    pub fn lookup_route(&self, ip: IpAddr) -> Result<Option<RouteEntry>> {
+    /// The route the kernel would use for traffic from this host to `ip`, as `ip route get
+    /// fibmatch` shows it: one FIB lookup through the policy rules, whatever the size of
+    /// the tables (no dump).
+    pub fn lookup_route(&self, ip: IpAddr) -> Result<Lookup> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(ip.is_ipv6());
         msg.header.destination_prefix_length = host_prefix(ip);
@@ -323,16 +333,17 @@ impl Netlink {
         msg.header.flags = RouteFlags::FibMatch | RouteFlags::LookupTable;
         msg.attributes
             .push(RouteAttribute::Destination(address(ip)));
+        let op = || format!("look up the route of {ip}");
         match self.get(RouteNetlinkMessage::GetRoute(msg)) {
-            Ok(RouteNetlinkMessage::NewRoute(m)) => Ok(Some(entry_from(m))),
-            Ok(_) => Err(
-                Cause::Malformed("a route lookup returned another object".into())
-                    .on(format!("look up the route of {ip}")),
-            ),
-            Err(Cause::Errno(
-                libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EACCES | libc::EINVAL | libc::EAGAIN,
-            )) => Ok(None),
-            Err(c) => Err(c.on(format!("look up the route of {ip}"))),
+            Ok(RouteNetlinkMessage::NewRoute(m)) => Ok(Lookup::Route(entry_from(m))),
+            Ok(_) => {
+                Err(Cause::Malformed("a route lookup returned another object".into()).on(op()))
+            }
+            Err(Cause::Errno(libc::ENETUNREACH)) => Ok(Lookup::NoRoute),
+            Err(Cause::Errno(libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL | libc::EAGAIN)) => {
+                Ok(Lookup::Rejected)
+            }
+            Err(c) => Err(c.on(op())),
         }
     }
 }

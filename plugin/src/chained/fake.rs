@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::port::{Edges, Kernel};
-use tombstone_kernel::{Cause, HostReject, KernelError, RejectKind, Result, RouteEntry};
+use tombstone_kernel::{Cause, HostReject, KernelError, Lookup, RejectKind, Result, RouteEntry};
 
 fn kernel_error(op: &str) -> KernelError {
     KernelError::new(op, Cause::Errno(5))
@@ -153,7 +153,7 @@ impl Kernel for Fake {
 
     /// A FIB lookup over host routes only: the lowest metric wins; a reject route answers
     /// nothing, as the kernel's does.
-    fn lookup_route(&self, ip: IpAddr) -> Result<Option<RouteEntry>> {
+    fn lookup_route(&self, ip: IpAddr) -> Result<Lookup> {
         if self.call(Call::Lookup(ip)) {
             return Err(kernel_error("look up route"));
         }
@@ -170,6 +170,10 @@ impl Kernel for Fake {
             .chain(s.foreign.iter().cloned())
             .filter(|r| r.is_host_route_of(ip))
             .min_by_key(|r| r.metric);
-        Ok(best.filter(|r| r.reject.is_none()))
+        Ok(match best {
+            None => Lookup::NoRoute,
+            Some(r) if r.reject.is_some() => Lookup::Rejected,
+            Some(r) => Lookup::Route(r),
+        })
     }
 }

@@ -24,7 +24,7 @@ use super::store::Scope;
 use super::{ROUTE_PROTOCOL, dir_mark, store, sweep, sweeper};
 use tombstone_cni::state::{Lock, StateDir};
 use tombstone_cni::{Attachment, CniError, Invocation, Plugin, Result, code};
-use tombstone_kernel::HostReject;
+use tombstone_kernel::{HostReject, Lookup};
 
 /// The chained plugin, over its edges (the real kernel and clock, or a test's).
 pub struct TombstonePlugin {
@@ -197,7 +197,7 @@ impl Session {
     ) -> Result<HashSet<(IpAddr, u32)>> {
         let mut out = HashSet::new();
         for &ip in ips {
-            if let Some(r) = self.kernel.lookup_route(ip).cni()?
+            if let Lookup::Route(r) = self.kernel.lookup_route(ip).cni()?
                 && r.is_host_route_of(ip)
                 && r.protocol != ROUTE_PROTOCOL
                 && conf.tables.contains(&r.table)
@@ -335,16 +335,21 @@ impl Plugin for TombstonePlugin {
         }
         let ips = prev_ips(inv)?;
         let s = self.session(&conf, &inv.conf.name, Scope::Of(inv.attachment(), &ips))?;
-        let present = sweep::our_routes(
-            &*s.kernel,
-            ips.iter().any(|i| i.is_ipv4()),
-            ips.iter().any(|i| i.is_ipv6()),
-        )?;
-        let mut stuck: Vec<String> = present
-            .iter()
-            .filter(|r| ips.contains(&r.ip))
-            .map(|r| format!("{} (table {}, metric {})", r.ip, r.table, r.metric))
-            .collect();
+        // Per address, this directory's entry, then the route the host uses: a reject
+        // route there (an entry lost in a crash, another state directory's tombstone)
+        // blocks the pod as surely. One lookup each, whatever the tables hold.
+        let mut stuck = Vec::new();
+        for &ip in &ips {
+            if let Some(t) = s.ledger.tombstone(ip) {
+                stuck.push(format!(
+                    "{ip} (tables {:?}, metric {})",
+                    t.tables,
+                    t.metric()
+                ));
+            } else if s.kernel.lookup_route(ip).cni()? == Lookup::Rejected {
+                stuck.push(format!("{ip} (the host's route for it is a reject route)"));
+            }
+        }
         stuck.sort();
         stuck.dedup();
         if !stuck.is_empty() {

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use tombstone_kernel::{HostReject, Netlink, Result, RouteEntry};
+use tombstone_kernel::{HostReject, Lookup, Netlink, Result, RouteEntry};
 
 /// The kernel operations the tombstone verbs make, with the real facade's semantics.
 pub trait Kernel {
@@ -19,7 +19,7 @@ pub trait Kernel {
     ) -> Result<Vec<RouteEntry>>;
     fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize>;
     /// The route the kernel would use for `ip` (see [`Netlink::lookup_route`]).
-    fn lookup_route(&self, ip: IpAddr) -> Result<Option<RouteEntry>>;
+    fn lookup_route(&self, ip: IpAddr) -> Result<Lookup>;
 }
 
 impl Kernel for Netlink {
@@ -40,7 +40,7 @@ impl Kernel for Netlink {
     fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize> {
         Netlink::flush_neighbours(self, ips)
     }
-    fn lookup_route(&self, ip: IpAddr) -> Result<Option<RouteEntry>> {
+    fn lookup_route(&self, ip: IpAddr) -> Result<Lookup> {
         Netlink::lookup_route(self, ip)
     }
 }

@@ -97,7 +97,9 @@ impl World {
 
     fn ledger(&self) -> super::Ledger {
         let dir = StateDir::open(&self.dir).unwrap();
-        store::snapshot(&dir, "pods").unwrap().unwrap_or_else(|| super::Ledger::new("pods"))
+        store::snapshot(&dir, "pods")
+            .unwrap()
+            .unwrap_or_else(|| super::Ledger::new("pods"))
     }
 
     fn mark(&self) -> u32 {
