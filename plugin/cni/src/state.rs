@@ -62,7 +62,8 @@ pub fn normalize(path: &Path) -> Result<PathBuf> {
 }
 
 fn euid() -> u32 {
-    nix::unistd::Uid::effective().as_raw()
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| nix::unistd::Uid::effective().as_raw())
 }
 
 /// Checks an existing directory: a real directory (not a symlink), owned by us; a mode
@@ -308,9 +309,9 @@ impl StateDir {
             }
             Err(e) => return Err(CniError::io(format!("cannot open {}: {e}", path.display()))),
         };
-        match is_ours(&f) {
-            Ok(true) => {}
-            Ok(false) => {
+        let size = match f.metadata() {
+            Ok(m) if m.file_type().is_file() && m.uid() == euid() => m.len() as usize,
+            Ok(_) => {
                 return Ok(Record::Foreign(format!(
                     "{} is not a regular file of this process's user",
                     path.display()
@@ -322,10 +323,22 @@ impl StateDir {
                     path.display()
                 )));
             }
+        };
+        // Records are replaced, never written in place: the size found is the size to
+        // read, in one read as a rule.
+        let mut buf = vec![0; size];
+        let mut got = 0;
+        while got < size {
+            match f.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(CniError::io(format!("cannot read {}: {e}", path.display())));
+                }
+            }
         }
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
-            .map_err(|e| CniError::io(format!("cannot read {}: {e}", path.display())))?;
+        buf.truncate(got);
         Ok(Record::Bytes(buf))
     }
 
@@ -437,6 +450,14 @@ impl StateDir {
 
     /// The stems of every record in the directory, sorted.
     pub fn records(&self) -> Result<Vec<String>> {
+        let mut out = self.records_unsorted()?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// The stems of every record in the directory, in the directory's order (for a
+    /// directory of many records read whole, where the order does not matter).
+    pub fn records_unsorted(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let entries = fs::read_dir(&self.path)
             .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
@@ -452,7 +473,6 @@ impl StateDir {
                 out.push(stem.to_string());
             }
         }
-        out.sort();
         Ok(out)
     }
 }
@@ -513,7 +533,10 @@ pub fn encode_stem(name: &str) -> String {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
         }
     }
     if out.len() > MAX_STEM {

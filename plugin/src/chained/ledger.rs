@@ -10,7 +10,7 @@
 //! [`super::store`] writes only that.
 //!
 //! The head's format (JSON, version 3; the store keeps the entries in files of their own):
-//! `{"version":3,"network":"pods","tables":[254]}`. Versions 1 and 2 held every entry inline,
+//! `{"version":3,"network":"pods","tables":[254],"prunedAtMs":..}`. Versions 1 and 2 held every entry inline,
 //! `"attachments":[{"containerID","ifname","ips":[..],"releasedAtMs"}]` and
 //! `"tombstones":[{"ip","routeType","tables":[..],"metric","expiresAtMs","containerID","ifname"}]`;
 //! they are read, and their entries moved to files. `metric` is the route metric the
@@ -39,6 +39,14 @@ pub struct Ledger {
     pub attachments: Vec<AttachmentRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tombstones: Vec<Tombstone>,
+    /// When a sweep last dropped long-released attachment records (it reads every record
+    /// only then; other sweeps read the tombstones alone).
+    #[serde(
+        default,
+        rename = "prunedAtMs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pruned_at_ms: Option<u64>,
     /// Which attachment holds each address now, as the store's index says (the index the
     /// store keeps so that a verb finds an address's holder without reading every record).
     /// Kept up to date by [`changes`]; not part of the head.
@@ -134,6 +142,7 @@ impl Ledger {
             tables: vec![],
             attachments: vec![],
             tombstones: vec![],
+            pruned_at_ms: None,
             holders: BTreeMap::new(),
         }
     }
@@ -275,6 +284,7 @@ impl Ledger {
 
     /// Removes and returns the tombstones of these addresses.
     pub fn lift(&mut self, ips: &[IpAddr]) -> Vec<Tombstone> {
+        let ips: std::collections::BTreeSet<&IpAddr> = ips.iter().collect();
         let (lifted, kept) = std::mem::take(&mut self.tombstones)
             .into_iter()
             .partition(|t| ips.contains(&t.ip));
@@ -292,10 +302,11 @@ impl Ledger {
     /// Attachments with a record (live or released) that are not in the runtime's valid
     /// list (GC).
     pub fn stale_attachments(&self, valid: &[Attachment]) -> Vec<Attachment> {
+        let valid: std::collections::BTreeSet<&Attachment> = valid.iter().collect();
         self.attachments
             .iter()
-            .filter(|r| !valid.iter().any(|v| r.is(v)))
             .map(AttachmentRecord::attachment)
+            .filter(|a| !valid.contains(a))
             .collect()
     }
 }
@@ -321,17 +332,14 @@ impl Changes {
     }
 }
 
-/// The holder of `ip` among `records`: a live record before a released one, and among
-/// several (a crash between two writes can leave a stale one) the one the index named.
-fn holder_in(
-    records: &[AttachmentRecord],
-    ip: IpAddr,
-    indexed: Option<&Attachment>,
-) -> Option<Attachment> {
+/// The holder of an address among the records listing it: a live record before a
+/// released one, and among several (a crash between two writes can leave a stale one) the
+/// one the index named.
+fn holder_in(listing: &[&AttachmentRecord], indexed: Option<&Attachment>) -> Option<Attachment> {
     for live in [true, false] {
-        let of_kind: Vec<&AttachmentRecord> = records
+        let of_kind: Vec<&&AttachmentRecord> = listing
             .iter()
-            .filter(|r| r.ips.contains(&ip) && r.released_at_ms.is_none() == live)
+            .filter(|r| r.released_at_ms.is_none() == live)
             .collect();
         if let Some(r) = of_kind
             .iter()
@@ -344,45 +352,71 @@ fn holder_in(
     None
 }
 
+fn stones(l: &Ledger) -> BTreeMap<IpAddr, &Tombstone> {
+    l.tombstones.iter().map(|t| (t.ip, t)).collect()
+}
+
+fn key(r: &AttachmentRecord) -> (&str, &str) {
+    (r.container_id.as_str(), r.ifname.as_str())
+}
+
+fn records(l: &Ledger) -> BTreeMap<(&str, &str), &AttachmentRecord> {
+    l.attachments.iter().map(|r| (key(r), r)).collect()
+}
+
 /// What turned `before` (as loaded) into `after`, and the holder index `after` implies for
-/// every address either of them mentions.
+/// every address either of them mentions. Linear in the entries (a sweep passes them all).
 pub fn changes(before: &Ledger, after: &Ledger) -> Changes {
     let mut c = Changes {
         head: before.network != after.network
             || before.tables != after.tables
-            || before.version != after.version,
+            || before.version != after.version
+            || before.pruned_at_ms != after.pruned_at_ms,
         ..Changes::default()
     };
-    for t in &after.tombstones {
-        if before.tombstone(t.ip) != Some(t) {
-            c.tombstones.push(t.clone());
-        }
-    }
-    for t in &before.tombstones {
-        if after.tombstone(t.ip).is_none() {
-            c.removed_tombstones.push(t.ip);
-        }
-    }
-    let record = |l: &Ledger, a: &Attachment| l.attachments.iter().find(|r| r.is(a)).cloned();
-    for r in &after.attachments {
-        if record(before, &r.attachment()).as_ref() != Some(r) {
-            c.records.push(r.clone());
-        }
+    let (was, now) = (stones(before), stones(after));
+    c.tombstones = after
+        .tombstones
+        .iter()
+        .filter(|t| was.get(&t.ip) != Some(t))
+        .cloned()
+        .collect();
+    c.removed_tombstones = before
+        .tombstones
+        .iter()
+        .filter(|t| !now.contains_key(&t.ip))
+        .map(|t| t.ip)
+        .collect();
+    let (was, now) = (records(before), records(after));
+    c.records = after
+        .attachments
+        .iter()
+        .filter(|r| was.get(&key(r)) != Some(r))
+        .cloned()
+        .collect();
+    c.removed_records = before
+        .attachments
+        .iter()
+        .filter(|r| !now.contains_key(&key(r)))
+        .map(AttachmentRecord::attachment)
+        .collect();
+    let mut listing: BTreeMap<IpAddr, Vec<&AttachmentRecord>> = BTreeMap::new();
+    for ip in before.holders.keys() {
+        listing.entry(*ip).or_default();
     }
     for r in &before.attachments {
-        if record(after, &r.attachment()).is_none() {
-            c.removed_records.push(r.attachment());
+        for ip in &r.ips {
+            listing.entry(*ip).or_default();
         }
     }
-    let mut ips: Vec<IpAddr> = before.holders.keys().copied().collect();
-    for r in before.attachments.iter().chain(&after.attachments) {
-        ips.extend(r.ips.iter().copied());
+    for r in &after.attachments {
+        for ip in &r.ips {
+            listing.entry(*ip).or_default().push(r);
+        }
     }
-    ips.sort();
-    ips.dedup();
-    for ip in ips {
+    for (ip, records) in listing {
         let indexed = after.holders.get(&ip).or(before.holders.get(&ip));
-        let new = holder_in(&after.attachments, ip, indexed);
+        let new = holder_in(&records, indexed);
         if new.as_ref() != before.holders.get(&ip) {
             c.holders.push((ip, new));
         }

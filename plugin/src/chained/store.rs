@@ -11,6 +11,7 @@
 //! [`super::ledger`]'s; heads of versions 1 and 2, which held every entry inline, are read
 //! and their entries moved to files.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -65,8 +66,10 @@ const NO_HEAD: u32 = 0;
 /// Which entries to read.
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
-    /// Every entry (a sweep, GC, a listing).
+    /// Every entry (GC, a listing, a pruning sweep).
     All,
+    /// Every tombstone, no record or holder (a sweep that only ends and reconciles).
+    Tombstones,
     /// The record of one attachment and the tombstones and holders of these addresses
     /// (with no address given: those its record lists).
     Of(&'a Attachment, &'a [IpAddr]),
@@ -142,10 +145,17 @@ pub fn load(dir: &StateDir, network: &str, scope: Scope) -> Result<Loaded> {
 /// stems; a shortened stem cannot be decoded back into its network's name). `None` when
 /// the record vanished meanwhile. A head that is not a regular file of ours is treated like
 /// an unreadable one: moved aside, never trusted; its entries are still read.
-pub fn load_any(dir: &StateDir, stem: &str) -> Result<Option<Loaded>> {
+pub fn load_any(
+    dir: &StateDir,
+    stem: &str,
+    scope: impl FnOnce(&Ledger) -> Scope<'static>,
+) -> Result<Option<Loaded>> {
     match load_head(dir, stem, None)? {
         (_, Head::Fresh) => Ok(None),
-        (head, how) => fill(head, how, &entries_dir(dir, stem)?, Scope::All).map(Some),
+        (head, how) => {
+            let scope = scope(&head);
+            fill(head, how, &entries_dir(dir, stem)?, scope).map(Some)
+        }
     }
 }
 
@@ -180,20 +190,22 @@ fn fill(head: Ledger, how: Head, entries: &StateDir, scope: Scope) -> Result<Loa
     };
     let mut ledger = head;
     ledger.version = FORMAT_VERSION;
-    for r in files.attachments {
-        if !ledger
+    // Inline entries (version 1 and 2 heads) win over files of the same key: they are
+    // what an older binary wrote last.
+    let inline: BTreeSet<Attachment> = ledger.attachments.iter().map(|r| r.attachment()).collect();
+    ledger.attachments.extend(
+        files
             .attachments
-            .iter()
-            .any(|x| x.attachment() == r.attachment())
-        {
-            ledger.attachments.push(r);
-        }
-    }
-    for t in files.tombstones {
-        if ledger.tombstone(t.ip).is_none() {
-            ledger.tombstones.push(t);
-        }
-    }
+            .into_iter()
+            .filter(|r| inline.is_empty() || !inline.contains(&r.attachment())),
+    );
+    let inline: BTreeSet<IpAddr> = ledger.tombstones.iter().map(|t| t.ip).collect();
+    ledger.tombstones.extend(
+        files
+            .tombstones
+            .into_iter()
+            .filter(|t| !inline.contains(&t.ip)),
+    );
     ledger.holders = files.holders;
     Ok(Loaded {
         ledger,
@@ -237,14 +249,17 @@ fn read_entries(entries: &StateDir, scope: Scope) -> Result<Ledger> {
                 l.holders.insert(ip, holder);
             }
         }
-        Scope::All => {
-            for stem in entries.records()? {
-                if let Some(rest) = stem.strip_prefix("t-") {
+        Scope::All | Scope::Tombstones => {
+            let all = matches!(scope, Scope::All);
+            for stem in entries.records_unsorted()? {
+                if stem.starts_with("t-") {
                     if let Some(t) = read_entry::<Tombstone>(entries, &stem)?
-                        .filter(|t| tombstone_stem(t.ip)[2..] == *rest)
+                        .filter(|t| tombstone_stem(t.ip) == stem)
                     {
                         l.tombstones.push(t);
                     }
+                } else if !all {
+                    continue;
                 } else if stem.starts_with("a-") {
                     if let Some(r) = read_entry::<AttachmentRecord>(entries, &stem)?
                         .filter(|r| record_stem(&r.attachment()) == stem)
@@ -297,6 +312,7 @@ pub fn save(dir: &StateDir, before: &mut Ledger, after: &mut Ledger) -> Result<(
 fn head_of(l: &Ledger) -> Ledger {
     Ledger {
         tables: l.tables.clone(),
+        pruned_at_ms: l.pruned_at_ms,
         ..Ledger::new(&l.network)
     }
 }

@@ -11,10 +11,14 @@ use std::net::IpAddr;
 use super::ROUTE_PROTOCOL;
 use super::ledger::{Ledger, Tombstone};
 use super::port::Kernel;
-use super::store::{self, Head};
+use super::store::{self, Head, Scope};
 use tombstone_cni::Result;
 use tombstone_cni::state::StateDir;
 use tombstone_kernel::HostReject;
+
+/// How often a sweep reads every attachment record to drop those released longer than
+/// [`super::RELEASED_RETENTION_MS`] ago (a tenth of it).
+pub const PRUNE_EVERY_MS: u64 = super::RELEASED_RETENTION_MS / 10;
 
 /// A tombstone route's key in the kernel: (address, table, metric).
 pub type RouteKey = (IpAddr, u32, u32);
@@ -196,7 +200,16 @@ pub fn sweep_all_in(
     let mut named: HashSet<RouteKey> = HashSet::new();
     let mut tables: HashSet<u32> = HashSet::new();
     for stem in dir.records()? {
-        let Some(loaded) = store::load_any(dir, &stem)? else {
+        // Long-released attachment records are dropped every PRUNE_EVERY_MS; only then
+        // does the sweep read every record, other times the tombstones alone.
+        let mut prune = false;
+        let Some(loaded) = store::load_any(dir, &stem, |head| {
+            prune = head
+                .pruned_at_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= PRUNE_EVERY_MS);
+            if prune { Scope::All } else { Scope::Tombstones }
+        })?
+        else {
             continue;
         };
         let rebuilt = loaded.head != Head::Existing;
@@ -215,6 +228,9 @@ pub fn sweep_all_in(
                 tables.extend(t.tables.iter().copied());
             }
             continue;
+        }
+        if prune {
+            ledger.pruned_at_ms = Some(now_ms);
         }
         let expiry = end_expired(k, &mut ledger, now_ms);
         let dropped = reconcile(&mut ledger, &present);
