@@ -231,25 +231,25 @@ fn dispatch_inner(
     stdin: Result<Vec<u8>>,
     version_for_errors: &mut String,
 ) -> Result<Option<Value>> {
+    // Stdin is decoded once, for all three uses below.
+    let decoded = stdin.map(|bytes| serde_json::from_slice::<Value>(&bytes));
+    let requested = match &decoded {
+        Ok(Ok(Value::Object(m))) => m.get("cniVersion").and_then(Value::as_str),
+        _ => None,
+    }
+    .map(str::to_string);
     // Errors before the config is read still answer in the runtime's version when we can.
-    if let Ok(bytes) = &stdin
-        && let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(bytes)
-        && let Some(v) = m.get("cniVersion").and_then(Value::as_str)
+    if let Some(v) = &requested
         && version::check_supported(v).is_ok()
     {
-        *version_for_errors = v.to_string();
+        v.clone_into(version_for_errors);
     }
     let env = env?;
-    let stdin = stdin?;
+    let decoded = decoded?;
     if env.command == Command::Version {
-        let requested = serde_json::from_slice::<Value>(&stdin).ok().and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
         return Ok(Some(version::version_info(requested.as_deref())));
     }
-    let conf = NetConf::parse(&stdin)?;
+    let conf = NetConf::from_decoded(decoded)?;
     let level = match conf.raw.get("logLevel") {
         None | Some(Value::Null) => log::LevelFilter::Info,
         Some(Value::String(s)) => logging::parse_level(s).ok_or_else(|| {
