@@ -66,7 +66,8 @@ pub fn about(name: &str, version: &str) -> String {
 pub fn plugin_main(plugin: &dyn Plugin, version: &str) -> ! {
     start(|| {
         if std::env::var_os("CNI_COMMAND").is_none() {
-            let _ = std::io::stderr().write_all(format!("{}\n", about(plugin.name(), version)).as_bytes());
+            let _ = std::io::stderr()
+                .write_all(format!("{}\n", about(plugin.name(), version)).as_bytes());
             return 0;
         }
         run(plugin)
@@ -102,9 +103,7 @@ pub fn start(main: impl FnOnce() -> i32) -> ! {
 fn open_standard_fds() {
     use nix::fcntl::{FcntlArg, fcntl};
     use std::os::fd::{AsFd, BorrowedFd, IntoRawFd};
-    let closed = |fd: BorrowedFd<'_>| {
-        fcntl(fd, FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF)
-    };
+    let closed = |fd: BorrowedFd<'_>| fcntl(fd, FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF);
     let open = [
         !closed(std::io::stdin().as_fd()),
         !closed(std::io::stdout().as_fd()),
