@@ -8,9 +8,10 @@
 #   plugin/bench/startup.sh [LABEL=DIR ...]
 # Each DIR holds the three binaries (tombstone, tombstone-ipvlan, tombstone-ipam) and becomes
 # one column pair (instructions, ratio to the reference); the default is the workspace's
-# release build, `ours=target/<host tuple>/release`. The reference plugins are looked up in
-# $CNI_REFERENCE_DIR (default /usr/lib/cni) and run with GODEBUG=asyncpreemptoff=1, without
-# which Go's preemption signals make valgrind's count vary.
+# release build, `ours=target/<host tuple>/release` (under $CARGO_TARGET_DIR when set). The
+# reference plugins are looked up in $CNI_REFERENCE_DIR (default /usr/lib/cni) and run with
+# GODEBUG=asyncpreemptoff=1, without which Go's preemption signals make valgrind's count vary.
+# Needs valgrind (Debian package `valgrind`).
 set -euo pipefail
 
 die() { echo "startup.sh: $*" >&2; exit 1; }
@@ -31,7 +32,7 @@ fi
 
 if [ $# -eq 0 ]; then
     host=$(rustc -vV | sed -n 's/^host: //p')
-    set -- "ours=$ws/target/$host/release"
+    set -- "ours=${CARGO_TARGET_DIR:-$ws/target}/$host/release"
 fi
 labels=() dirs=()
 for arg in "$@"; do
