@@ -42,3 +42,4 @@ bench: deps
 	$(CARGO) build --release --workspace --bins --examples
 	$(RELEASE_DIR)/examples/tombstone-bench
 	$(RELEASE_DIR)/examples/ipam-bench
+	bash plugin/bench/startup.sh

@@ -24,7 +24,12 @@ impl NetConf {
     /// Decodes stdin: code 6 when it is not a JSON object, code 7 when `name` or `cniVersion`
     /// is missing or malformed, code 1 when `cniVersion` is one we do not speak.
     pub fn parse(bytes: &[u8]) -> Result<NetConf> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        NetConf::from_decoded(serde_json::from_slice(bytes))
+    }
+
+    /// [`NetConf::parse`] of stdin already decoded as JSON (the skeleton decodes it once).
+    pub fn from_decoded(decoded: serde_json::Result<Value>) -> Result<NetConf> {
+        let value = decoded.map_err(|e| {
             CniError::decode("failed to decode network config").with_details(e.to_string())
         })?;
         let Value::Object(raw) = value else {

@@ -1,7 +1,9 @@
 //! Logging for plugins: syslog over the local socket, or stderr when there is none (or when
-//! `TOMBSTONE_LOG=stderr`). Never stdout, which belongs to the CNI result.
+//! `TOMBSTONE_LOG=stderr`). Never stdout, which belongs to the CNI result. The socket is looked
+//! for once, when the first record is emitted: a call that logs nothing spends no syscall on it.
 
 use std::io::Write;
+use std::sync::OnceLock;
 
 use log::{LevelFilter, Log, Metadata, Record};
 
@@ -24,15 +26,37 @@ pub fn parse_level(s: &str) -> Option<LevelFilter> {
 /// Installs the process logger once; later calls only change the level.
 pub fn init(process: &str, level: LevelFilter) {
     log::set_max_level(level);
-    let force_stderr = std::env::var("TOMBSTONE_LOG").is_ok_and(|v| v == "stderr");
-    let logger: Box<dyn Log> = match (force_stderr, syslog_logger(process)) {
-        (false, Some(l)) => Box::new(l),
-        _ => Box::new(StderrLogger {
-            process: process.to_string(),
-        }),
+    let logger = ProcessLogger {
+        process: process.to_string(),
+        force_stderr: std::env::var("TOMBSTONE_LOG").is_ok_and(|v| v == "stderr"),
+        sink: OnceLock::new(),
     };
     // Fails only when a logger is already installed, which is fine.
-    let _ = log::set_boxed_logger(logger);
+    let _ = log::set_boxed_logger(Box::new(logger));
+}
+
+/// The logger `init` installs: it chooses its sink when the first record is emitted.
+struct ProcessLogger {
+    process: String,
+    force_stderr: bool,
+    sink: OnceLock<Sink>,
+}
+
+enum Sink {
+    Syslog(syslog::BasicLogger),
+    Stderr,
+}
+
+impl ProcessLogger {
+    fn sink(&self) -> &Sink {
+        self.sink.get_or_init(|| {
+            if self.force_stderr {
+                Sink::Stderr
+            } else {
+                syslog_logger(&self.process).map_or(Sink::Stderr, Sink::Syslog)
+            }
+        })
+    }
 }
 
 fn syslog_logger(process: &str) -> Option<syslog::BasicLogger> {
@@ -45,29 +69,35 @@ fn syslog_logger(process: &str) -> Option<syslog::BasicLogger> {
     syslog::unix(formatter).ok().map(syslog::BasicLogger::new)
 }
 
-struct StderrLogger {
-    process: String,
+/// One record as the stderr sink writes it: `<process>[<pid>]: <LEVEL>: <message>` and a
+/// newline, formatted whole so that it leaves in one `write`.
+fn stderr_line(process: &str, pid: u32, record: &Record) -> String {
+    format!("{process}[{pid}]: {}: {}\n", record.level(), record.args())
 }
 
-impl Log for StderrLogger {
+impl Log for ProcessLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &Record) {
-        if self.enabled(record.metadata()) {
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "{}[{}]: {}: {}",
-                self.process,
-                std::process::id(),
-                record.level(),
-                record.args()
-            );
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        match self.sink() {
+            Sink::Syslog(l) => l.log(record),
+            Sink::Stderr => {
+                let line = stderr_line(&self.process, std::process::id(), record);
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
         }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        if let Some(Sink::Syslog(l)) = self.sink.get() {
+            l.flush();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +109,18 @@ mod tests {
         assert_eq!(parse_level("INFO"), Some(LevelFilter::Info));
         assert_eq!(parse_level("warning"), Some(LevelFilter::Warn));
         assert_eq!(parse_level("loud"), None);
+    }
+
+    #[test]
+    fn stderr_line_is_one_whole_line() {
+        let line = stderr_line(
+            "tombstone",
+            42,
+            &Record::builder()
+                .level(log::Level::Warn)
+                .args(format_args!("network {}: {} left", "n", 3))
+                .build(),
+        );
+        assert_eq!(line, "tombstone[42]: WARN: network n: 3 left\n");
     }
 }
