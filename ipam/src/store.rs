@@ -4,9 +4,9 @@
 //!
 //! - `ip-<address>`: the address's record, `["a",<address>,<container id>,<ifname>]`
 //!   (allocated) or `["r",<address>,<unix time>]` (released, cooling down); no file: free;
-//! - `ctr-<hash of the container ID>`: one allocation line per address of the containers
-//!   with that hash: an index to find an attachment's addresses, checked against the
-//!   address's own file, which is the truth;
+//! - `ctr-<bucket>`: one allocation line per address of the containers whose ID hashes to
+//!   the bucket ([`INDEX_BUCKETS`] of them): an index to find an attachment's addresses,
+//!   checked against the address's own file, which is the truth;
 //! - `cursor-<range set>`: `["c",<set>,<address>]`, the set's last allocation;
 //! - `format`: `{"format":"tombstone-ipam","version":2,"network":...}`.
 //!
@@ -51,8 +51,13 @@ pub fn ip_name(ip: IpAddr) -> String {
     format!("ip-{ip}")
 }
 
+/// Index files: a container's lines are in bucket `hash(container ID) % INDEX_BUCKETS`, so a
+/// node needs at most this many files besides one per address, and one holds about
+/// `addresses / INDEX_BUCKETS` lines (15 with 60 000 in use).
+pub const INDEX_BUCKETS: u64 = 4096;
+
 pub fn ctr_name(container_id: &str) -> String {
-    format!("ctr-{:016x}", fnv1a64(container_id.as_bytes()))
+    format!("ctr-{:03x}", fnv1a64(container_id.as_bytes()) % INDEX_BUCKETS)
 }
 
 pub fn cursor_name(set: usize) -> String {
