@@ -98,9 +98,9 @@ pub fn stream(
     let mut ended = false;
     loop {
         buf.clear();
-        let len = r.read_until(b'\n', &mut buf).map_err(|e| {
-            CniError::io(format!("cannot read {}: {e}", v1_path(dir).display()))
-        })?;
+        let len = r
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| CniError::io(format!("cannot read {}: {e}", v1_path(dir).display())))?;
         if len == 0 {
             return Err(bad(n, &"the file ends early (truncated)"));
         }

@@ -383,11 +383,23 @@ mod tests {
     }
 
     impl Mem {
-        fn plan(&mut self, sets: &[RangeSet], c: &str, req: &[IpAddr], now: u64) -> Result<AddPlan> {
+        fn plan(
+            &mut self,
+            sets: &[RangeSet],
+            c: &str,
+            req: &[IpAddr],
+            now: u64,
+        ) -> Result<AddPlan> {
             let held = self.held(&att(c));
             plan_add(self, &held, sets, req, &att(c), now, 60)
         }
-        fn add(&mut self, sets: &[RangeSet], c: &str, req: &[IpAddr], now: u64) -> Result<Vec<IpAddr>> {
+        fn add(
+            &mut self,
+            sets: &[RangeSet],
+            c: &str,
+            req: &[IpAddr],
+            now: u64,
+        ) -> Result<Vec<IpAddr>> {
             let p = self.plan(sets, c, req, now)?;
             self.apply_add(&p, &att(c));
             Ok(p.assigned.iter().map(|a| a.ip).collect())
@@ -543,15 +555,36 @@ mod tests {
             container_id: c.into(),
             ifname: i.into(),
         };
-        assert_eq!(gc_action(&held("a", "eth0"), &valid, 10, 60), GcAction::Release);
-        assert_eq!(gc_action(&held("b", "eth0"), &valid, 10, 60), GcAction::Keep);
-        assert_eq!(gc_action(&held("b", "eth1"), &valid, 10, 60), GcAction::Release);
+        assert_eq!(
+            gc_action(&held("a", "eth0"), &valid, 10, 60),
+            GcAction::Release
+        );
+        assert_eq!(
+            gc_action(&held("b", "eth0"), &valid, 10, 60),
+            GcAction::Keep
+        );
+        assert_eq!(
+            gc_action(&held("b", "eth1"), &valid, 10, 60),
+            GcAction::Release
+        );
         // Legacy records without ifname match the container.
         assert_eq!(gc_action(&held("b", ""), &valid, 10, 60), GcAction::Keep);
-        assert_eq!(gc_action(&Slot::Unreadable("x".into()), &valid, 10, 60), GcAction::Release);
-        assert_eq!(gc_action(&Slot::Released(5), &valid, 10, 60), GcAction::Keep);
-        assert_eq!(gc_action(&Slot::Released(5), &valid, 100, 60), GcAction::Drop);
-        assert_eq!(gc_action(&Slot::Released(5), &ValidSet::new(&[]), 100, 60), GcAction::Drop);
+        assert_eq!(
+            gc_action(&Slot::Unreadable("x".into()), &valid, 10, 60),
+            GcAction::Release
+        );
+        assert_eq!(
+            gc_action(&Slot::Released(5), &valid, 10, 60),
+            GcAction::Keep
+        );
+        assert_eq!(
+            gc_action(&Slot::Released(5), &valid, 100, 60),
+            GcAction::Drop
+        );
+        assert_eq!(
+            gc_action(&Slot::Released(5), &ValidSet::new(&[]), 100, 60),
+            GcAction::Drop
+        );
     }
 
     #[test]
@@ -563,17 +596,23 @@ mod tests {
         };
         let m = Mem::from_records(&[r("a", "")]).unwrap();
         assert_eq!(m.held(&att("a")), [ip("10.1.0.9")]);
-        assert!(Mem::from_records(&[r("a", "eth0"), r("b", "eth0")])
-            .unwrap_err()
-            .contains("twice"));
+        assert!(
+            Mem::from_records(&[r("a", "eth0"), r("b", "eth0")])
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 
     #[test]
     fn unreadable_records_are_never_handed_out() {
         let s = [set("10.1.0.0/30", None, None)]; // only .2
         let mut m = Mem::default();
-        m.slots.insert(ip("10.1.0.2"), Slot::Unreadable("empty".into()));
-        assert_eq!(m.add(&s, "a", &[], 1).unwrap_err().code, code::POOL_EXHAUSTED);
+        m.slots
+            .insert(ip("10.1.0.2"), Slot::Unreadable("empty".into()));
+        assert_eq!(
+            m.add(&s, "a", &[], 1).unwrap_err().code,
+            code::POOL_EXHAUSTED
+        );
         assert_eq!(
             m.add(&s, "a", &[ip("10.1.0.2")], 1).unwrap_err().code,
             code::ADDRESS_UNAVAILABLE

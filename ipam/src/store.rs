@@ -57,7 +57,10 @@ pub fn ip_name(ip: IpAddr) -> String {
 pub const INDEX_BUCKETS: u64 = 4096;
 
 pub fn ctr_name(container_id: &str) -> String {
-    format!("ctr-{:03x}", fnv1a64(container_id.as_bytes()) % INDEX_BUCKETS)
+    format!(
+        "ctr-{:03x}",
+        fnv1a64(container_id.as_bytes()) % INDEX_BUCKETS
+    )
 }
 
 pub fn cursor_name(set: usize) -> String {
@@ -131,9 +134,10 @@ fn index_text(entries: &[Entry]) -> String {
 pub struct Held {
     /// Checked against each address's own record.
     pub mine: Vec<IpAddr>,
-    mine_entries: Vec<Entry>,
-    /// The index's lines of other attachments.
-    others: Vec<Entry>,
+    /// Their index lines.
+    mine_lines: String,
+    /// The index's lines of other attachments, as they were.
+    others: String,
     /// The index named addresses of this attachment that it no longer holds, or was
     /// unreadable: rewrite it.
     stale: bool,
@@ -222,8 +226,8 @@ impl Store {
             return Ok(State::Disk(d));
         }
         let source = legacy::read(&self.dir, &self.network)?;
-        let mem = Mem::from_records(source.records())
-            .map_err(|e| legacy::corrupt(&self.dir, 0, e))?;
+        let mem =
+            Mem::from_records(source.records()).map_err(|e| legacy::corrupt(&self.dir, 0, e))?;
         Ok(State::Mem(mem))
     }
 
@@ -245,11 +249,14 @@ impl Store {
             CniError::io(format!("cannot {what} {}: {e}", p.display()))
         };
         let source = legacy::read(&self.dir, &self.network)?;
-        let mem = Mem::from_records(source.records())
-            .map_err(|e| legacy::corrupt(&self.dir, 0, e))?;
+        let mem =
+            Mem::from_records(source.records()).map_err(|e| legacy::corrupt(&self.dir, 0, e))?;
         let building = self.dir.path().join(BUILDING);
         match fs::remove_dir_all(&building) {
-            Ok(()) => log::info!("{}: left by an interrupted migration; removed", building.display()),
+            Ok(()) => log::info!(
+                "{}: left by an interrupted migration; removed",
+                building.display()
+            ),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(io("remove", &building, e)),
         }
@@ -413,39 +420,43 @@ impl Disk {
         }
     }
 
-    /// The container's index lines (an unreadable line is dropped and marks it stale).
-    fn index(&self, container_id: &str) -> Result<(Vec<Entry>, bool)> {
-        let Some(bytes) = self.read(&ctr_name(container_id))? else {
-            return Ok((vec![], false));
+    /// The addresses `who` holds: its container's index bucket, each of its lines checked
+    /// against the address's own record. The lines of other containers are kept as text
+    /// (only a line naming the container ID is parsed), so a bucket costs little to pass.
+    pub fn held(&mut self, who: &Attachment) -> Result<Held> {
+        let mut held = Held::default();
+        let Some(bytes) = self.read(&ctr_name(&who.container_id))? else {
+            return Ok(held);
         };
         let text = String::from_utf8_lossy(&bytes);
-        let mut stale = false;
-        let mut out = Vec::new();
+        let quoted = format!(
+            ",{},",
+            serde_json::to_string(&who.container_id).expect("strings serialize")
+        );
         for line in text.lines() {
-            match record::parse_line(line) {
+            if !line.contains(&quoted) {
+                held.others.push_str(line);
+                held.others.push('\n');
+                continue;
+            }
+            let e = match record::parse_line(line) {
                 Ok(Line::Record(Record::Alloc {
                     ip,
                     container_id,
                     ifname,
-                })) => out.push(Entry {
+                })) => Entry {
                     ip,
                     container_id: container_id.into_owned(),
                     ifname: ifname.into_owned(),
-                }),
-                _ => stale = true,
-            }
-        }
-        Ok((out, stale))
-    }
-
-    /// The addresses `who` holds: its container's index, each line checked against the
-    /// address's own record.
-    pub fn held(&mut self, who: &Attachment) -> Result<Held> {
-        let (entries, mut stale) = self.index(&who.container_id)?;
-        let mut held = Held::default();
-        for e in entries {
+                },
+                _ => {
+                    held.stale = true;
+                    continue;
+                }
+            };
             if !e.is(who) {
-                held.others.push(e);
+                held.others.push_str(line);
+                held.others.push('\n');
                 continue;
             }
             let owner = Slot::Held {
@@ -454,21 +465,22 @@ impl Disk {
             };
             if self.slot(e.ip)? == owner {
                 held.mine.push(e.ip);
-                held.mine_entries.push(e);
+                // Kept as it was (a legacy empty ifname stays empty).
+                held.mine_lines.push_str(line);
+                held.mine_lines.push('\n');
             } else {
-                stale = true;
+                held.stale = true;
             }
         }
-        held.stale = stale;
         Ok(held)
     }
 
-    fn write_index(&self, container_id: &str, entries: &[Entry]) -> Result<()> {
+    fn write_index(&self, container_id: &str, text: &str) -> Result<()> {
         let name = ctr_name(container_id);
-        if entries.is_empty() {
+        if text.is_empty() {
             self.remove(&name)
         } else {
-            self.put(&name, &index_text(entries))
+            self.put(&name, text)
         }
     }
 
@@ -484,11 +496,12 @@ impl Disk {
             container_id: who.container_id.clone(),
             ifname: who.ifname.clone(),
         };
-        let mut entries = held.others.clone();
-        // Kept as they were (a legacy empty ifname stays empty).
-        entries.extend(held.mine_entries.iter().cloned());
-        entries.extend(new.iter().map(|(_, ip)| entry(*ip)));
-        self.write_index(&who.container_id, &entries)?;
+        let mut text = held.others.clone() + &held.mine_lines;
+        for (_, ip) in &new {
+            text += &entry(*ip).line();
+            text.push('\n');
+        }
+        self.write_index(&who.container_id, &text)?;
         for (_, ip) in &new {
             self.put(&ip_name(*ip), &(entry(*ip).line() + "\n"))?;
         }
@@ -523,7 +536,10 @@ impl Disk {
         for entry in fs::read_dir(&self.dir).map_err(list_err)? {
             let name = entry.map_err(list_err)?.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(ip) = name.strip_prefix("ip-").and_then(|s| s.parse::<IpAddr>().ok()) {
+            if let Some(ip) = name
+                .strip_prefix("ip-")
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            {
                 ips.push(canonical(ip));
             } else if name.starts_with("ctr-") {
                 ctrs.push(name.to_string());
@@ -537,7 +553,10 @@ impl Disk {
             match pool::gc_action(&slot, valid, now, reuse_after) {
                 GcAction::Release => {
                     if let Slot::Unreadable(why) = &slot {
-                        log::warn!("{}: unreadable ({why}); released", self.file(&ip_name(ip)).display());
+                        log::warn!(
+                            "{}: unreadable ({why}); released",
+                            self.file(&ip_name(ip)).display()
+                        );
                     }
                     let line = Record::Released { ip, at: now }.to_line();
                     self.put(&ip_name(ip), &(line + "\n"))?;
@@ -550,11 +569,14 @@ impl Disk {
                         ifname,
                     } = slot
                     {
-                        index.entry(ctr_name(&container_id)).or_default().push(Entry {
-                            ip,
-                            container_id,
-                            ifname,
-                        });
+                        index
+                            .entry(ctr_name(&container_id))
+                            .or_default()
+                            .push(Entry {
+                                ip,
+                                container_id,
+                                ifname,
+                            });
                     }
                 }
             }

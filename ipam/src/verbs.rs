@@ -142,8 +142,8 @@ impl Plugin for Ipam {
         let now = now();
         // The search ADD would make (cooling addresses count as free: ADD would use them).
         for (i, set) in cfg.ranges.iter().enumerate() {
-            let found = pool::pick(state.view(), set, i, &[], now, cfg.reuse_after)
-                .map_err(unavailable)?;
+            let found =
+                pool::pick(state.view(), set, i, &[], now, cfg.reuse_after).map_err(unavailable)?;
             if found.is_none() {
                 return Err(CniError::new(
                     code::PLUGIN_NOT_AVAILABLE,

@@ -191,7 +191,10 @@ impl Op<Data> for Ipam {
             use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
             let layout = common::state_dir(&d.root, NET);
             std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
-            std::fs::DirBuilder::new().mode(0o700).create(&layout).unwrap();
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&layout)
+                .unwrap();
             let lock = [(dir.join(ALLOWED[1]), &[][..])];
             let files = state.iter().map(|(n, b)| (layout.join(n), &b[..]));
             for (path, bytes) in lock.into_iter().chain(files) {

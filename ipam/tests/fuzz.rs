@@ -13,6 +13,7 @@ use fuzzkit::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
+use tombstone_cni::state::StateDir;
 use tombstone_cni::{Attachment, CniError, NetConf};
 use tombstone_ipam::config::IpamConfig;
 use tombstone_ipam::import;
@@ -20,7 +21,6 @@ use tombstone_ipam::legacy::{self, Source};
 use tombstone_ipam::pool::{self, Mem, Slot, View};
 use tombstone_ipam::range::{canonical, to_u128};
 use tombstone_ipam::record::{self, CLOSING, Line, Record};
-use tombstone_cni::state::StateDir;
 
 const VERSIONS: Gen = Gen::Pick(
     &[r#""1.1.0""#, r#""1.0.0""#, r#""0.4.0""#],
@@ -331,10 +331,9 @@ fn config_and_allocation(
                 })?;
                 if !held.contains(&a.ip) {
                     let taken = matches!(mem.slot(a.ip), Ok(Slot::Held { .. }));
-                    check(
-                        a.ip != a.range.gateway && !taken,
-                        || format!("assigned {} (the gateway or taken) in {set}", a.ip),
-                    )?;
+                    check(a.ip != a.range.gateway && !taken, || {
+                        format!("assigned {} (the gateway or taken) in {set}", a.ip)
+                    })?;
                 }
             }
             Ok(())
@@ -499,7 +498,9 @@ fn load_checked(
             })
         }
         Ok(other) => Err(TestCaseError::fail(format!("{other:?} from a state file"))),
-        Err(e) => Err(TestCaseError::fail(format!("a valid state file refused: {e:?}"))),
+        Err(e) => Err(TestCaseError::fail(format!(
+            "a valid state file refused: {e:?}"
+        ))),
     }
 }
 

@@ -61,7 +61,12 @@ fn del_is_idempotent_and_the_released_address_cools_down() {
     let o = del(&c, "a");
     assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
     let before = snapshot(&d, NET);
-    assert!(state(&d, NET).unwrap().released.contains_key(&"10.4.0.2".parse().unwrap()));
+    assert!(
+        state(&d, NET)
+            .unwrap()
+            .released
+            .contains_key(&"10.4.0.2".parse().unwrap())
+    );
     let o = del(&c, "a");
     assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
     assert_eq!(snapshot(&d, NET), before);
@@ -116,8 +121,15 @@ fn gc_respects_absent_present_and_empty_lists() {
     let st = state(&d, NET).unwrap();
     let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
     let b = ("b".to_string(), "eth0".to_string());
-    assert_eq!(st.allocs, [(ip("10.5.0.3"), b)].into_iter().collect(), "{st:?}");
-    assert_eq!(st.released.keys().copied().collect::<Vec<_>>(), [ip("10.5.0.2"), ip("10.5.0.4")]);
+    assert_eq!(
+        st.allocs,
+        [(ip("10.5.0.3"), b)].into_iter().collect(),
+        "{st:?}"
+    );
+    assert_eq!(
+        st.released.keys().copied().collect::<Vec<_>>(),
+        [ip("10.5.0.2"), ip("10.5.0.4")]
+    );
     // The released attachments are gone from the index too: a's CHECK fails, b's passes.
     let check = |cid: &str| run_with(&bin(), &attach_env("CHECK", cid), &base);
     assert_eq!(check("a").json["code"], 3);
@@ -125,7 +137,10 @@ fn gc_respects_absent_present_and_empty_lists() {
     let o = gc(&with(r#""cni.dev/valid-attachments":[],"#));
     assert_eq!(o.rc, 0);
     let st = state(&d, NET).unwrap();
-    assert!(st.allocs.is_empty(), "empty list: everything released: {st:?}");
+    assert!(
+        st.allocs.is_empty(),
+        "empty list: everything released: {st:?}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -142,7 +157,11 @@ fn status_reports_exhaustion_and_unusable_state() {
     // A cooling address still serves ADD, so STATUS is fine again after DEL.
     assert_eq!(del(&c, "a").rc, 0);
     assert_eq!(status(&c).rc, 0);
-    std::fs::write(state_dir(&d, NET).join("format"), "{\"format\":\"tombstone-ipam\"").unwrap();
+    std::fs::write(
+        state_dir(&d, NET).join("format"),
+        "{\"format\":\"tombstone-ipam\"",
+    )
+    .unwrap();
     let o = status(&c);
     assert_eq!(o.json["code"], 50);
     assert!(
@@ -193,7 +212,11 @@ fn corrupt_state_is_a_clear_error_never_a_reset() {
         newer,
     ] {
         std::fs::write(&path, &bad).unwrap();
-        for o in [add(&c, "z"), del(&c, "a"), run_with(&bin(), &attach_env("CHECK", "a"), &c)] {
+        for o in [
+            add(&c, "z"),
+            del(&c, "a"),
+            run_with(&bin(), &attach_env("CHECK", "a"), &c),
+        ] {
             assert_eq!(o.json["code"], 102, "{}", o.stdout);
             assert!(o.json["msg"].as_str().unwrap().contains("unusable"));
         }
@@ -212,9 +235,21 @@ fn corrupt_state_is_a_clear_error_never_a_reset() {
         (text.replace(NET, "other"), "belongs to"),
     ] {
         std::fs::write(&marker, &bad).unwrap();
-        for o in [add(&c, "z"), del(&c, "a"), gc(&c.replace("1.0.0", "1.1.0").replacen('{', r#"{"cni.dev/valid-attachments":[],"#, 1))] {
+        for o in [
+            add(&c, "z"),
+            del(&c, "a"),
+            gc(&c.replace("1.0.0", "1.1.0").replacen(
+                '{',
+                r#"{"cni.dev/valid-attachments":[],"#,
+                1,
+            )),
+        ] {
             assert_eq!(o.json["code"], 102, "{}", o.stdout);
-            assert!(o.json["msg"].as_str().unwrap().contains(says), "{}", o.stdout);
+            assert!(
+                o.json["msg"].as_str().unwrap().contains(says),
+                "{}",
+                o.stdout
+            );
         }
     }
     std::fs::remove_file(&marker).unwrap();
@@ -232,7 +267,10 @@ fn corrupt_state_is_a_clear_error_never_a_reset() {
     assert_eq!(o.rc, 0, "{}", o.stdout);
     let st = state(&d, NET).unwrap();
     assert_eq!(st.allocs.len(), 4, "{st:?}");
-    assert!(st.released.contains_key(&"10.7.0.5".parse().unwrap()), "{st:?}");
+    assert!(
+        st.released.contains_key(&"10.7.0.5".parse().unwrap()),
+        "{st:?}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

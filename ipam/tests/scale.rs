@@ -87,7 +87,12 @@ fn add_and_del_with_60000_in_use_touch_only_what_they_need() {
     // The upgrade: the first call reads the old state whole (once).
     let first = strace::run(&cmd("ADD", "first"), strace::Trace::Off);
     assert!(first.ok(), "{}", first.summary());
-    for (verb, cid) in [("ADD", "new"), ("DEL", "new"), ("ADD", "other"), ("DEL", "first")] {
+    for (verb, cid) in [
+        ("ADD", "new"),
+        ("DEL", "new"),
+        ("ADD", "other"),
+        ("DEL", "first"),
+    ] {
         let (r, calls) = strace::record(&cmd(verb, cid), &d);
         assert!(r.ok(), "{verb} {cid}: {}", r.summary());
         let (bytes, n) = io_of(&calls);

@@ -275,7 +275,11 @@ fn stray_files(data: &Path) -> Vec<String> {
         }
     }
     if let Ok(st) = state(data, NET) {
-        out.extend(st.strays.iter().map(|f| format!("{NET}/tombstone-ipam.d/{f}")));
+        out.extend(
+            st.strays
+                .iter()
+                .map(|f| format!("{NET}/tombstone-ipam.d/{f}")),
+        );
     }
     out.sort();
     out

@@ -178,14 +178,17 @@ pub fn state(data_dir: &Path, name: &str) -> Result<State, String> {
                     st.allocs.insert(ip, (s(&r[2]), s(&r[3])));
                 }
                 (Some("r"), Some(3)) => {
-                    st.released.insert(ip, r[2].as_u64().ok_or_else(|| bad("time".into()))?);
+                    st.released
+                        .insert(ip, r[2].as_u64().ok_or_else(|| bad("time".into()))?);
                 }
                 _ => return Err(bad(format!("bad record {r}"))),
             }
         } else if file.starts_with("cursor-") {
             let r = one_line(&bytes).map_err(bad)?;
-            st.cursors
-                .insert(r[1].as_u64().unwrap_or(u64::MAX), ip_of(&r[2]).map_err(bad)?);
+            st.cursors.insert(
+                r[1].as_u64().unwrap_or(u64::MAX),
+                ip_of(&r[2]).map_err(bad)?,
+            );
         } else if file.starts_with("ctr-") {
             for line in String::from_utf8_lossy(&bytes).lines() {
                 serde_json::from_str::<Value>(line).map_err(|e| bad(e.to_string()))?;
