@@ -255,6 +255,30 @@ fn scenario(
     (figs[0], figs[1])
 }
 
+/// tombstone-ipam alone on the empty /24 and on the /16 with 60 000 in use, interleaved (so
+/// that both see the same machine): wall medians (small, big), for the 1.2x target.
+fn ours_small_and_big(ts: &Path, small: &str, big: &str, runs: usize) -> (Fig, Fig) {
+    let mut t = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    for i in 0..runs {
+        let id = cid(700_000 + i);
+        for (p, c) in [small, big].into_iter().enumerate() {
+            let (a, ok) = timed(ts, "ADD", &id, c);
+            assert!(ok);
+            let (d, ok) = timed(ts, "DEL", &id, c);
+            assert!(ok);
+            t[p][0].push(a);
+            t[p][1].push(d);
+        }
+    }
+    let fig = |v: &mut [Vec<f64>; 2]| Fig {
+        add_ms: median(&mut v[0]),
+        del_ms: median(&mut v[1]),
+        ..Fig::default()
+    };
+    let [mut s, mut b] = t;
+    (fig(&mut s), fig(&mut b))
+}
+
 fn fs_type(p: &Path) -> String {
     Command::new("stat")
         .args(["-f", "-c", "%T"])
@@ -276,7 +300,7 @@ fn main() {
             .cloned()
     };
     let runs: usize = opt("--runs").and_then(|v| v.parse().ok()).unwrap_or(100);
-    let big_runs: usize = opt("--big-runs").and_then(|v| v.parse().ok()).unwrap_or(10);
+    let big_runs: usize = opt("--big-runs").and_then(|v| v.parse().ok()).unwrap_or(20);
     let ts = std::env::current_exe()
         .unwrap()
         .parent()
@@ -394,7 +418,14 @@ fn main() {
             format!("{migration:.1} s"),
             "".into(),
         ));
-        ours.push((format!("{kind} ({fs})"), t_small, t_big));
+        eprintln!("{kind}: tombstone-ipam alone, /24 and /16 interleaved, {runs} ADD+DEL each");
+        let (s, b) = ours_small_and_big(&bins.ts, &conf("small", &td, "10.60.0.0/24"), &tc, runs);
+        let with = |f: Fig, t: Fig| Fig {
+            add_ms: t.add_ms,
+            del_ms: t.del_ms,
+            ..f
+        };
+        ours.push((format!("{kind} ({fs})"), with(t_small, s), with(t_big, b)));
         if count {
             eprintln!(
                 "{kind}: worst case: a full /16 whose free address lies just behind the cursor"

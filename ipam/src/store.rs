@@ -430,11 +430,17 @@ impl Disk {
         };
         let text = String::from_utf8_lossy(&bytes);
         let quoted = format!(
-            ",{},",
+            "{},",
             serde_json::to_string(&who.container_id).expect("strings serialize")
         );
+        // `["a","<address>",<container ID>,...`: a prefix compare, no search.
+        let names_it = |line: &str| {
+            line.strip_prefix("[\"a\",\"")
+                .and_then(|r| r.split_once("\","))
+                .is_some_and(|(_, r)| r.starts_with(&quoted))
+        };
         for line in text.lines() {
-            if !line.contains(&quoted) {
+            if !names_it(line) {
                 held.others.push_str(line);
                 held.others.push('\n');
                 continue;
