@@ -501,6 +501,6 @@ fn main() {
         );
     }
     println!(
-        "\n{runs} ADD+DEL per plugin on the /24, {big_runs} on the /16, per place; instructions and peak RSS on tmpfs (they do not depend on the file system); failures: {failures}"
+        "\n{runs} ADD+DEL per plugin on the /24, {big_runs} on the /16, per place; the ratios of walls above from {runs} ADD+DEL of tombstone-ipam alone on each, interleaved; instructions and peak RSS on tmpfs (they do not depend on the file system); failures: {failures}"
     );
 }
