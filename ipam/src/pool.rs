@@ -1,24 +1,62 @@
-//! The allocator: what the state says (a [`Scan`] of its records), what a verb decides
-//! (a plan with an [`Edit`]), and how the edit rewrites the records. No I/O.
+//! The allocator: what an address's record says ([`Slot`]), how an ADD chooses (a
+//! [`View`] answers one address at a time), what DEL and GC release. No I/O: the store and
+//! the in-memory [`Mem`] implement [`View`].
 //!
-//! Allocation is host-local's round-robin from the range set's cursor, except that an
+//! Allocation is host-local's round robin from the range set's cursor, except that an
 //! address released less than `reuseAfterSeconds` ago is passed over while another is
 //! free. When none is, the address released longest ago is used (with a warning): a pod
-//! start is never refused while an address exists. A search is a binary search over the
-//! sorted unavailable addresses, so its cost does not grow with how many are in use.
+//! start is never refused while an address exists. The search asks about one candidate
+//! after another and stops at the first free one: its cost is the number of unavailable
+//! addresses right after the cursor (none, as round robin leaves a pool), at worst every
+//! address of the set that has a record (a full or fully cooling set).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use tombstone_cni::{Attachment, CniError, Result, code};
 
-use crate::range::{Range, RangeSet, first_free, from_u128, to_u128};
+use crate::range::{Range, RangeSet, from_u128, to_u128};
 use crate::record::Record;
 
 /// Whether an allocation record belongs to an attachment. An empty ifname (host-local's
 /// files before it recorded one) matches any interface of the container.
 pub fn owned_by(container_id: &str, ifname: &str, a: &Attachment) -> bool {
     container_id == a.container_id && (ifname.is_empty() || ifname == a.ifname)
+}
+
+/// Whether an address released at `at` still cools down at `now`.
+pub fn cooling(at: u64, now: u64, reuse_after: u64) -> bool {
+    at.saturating_add(reuse_after) > now
+}
+
+/// What the state says about one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// No record: never allocated, or its cool-down record was dropped.
+    Free,
+    Held {
+        container_id: String,
+        ifname: String,
+    },
+    /// Released at this Unix time (free once its cool-down is over).
+    Released(u64),
+    /// A record that cannot be read (a power loss can leave one empty): its address is
+    /// never handed out; GC releases it.
+    Unreadable(String),
+}
+
+impl Slot {
+    /// Whether ADD may hand the address out (a cooling one only as the last resort).
+    fn is_taken(&self) -> bool {
+        matches!(self, Slot::Held { .. } | Slot::Unreadable(_))
+    }
+}
+
+/// The state as the allocator reads it, one address at a time.
+pub trait View {
+    fn slot(&mut self, ip: IpAddr) -> Result<Slot>;
+    /// The last address handed out in range set `set`.
+    fn cursor(&mut self, set: usize) -> Result<Option<IpAddr>>;
 }
 
 /// Which attachments GC keeps.
@@ -39,7 +77,7 @@ impl ValidSet {
         }
     }
 
-    fn keeps(&self, container_id: &str, ifname: &str) -> bool {
+    pub fn keeps(&self, container_id: &str, ifname: &str) -> bool {
         if ifname.is_empty() {
             self.containers.contains(container_id)
         } else {
@@ -49,154 +87,24 @@ impl ValidSet {
     }
 }
 
-/// What one pass over the records found.
-#[derive(Debug, Clone, Default)]
-pub struct Scan {
-    /// The attachment whose addresses to collect in `mine`.
-    pub query: Option<Attachment>,
-    /// For GC: allocations of attachments outside this set are collected in `stale`.
-    pub valid: Option<ValidSet>,
-    /// Every allocated address (sorted and checked by [`Scan::finish`]).
-    pub taken: Vec<IpAddr>,
-    /// Released addresses and when.
-    pub cooling: Vec<(IpAddr, u64)>,
-    pub mine: Vec<IpAddr>,
-    pub stale: Vec<IpAddr>,
-    pub cursors: Vec<(usize, IpAddr)>,
-    pub records: usize,
+/// What GC does with one record: release it (an allocation of an attachment that is not
+/// valid, or an unreadable record), drop it (a cool-down that is over), or keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcAction {
+    Keep,
+    Release,
+    Drop,
 }
 
-impl Scan {
-    pub fn new(query: Option<Attachment>, valid: Option<ValidSet>) -> Scan {
-        Scan {
-            query,
-            valid,
-            ..Default::default()
-        }
-    }
-
-    pub fn feed(&mut self, r: &Record<'_>) {
-        self.records += 1;
-        match r {
-            Record::Alloc {
-                ip,
-                container_id,
-                ifname,
-            } => {
-                self.taken.push(*ip);
-                if let Some(q) = &self.query
-                    && owned_by(container_id, ifname, q)
-                {
-                    self.mine.push(*ip);
-                }
-                if let Some(v) = &self.valid
-                    && !v.keeps(container_id, ifname)
-                {
-                    self.stale.push(*ip);
-                }
-            }
-            Record::Released { ip, at } => self.cooling.push((*ip, *at)),
-            Record::Cursor { set, ip } => self.cursors.push((*set, *ip)),
-        }
-    }
-
-    /// Sorts the taken addresses; an address allocated twice means the state is corrupt.
-    pub fn finish(&mut self) -> std::result::Result<(), String> {
-        self.taken.sort_unstable();
-        if let Some(w) = self.taken.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("address {} is allocated twice", w[0]));
-        }
-        Ok(())
-    }
-
-    fn is_taken(&self, ip: IpAddr) -> bool {
-        self.taken.binary_search(&ip).is_ok()
-    }
-
-    fn cursor(&self, set: usize) -> Option<IpAddr> {
-        self.cursors
-            .iter()
-            .rev()
-            .find(|(s, _)| *s == set)
-            .map(|(_, ip)| *ip)
-    }
-
-    /// Addresses of `set` still free for an ADD (cooling ones count: ADD would use them).
-    pub fn free_in(&self, set: &RangeSet) -> u128 {
-        let mut used = 0u128;
-        for r in &set.0 {
-            let lo = self.taken.partition_point(|t| t < &r.start);
-            let hi = self.taken.partition_point(|t| t <= &r.end);
-            used += self.taken[lo..hi]
-                .iter()
-                .filter(|t| **t != r.gateway)
-                .count() as u128;
-        }
-        set.size().saturating_sub(used)
-    }
-}
-
-/// Changes to the records, applied while they are rewritten.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Edit {
-    /// New allocations: (address, container ID, ifname).
-    pub add: Vec<(IpAddr, String, String)>,
-    /// Allocations to release (they start cooling down at `now`).
-    pub release: Vec<IpAddr>,
-    /// Cursors to set, per range set.
-    pub cursors: Vec<(usize, IpAddr)>,
-    pub now: u64,
-    /// Cool-down records released before this are dropped (their cool-down is over).
-    pub expire_before: u64,
-}
-
-impl Edit {
-    pub fn new(now: u64, reuse_after: u64) -> Edit {
-        Edit {
-            now,
-            expire_before: now.saturating_sub(reuse_after),
-            ..Default::default()
-        }
-    }
-
-    /// Whether the edit changes any allocation or cursor (expiry alone is not worth a write).
-    pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.release.is_empty() && self.cursors.is_empty()
-    }
-
-    /// Whether an existing record survives the edit.
-    pub fn keeps(&self, r: &Record<'_>) -> bool {
-        match r {
-            Record::Alloc { ip, .. } => !self.release.contains(ip),
-            Record::Released { ip, at } => {
-                *at >= self.expire_before
-                    && !self.release.contains(ip)
-                    && !self.add.iter().any(|(a, _, _)| a == ip)
-            }
-            Record::Cursor { set, .. } => !self.cursors.iter().any(|(s, _)| s == set),
-        }
-    }
-
-    /// The records the edit appends after the surviving ones.
-    pub fn appended(&self) -> Vec<Record<'_>> {
-        let mut out = Vec::new();
-        for (set, ip) in &self.cursors {
-            out.push(Record::Cursor { set: *set, ip: *ip });
-        }
-        for (ip, cid, ifname) in &self.add {
-            out.push(Record::Alloc {
-                ip: *ip,
-                container_id: cid.as_str().into(),
-                ifname: ifname.as_str().into(),
-            });
-        }
-        for ip in &self.release {
-            out.push(Record::Released {
-                ip: *ip,
-                at: self.now,
-            });
-        }
-        out
+pub fn gc_action(slot: &Slot, valid: &ValidSet, now: u64, reuse_after: u64) -> GcAction {
+    match slot {
+        Slot::Held {
+            container_id,
+            ifname,
+        } if !valid.keeps(container_id, ifname) => GcAction::Release,
+        Slot::Unreadable(_) => GcAction::Release,
+        Slot::Released(at) if !cooling(*at, now, reuse_after) => GcAction::Drop,
+        _ => GcAction::Keep,
     }
 }
 
@@ -205,29 +113,43 @@ impl Edit {
 pub struct Assigned {
     pub ip: IpAddr,
     pub range: Range,
+    /// Newly allocated by this ADD (not held already).
+    pub new: bool,
 }
 
 /// What an ADD decided.
 #[derive(Debug, Clone)]
 pub struct AddPlan {
+    /// One per range set, in order.
     pub assigned: Vec<Assigned>,
-    pub edit: Edit,
     /// Things to log at warning level (cool-down overridden).
     pub warnings: Vec<String>,
 }
 
-/// Decides the addresses of an ADD: one per range set, requested ones where given.
+impl AddPlan {
+    /// The new allocations: (range set, address).
+    pub fn new_ones(&self) -> impl Iterator<Item = (usize, IpAddr)> + '_ {
+        self.assigned
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.new)
+            .map(|(i, a)| (i, a.ip))
+    }
+}
+
+/// Decides the addresses of an ADD: one per range set, requested ones where given; `held`
+/// are the addresses the attachment already holds (a repeated ADD gets them back).
 pub fn plan_add(
-    scan: &Scan,
+    view: &mut dyn View,
+    held: &[IpAddr],
     sets: &[RangeSet],
     requested: &[IpAddr],
     who: &Attachment,
     now: u64,
     reuse_after: u64,
 ) -> Result<AddPlan> {
-    let mut edit = Edit::new(now, reuse_after);
     let mut warnings = Vec::new();
-    let mut assigned = Vec::new();
+    let mut assigned: Vec<Assigned> = Vec::new();
     let mut pending: Vec<IpAddr> = requested.to_vec();
     for (idx, set) in sets.iter().enumerate() {
         let wanted = pending
@@ -236,7 +158,7 @@ pub fn plan_add(
             .map(|i| pending.remove(i));
         let unavailable = |msg: String| CniError::new(code::ADDRESS_UNAVAILABLE, msg);
         // An attachment holds at most one address per range set: a repeated ADD gets it back.
-        if let Some(&held) = scan.mine.iter().find(|ip| set.contains(**ip)) {
+        if let Some(&held) = held.iter().find(|ip| set.contains(**ip)) {
             if let Some(w) = wanted
                 && w != held
             {
@@ -246,7 +168,11 @@ pub fn plan_add(
                 )));
             }
             let range = set.range_for(held).expect("contained").clone();
-            assigned.push(Assigned { ip: held, range });
+            assigned.push(Assigned {
+                ip: held,
+                range,
+                new: false,
+            });
             continue;
         }
         let ip = if let Some(w) = wanted {
@@ -256,27 +182,31 @@ pub fn plan_add(
                     "failed to allocate for range {idx}: requested ip {w} is subnet's gateway"
                 )));
             }
-            if scan.is_taken(w) {
+            if view.slot(w)?.is_taken() || assigned.iter().any(|a| a.ip == w) {
                 return Err(unavailable(format!(
                     "failed to allocate for range {idx}: requested IP address {w} is not available in range set {set}"
                 )));
             }
             w
         } else {
-            pick(scan, set, idx, &edit, now, reuse_after, &mut warnings).ok_or_else(|| {
+            let exclude: Vec<IpAddr> = assigned.iter().map(|a| a.ip).collect();
+            let (ip, warning) = pick(view, set, idx, &exclude, now, reuse_after)?.ok_or_else(|| {
                 CniError::new(
                     code::POOL_EXHAUSTED,
                     format!(
                         "failed to allocate for range {idx}: no IP addresses available in range set: {set}"
                     ),
                 )
-            })?
+            })?;
+            warnings.extend(warning);
+            ip
         };
-        edit.add
-            .push((ip, who.container_id.clone(), who.ifname.clone()));
-        edit.cursors.push((idx, ip));
         let range = set.range_for(ip).expect("contained").clone();
-        assigned.push(Assigned { ip, range });
+        assigned.push(Assigned {
+            ip,
+            range,
+            new: true,
+        });
     }
     if !pending.is_empty() {
         let list: Vec<String> = pending.iter().map(|i| i.to_string()).collect();
@@ -286,76 +216,144 @@ pub fn plan_add(
         )
         .with_details("a requested address lies in none of the configured ranges"));
     }
-    Ok(AddPlan {
-        assigned,
-        edit,
-        warnings,
-    })
+    Ok(AddPlan { assigned, warnings })
 }
 
 /// The next address of `set` after its cursor that is free and not cooling down; failing
-/// that, the one released longest ago.
-fn pick(
-    scan: &Scan,
+/// that, the one released longest ago (with the warning to log); `None` when every
+/// address is allocated. Each candidate costs one [`View::slot`]; the walk stops at the
+/// first free one.
+pub fn pick(
+    view: &mut dyn View,
     set: &RangeSet,
     idx: usize,
-    edit: &Edit,
+    exclude: &[IpAddr],
     now: u64,
     reuse_after: u64,
-    warnings: &mut Vec<String>,
-) -> Option<IpAddr> {
+) -> Result<Option<(IpAddr, Option<String>)>> {
     let v6 = set.is_v6();
-    let cool_until = |at: u64| at.saturating_add(reuse_after);
-    let mut unavailable: Vec<u128> = scan
-        .taken
-        .iter()
-        .chain(edit.add.iter().map(|(ip, _, _)| ip))
-        .filter(|ip| ip.is_ipv6() == v6)
-        .map(|ip| to_u128(*ip))
-        .collect();
-    unavailable.extend(
-        scan.cooling
-            .iter()
-            .filter(|(ip, at)| ip.is_ipv6() == v6 && cool_until(*at) > now)
-            .map(|(ip, _)| to_u128(*ip)),
-    );
-    unavailable.extend(set.0.iter().map(|r| to_u128(r.gateway)));
-    unavailable.sort_unstable();
-    unavailable.dedup();
-    for (lo, hi) in set.search_order(scan.cursor(idx)) {
-        if let Some(n) = first_free(&unavailable, lo, hi) {
-            return Some(from_u128(v6, n));
+    let gateways: Vec<u128> = set.0.iter().map(|r| to_u128(r.gateway)).collect();
+    let cursor = view.cursor(idx)?;
+    // The cooling address released longest ago: (released at, address).
+    let mut oldest: Option<(u64, u128)> = None;
+    for (lo, hi) in set.search_order(cursor) {
+        for n in lo..=hi {
+            if gateways.contains(&n) {
+                continue;
+            }
+            let ip = from_u128(v6, n);
+            if exclude.contains(&ip) {
+                continue;
+            }
+            match view.slot(ip)? {
+                Slot::Free => return Ok(Some((ip, None))),
+                Slot::Released(at) if !cooling(at, now, reuse_after) => {
+                    return Ok(Some((ip, None)));
+                }
+                Slot::Released(at) => {
+                    if oldest.is_none_or(|o| (at, n) < o) {
+                        oldest = Some((at, n));
+                    }
+                }
+                Slot::Held { .. } | Slot::Unreadable(_) => {}
+            }
         }
     }
-    let fallback = scan
-        .cooling
-        .iter()
-        .filter(|(ip, _)| {
-            set.range_for(*ip).is_some_and(|r| r.gateway != *ip)
-                && !scan.is_taken(*ip)
-                && !edit.add.iter().any(|(a, _, _)| a == ip)
-        })
-        .min_by_key(|(ip, at)| (*at, *ip))?;
-    warnings.push(format!(
-        "range set {idx} ({set}) has no address past its cool-down: reusing {}, released {}s ago (reuseAfterSeconds {reuse_after})",
-        fallback.0,
-        now.saturating_sub(fallback.1)
-    ));
-    Some(fallback.0)
+    Ok(oldest.map(|(at, n)| {
+        let ip = from_u128(v6, n);
+        let warning = format!(
+            "range set {idx} ({set}) has no address past its cool-down: reusing {ip}, released {}s ago (reuseAfterSeconds {reuse_after})",
+            now.saturating_sub(at)
+        );
+        (ip, Some(warning))
+    }))
 }
 
-/// DEL: release every address of the attachment.
-pub fn plan_del(scan: &Scan, now: u64, reuse_after: u64) -> Edit {
-    let mut e = Edit::new(now, reuse_after);
-    e.release = scan.mine.clone();
-    e
+/// The state in memory: a state of an older format that is only read (CHECK, STATUS before
+/// the first write migrates it), the intermediate of a migration, and the tests'.
+#[derive(Debug, Clone, Default)]
+pub struct Mem {
+    pub slots: HashMap<IpAddr, Slot>,
+    pub cursors: HashMap<usize, IpAddr>,
 }
 
-/// GC: release every address of an attachment outside the valid set.
-pub fn plan_gc(scan: &Scan, now: u64, reuse_after: u64) -> Edit {
-    let mut e = Edit::new(now, reuse_after);
-    e.release = scan.stale.clone();
-    e
+impl Mem {
+    /// From records in file order (the last cursor of a set wins). An address allocated
+    /// twice means the state is corrupt.
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = &'a Record<'a>>,
+    ) -> std::result::Result<Mem, String> {
+        let mut m = Mem::default();
+        for r in records {
+            match r {
+                Record::Alloc {
+                    ip,
+                    container_id,
+                    ifname,
+                } => {
+                    let held = Slot::Held {
+                        container_id: container_id.to_string(),
+                        ifname: ifname.to_string(),
+                    };
+                    if let Some(Slot::Held { .. }) = m.slots.insert(*ip, held) {
+                        return Err(format!("address {ip} is allocated twice"));
+                    }
+                }
+                Record::Released { ip, at } => {
+                    if !matches!(m.slots.get(ip), Some(Slot::Held { .. })) {
+                        m.slots.insert(*ip, Slot::Released(*at));
+                    }
+                }
+                Record::Cursor { set, ip } => {
+                    m.cursors.insert(*set, *ip);
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// The addresses `who` holds, sorted.
+    pub fn held(&self, who: &Attachment) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s, Slot::Held { container_id, ifname } if owned_by(container_id, ifname, who))
+            })
+            .map(|(ip, _)| *ip)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Records an ADD's decision.
+    pub fn apply_add(&mut self, plan: &AddPlan, who: &Attachment) {
+        for (set, ip) in plan.new_ones() {
+            self.slots.insert(
+                ip,
+                Slot::Held {
+                    container_id: who.container_id.clone(),
+                    ifname: who.ifname.clone(),
+                },
+            );
+            self.cursors.insert(set, ip);
+        }
+    }
+
+    pub fn release(&mut self, ips: &[IpAddr], now: u64) {
+        for ip in ips {
+            self.slots.insert(*ip, Slot::Released(now));
+        }
+    }
+}
+
+impl View for Mem {
+    fn slot(&mut self, ip: IpAddr) -> Result<Slot> {
+        Ok(self.slots.get(&ip).cloned().unwrap_or(Slot::Free))
+    }
+    fn cursor(&mut self, set: usize) -> Result<Option<IpAddr>> {
+        Ok(self.cursors.get(&set).copied())
+    }
 }
 
 #[cfg(test)]
@@ -384,38 +382,16 @@ mod tests {
         .unwrap()
     }
 
-    /// A tiny in-memory store: records as owned values, edited as the file would be.
-    #[derive(Default)]
-    struct Mem(Vec<Record<'static>>);
-
     impl Mem {
-        fn scan(&self, q: Option<&str>, valid: Option<&[Attachment]>) -> Scan {
-            let mut s = Scan::new(q.map(att), valid.map(ValidSet::new));
-            for r in &self.0 {
-                s.feed(r);
-            }
-            s.finish().unwrap();
-            s
-        }
-        fn apply(&mut self, e: &Edit) {
-            let mut next: Vec<Record<'static>> =
-                self.0.iter().filter(|r| e.keeps(r)).cloned().collect();
-            for r in e.appended() {
-                next.push(match r {
-                    Record::Alloc {
-                        ip,
-                        container_id,
-                        ifname,
-                    } => Record::Alloc {
-                        ip,
-                        container_id: container_id.into_owned().into(),
-                        ifname: ifname.into_owned().into(),
-                    },
-                    Record::Released { ip, at } => Record::Released { ip, at },
-                    Record::Cursor { set, ip } => Record::Cursor { set, ip },
-                });
-            }
-            self.0 = next;
+        fn plan(
+            &mut self,
+            sets: &[RangeSet],
+            c: &str,
+            req: &[IpAddr],
+            now: u64,
+        ) -> Result<AddPlan> {
+            let held = self.held(&att(c));
+            plan_add(self, &held, sets, req, &att(c), now, 60)
         }
         fn add(
             &mut self,
@@ -424,13 +400,16 @@ mod tests {
             req: &[IpAddr],
             now: u64,
         ) -> Result<Vec<IpAddr>> {
-            let p = plan_add(&self.scan(Some(c), None), sets, req, &att(c), now, 60)?;
-            self.apply(&p.edit);
+            let p = self.plan(sets, c, req, now)?;
+            self.apply_add(&p, &att(c));
             Ok(p.assigned.iter().map(|a| a.ip).collect())
         }
         fn del(&mut self, c: &str, now: u64) {
-            let e = plan_del(&self.scan(Some(c), None), now, 60);
-            self.apply(&e);
+            let held = self.held(&att(c));
+            self.release(&held, now);
+        }
+        fn taken(&self) -> usize {
+            self.slots.values().filter(|s| s.is_taken()).count()
         }
     }
 
@@ -456,16 +435,9 @@ mod tests {
         )];
         assert_eq!(
             m.add(&s, "b", &[], 100).unwrap(),
-            vec![
-                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"
-                    .parse::<IpAddr>()
-                    .unwrap()
-            ]
+            [ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe")]
         );
-        assert_eq!(
-            m.add(&s, "c", &[], 100).unwrap(),
-            vec![top.parse::<IpAddr>().unwrap()]
-        );
+        assert_eq!(m.add(&s, "c", &[], 100).unwrap(), [ip(top)]);
         assert_eq!(m.add(&s, "d", &[], 100).unwrap_err().code, 103);
     }
 
@@ -485,8 +457,10 @@ mod tests {
         let s = [set("10.1.0.0/29", None, None)];
         let mut m = Mem::default();
         let a = m.add(&s, "a", &[], 100).unwrap();
-        assert_eq!(m.add(&s, "a", &[], 101).unwrap(), a);
-        assert_eq!(m.scan(None, None).taken.len(), 1);
+        let p = m.plan(&s, "a", &[], 101).unwrap();
+        assert_eq!(p.assigned[0].ip, a[0]);
+        assert_eq!(p.new_ones().count(), 0);
+        assert_eq!(m.taken(), 1);
     }
 
     #[test]
@@ -502,13 +476,12 @@ mod tests {
         }
         assert!(!got.contains(&a), "{got:?}");
         // Nothing else free: the cooling address is used rather than failing.
-        let p = plan_add(&m.scan(Some("f"), None), &s, &[], &att("f"), 103, 60).unwrap();
+        let p = m.plan(&s, "f", &[], 103).unwrap();
         assert_eq!(p.assigned[0].ip, a);
         assert_eq!(p.warnings.len(), 1);
-        m.apply(&p.edit);
-        assert!(m.scan(None, None).cooling.is_empty());
+        m.apply_add(&p, &att("f"));
         // And now it is full.
-        let e = plan_add(&m.scan(Some("g"), None), &s, &[], &att("g"), 104, 60).unwrap_err();
+        let e = m.plan(&s, "g", &[], 104).unwrap_err();
         assert_eq!(e.code, code::POOL_EXHAUSTED);
         assert!(e.msg.contains("no IP addresses available"), "{}", e.msg);
     }
@@ -526,8 +499,6 @@ mod tests {
         m.del("x", 230);
         // After the cool-down, round robin resumes from the cursor (.4): .2 comes next.
         assert_eq!(m.add(&s, "y", &[], 10_000).unwrap(), [ip("10.1.0.2")]);
-        // Expired cool-down records were dropped by that write.
-        assert!(m.scan(None, None).cooling.is_empty());
     }
 
     #[test]
@@ -536,7 +507,7 @@ mod tests {
         let mut m = Mem::default();
         m.add(&s, "a", &[], 100).unwrap();
         m.del("a", 100);
-        let p = plan_add(&m.scan(Some("b"), None), &s, &[], &att("b"), 100, 0).unwrap();
+        let p = plan_add(&mut m, &[], &s, &[], &att("b"), 100, 0).unwrap();
         assert_eq!(p.assigned[0].ip, ip("10.1.0.3"));
     }
 
@@ -574,73 +545,116 @@ mod tests {
         let e = m.add(&s, "b", &[], 2).unwrap_err();
         assert_eq!(e.code, code::POOL_EXHAUSTED);
         // Nothing was half-allocated.
-        assert_eq!(m.scan(None, None).taken.len(), 2);
+        assert_eq!(m.taken(), 2);
     }
 
     #[test]
     fn gc_releases_only_what_is_not_valid() {
-        let s = [set("10.1.0.0/24", None, None)];
-        let mut m = Mem::default();
-        for c in ["a", "b", "c"] {
-            m.add(&s, c, &[], 1).unwrap();
-        }
-        let keep = [att("b")];
-        let e = plan_gc(&m.scan(None, Some(&keep)), 2, 60);
-        assert_eq!(e.release.len(), 2);
-        m.apply(&e);
-        let after = m.scan(None, None);
-        assert_eq!(after.taken, [ip("10.1.0.3")]);
-        assert_eq!(after.cooling.len(), 2);
-        let e = plan_gc(&m.scan(None, Some(&[])), 3, 60);
-        assert_eq!(e.release.len(), 1);
+        let valid = ValidSet::new(&[att("b")]);
+        let held = |c: &str, i: &str| Slot::Held {
+            container_id: c.into(),
+            ifname: i.into(),
+        };
+        assert_eq!(
+            gc_action(&held("a", "eth0"), &valid, 10, 60),
+            GcAction::Release
+        );
+        assert_eq!(
+            gc_action(&held("b", "eth0"), &valid, 10, 60),
+            GcAction::Keep
+        );
+        assert_eq!(
+            gc_action(&held("b", "eth1"), &valid, 10, 60),
+            GcAction::Release
+        );
+        // Legacy records without ifname match the container.
+        assert_eq!(gc_action(&held("b", ""), &valid, 10, 60), GcAction::Keep);
+        assert_eq!(
+            gc_action(&Slot::Unreadable("x".into()), &valid, 10, 60),
+            GcAction::Release
+        );
+        assert_eq!(
+            gc_action(&Slot::Released(5), &valid, 10, 60),
+            GcAction::Keep
+        );
+        assert_eq!(
+            gc_action(&Slot::Released(5), &valid, 100, 60),
+            GcAction::Drop
+        );
+        assert_eq!(
+            gc_action(&Slot::Released(5), &ValidSet::new(&[]), 100, 60),
+            GcAction::Drop
+        );
     }
 
     #[test]
-    fn legacy_records_without_ifname_match_the_container() {
-        let mut m = Mem(vec![Record::Alloc {
-            ip: ip("10.1.0.9"),
-            container_id: "a".into(),
-            ifname: "".into(),
-        }]);
-        assert_eq!(m.scan(Some("a"), None).mine, [ip("10.1.0.9")]);
-        assert!(m.scan(None, Some(&[att("a")])).stale.is_empty());
-        m.del("a", 5);
-        assert!(m.scan(None, None).taken.is_empty());
-    }
-
-    #[test]
-    fn duplicates_are_corruption_and_free_counts_exclude_the_gateway() {
-        let r = |c: &'static str| Record::Alloc {
+    fn legacy_records_without_ifname_match_the_container_and_duplicates_are_corrupt() {
+        let r = |c: &'static str, i: &'static str| Record::Alloc {
             ip: ip("10.1.0.9"),
             container_id: c.into(),
-            ifname: "eth0".into(),
+            ifname: i.into(),
         };
-        let mut s = Scan::default();
-        s.feed(&r("a"));
-        s.feed(&r("b"));
-        assert!(s.finish().unwrap_err().contains("twice"));
-        let mut s = Scan::default();
-        s.feed(&r("a"));
-        s.finish().unwrap();
-        assert_eq!(s.free_in(&set("10.1.0.0/24", None, None)), 252);
-        assert_eq!(s.free_in(&set("10.2.0.0/24", None, None)), 253);
+        let m = Mem::from_records(&[r("a", "")]).unwrap();
+        assert_eq!(m.held(&att("a")), [ip("10.1.0.9")]);
+        assert!(
+            Mem::from_records(&[r("a", "eth0"), r("b", "eth0")])
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 
     #[test]
-    fn a_nearly_full_slash_16_allocates_by_binary_search() {
-        let s = [set("10.10.0.0/16", None, None)];
-        let mut scan = Scan::default();
-        for n in 0..60_000u32 {
-            scan.feed(&Record::Alloc {
-                ip: IpAddr::V4((u32::from(std::net::Ipv4Addr::new(10, 10, 0, 2)) + n).into()),
-                container_id: "x".into(),
-                ifname: format!("e{n}").into(),
-            });
+    fn unreadable_records_are_never_handed_out() {
+        let s = [set("10.1.0.0/30", None, None)]; // only .2
+        let mut m = Mem::default();
+        m.slots
+            .insert(ip("10.1.0.2"), Slot::Unreadable("empty".into()));
+        assert_eq!(
+            m.add(&s, "a", &[], 1).unwrap_err().code,
+            code::POOL_EXHAUSTED
+        );
+        assert_eq!(
+            m.add(&s, "a", &[ip("10.1.0.2")], 1).unwrap_err().code,
+            code::ADDRESS_UNAVAILABLE
+        );
+    }
+
+    /// Counts the candidates a search asks about.
+    struct Counting(Mem, usize);
+    impl View for Counting {
+        fn slot(&mut self, ip: IpAddr) -> Result<Slot> {
+            self.1 += 1;
+            self.0.slot(ip)
         }
-        scan.finish().unwrap();
-        let t = std::time::Instant::now();
-        let p = plan_add(&scan, &s, &[], &att("new"), 1, 60).unwrap();
+        fn cursor(&mut self, set: usize) -> Result<Option<IpAddr>> {
+            self.0.cursor(set)
+        }
+    }
+
+    #[test]
+    fn a_search_asks_about_what_lies_after_the_cursor_only() {
+        let s = [set("10.10.0.0/16", None, None)];
+        let mut m = Mem::default();
+        let first = u32::from(std::net::Ipv4Addr::new(10, 10, 0, 2));
+        for n in 0..60_000u32 {
+            m.slots.insert(
+                IpAddr::V4((first + n).into()),
+                Slot::Held {
+                    container_id: "x".into(),
+                    ifname: format!("e{n}"),
+                },
+            );
+        }
+        m.cursors.insert(0, IpAddr::V4((first + 59_999).into()));
+        let mut c = Counting(m, 0);
+        let p = plan_add(&mut c, &[], &s, &[], &att("new"), 1, 60).unwrap();
         assert_eq!(p.assigned[0].ip, ip("10.10.234.98"));
-        assert!(t.elapsed() < std::time::Duration::from_millis(200));
+        assert_eq!(c.1, 1);
+        // Without a cursor the walk passes every allocated address first: the worst case.
+        c.0.cursors.clear();
+        c.1 = 0;
+        let p = plan_add(&mut c, &[], &s, &[], &att("new"), 1, 60).unwrap();
+        assert_eq!(p.assigned[0].ip, ip("10.10.234.98"));
+        assert_eq!(c.1, 60_001);
     }
 }

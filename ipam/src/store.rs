@@ -1,39 +1,173 @@
-//! The state of one network on disk: `<dataDir>/<network>/tombstone-ipam.json` (format in
-//! [`crate::record`]) beside host-local's own files, locked by `tombstone-ipam.lock`,
-//! replaced atomically through the shared [`StateDir`]: write a temporary file, one
-//! `fdatasync` of it, rename. The directory is not synced (see [`StateDir::write`]: a power
-//! loss may lose the last change, never leave a torn or empty state). Records stream in and out: a /16 full of allocations is never held
-//! in memory whole. On first use, host-local's files in the same directory are imported.
+//! The state of one network on disk, format version 2: a directory
+//! `<dataDir>/<network>/tombstone-ipam.d/` of small files, so that a call reads and writes
+//! only the addresses it concerns, never the whole state:
+//!
+//! - `ip-<address>`: the address's record, `["a",<address>,<container id>,<ifname>]`
+//!   (allocated) or `["r",<address>,<unix time>]` (released, cooling down); no file: free;
+//! - `ctr-<bucket>`: one allocation line per address of the containers whose ID hashes to
+//!   the bucket ([`INDEX_BUCKETS`] of them): an index to find an attachment's addresses,
+//!   checked against the address's own file, which is the truth;
+//! - `cursor-<range set>`: `["c",<set>,<address>]`, the set's last allocation;
+//! - `format`: `{"format":"tombstone-ipam","version":2,"network":...}`.
+//!
+//! Locked by `<network>/tombstone-ipam.lock` (`flock`). Every change of a file is a rename
+//! of a complete temporary file over it, so a killed process leaves each file old or new.
+//! Nothing is synced per call (see the README: a power loss may lose the last changes or
+//! leave a file empty; an empty address file keeps its address out of use until GC). The
+//! first write migrates a version 1 state file or host-local's files ([`crate::legacy`])
+//! into a new directory, synced, then renamed into place: all or nothing.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use tombstone_cni::state::{Lock, StateDir};
-use tombstone_cni::{CniError, Result};
+use tombstone_cni::state::{Lock, StateDir, fnv1a64};
+use tombstone_cni::{Attachment, CniError, Result};
 
-use crate::import;
-use crate::pool::{Edit, Scan};
-use crate::record::{self, CLOSING, Line, Record};
+use crate::legacy::{self, Source};
+use crate::pool::{self, AddPlan, GcAction, Mem, Slot, ValidSet, View};
+use crate::range::canonical;
+use crate::record::{self, Line, Record};
 
-/// The stem of our files; host-local's are named by address, `last_reserved_ip.N`, `lock`.
+/// The stem of our files beside host-local's (named by address, `last_reserved_ip.N`,
+/// `lock`): `tombstone-ipam.lock`, `tombstone-ipam.d/`, the old `tombstone-ipam.json`.
 pub const STEM: &str = "tombstone-ipam";
+/// The layout's directory inside the network's.
+pub const LAYOUT: &str = "tombstone-ipam.d";
+/// The format version of the layout.
+pub const VERSION: u64 = 2;
+const MARKER: &str = "format";
+/// The one temporary file (the lock is held while it exists).
+const TMP: &str = "tmp";
+/// Where a migration is built before it is renamed into place.
+const BUILDING: &str = "tombstone-ipam.d.new";
+/// The version 1 state file, once migrated (kept for inspection, never read).
+const MIGRATED: &str = "tombstone-ipam.json.migrated";
 
-/// Where the records of this invocation came from.
-#[derive(Debug)]
-pub enum Source {
-    /// No state and nothing to import.
-    Empty,
-    /// Our state file.
-    File,
-    /// host-local's files, imported now; written out by the next commit.
-    Imported(Vec<Record<'static>>),
+pub fn ip_name(ip: IpAddr) -> String {
+    format!("ip-{ip}")
+}
+
+/// Index files: a container's lines are in bucket `hash(container ID) % INDEX_BUCKETS`, so a
+/// node needs at most this many files besides one per address, and one holds about
+/// `addresses / INDEX_BUCKETS` lines (15 with 60 000 in use).
+pub const INDEX_BUCKETS: u64 = 4096;
+
+pub fn ctr_name(container_id: &str) -> String {
+    format!(
+        "ctr-{:03x}",
+        fnv1a64(container_id.as_bytes()) % INDEX_BUCKETS
+    )
+}
+
+pub fn cursor_name(set: usize) -> String {
+    format!("cursor-{set}")
+}
+
+/// The marker's content.
+pub fn marker(network: &str) -> String {
+    format!(
+        "{{\"format\":\"{}\",\"version\":{VERSION},\"network\":{}}}\n",
+        record::FORMAT,
+        serde_json::to_string(network).expect("strings serialize")
+    )
+}
+
+/// What is wrong with a marker that is not exactly ours.
+fn check_marker(bytes: &[u8], network: &str) -> std::result::Result<(), String> {
+    if bytes == marker(network).as_bytes() {
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| "its format marker is not readable")?;
+    if v["format"] != record::FORMAT {
+        return Err("its format marker is not tombstone-ipam's".into());
+    }
+    match v["version"].as_u64() {
+        Some(n) if n > VERSION => Err(format!(
+            "format version {n} was written by a newer tombstone-ipam (this one reads {VERSION})"
+        )),
+        Some(VERSION) if v["network"] != network => Err(format!(
+            "it belongs to network {}, not {network:?}",
+            v["network"]
+        )),
+        _ => Err("unknown format version".into()),
+    }
+}
+
+/// One line of a container's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    ip: IpAddr,
+    container_id: String,
+    ifname: String,
+}
+
+impl Entry {
+    fn line(&self) -> String {
+        Record::Alloc {
+            ip: self.ip,
+            container_id: self.container_id.as_str().into(),
+            ifname: self.ifname.as_str().into(),
+        }
+        .to_line()
+    }
+    fn is(&self, who: &Attachment) -> bool {
+        pool::owned_by(&self.container_id, &self.ifname, who)
+    }
+}
+
+fn index_text(entries: &[Entry]) -> String {
+    let mut s = String::new();
+    for e in entries {
+        s += &e.line();
+        s.push('\n');
+    }
+    s
+}
+
+/// The addresses an attachment holds, and its container's index as read.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Checked against each address's own record.
+    pub mine: Vec<IpAddr>,
+    /// Their index lines.
+    mine_lines: String,
+    /// The index's lines of other attachments, as they were.
+    others: String,
+    /// The index named addresses of this attachment that it no longer holds, or was
+    /// unreadable: rewrite it.
+    stale: bool,
 }
 
 #[derive(Debug)]
 pub struct Store {
     dir: StateDir,
     network: String,
+}
+
+/// The state as CHECK and STATUS read it: the layout, or an older state in memory.
+pub enum State {
+    Disk(Disk),
+    Mem(Mem),
+}
+
+impl State {
+    pub fn held(&mut self, who: &Attachment) -> Result<Vec<IpAddr>> {
+        match self {
+            State::Disk(d) => Ok(d.held(who)?.mine),
+            State::Mem(m) => Ok(m.held(who)),
+        }
+    }
+    pub fn view(&mut self) -> &mut dyn View {
+        match self {
+            State::Disk(d) => d,
+            State::Mem(m) => m,
+        }
+    }
 }
 
 impl Store {
@@ -45,8 +179,9 @@ impl Store {
         })
     }
 
+    /// The layout's directory.
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join(format!("{STEM}.json"))
+        self.dir.path().join(LAYOUT)
     }
 
     /// Serialises invocations for this network.
@@ -59,195 +194,431 @@ impl Store {
         self.dir.probe()
     }
 
-    fn corrupt(&self, line: usize, why: impl std::fmt::Display) -> CniError {
+    fn corrupt(&self, why: impl std::fmt::Display) -> CniError {
         CniError::state(format!(
-            "state file {} is unusable (line {line}): {why}",
+            "state directory {} is unusable: {why}",
             self.path().display()
         ))
         .with_details(
             "tombstone-ipam never resets a damaged state, which could hand out addresses in \
-             use; inspect or restore the file (moving it aside makes the next call start \
-             over from host-local's files in that directory, if any)",
+             use; inspect or restore it",
         )
     }
 
-    /// Feeds every record to `scan` (call with the lock held).
-    pub fn load(&self, scan: &mut Scan) -> Result<Source> {
-        let source = match self.dir.open_record(STEM)? {
-            Some(f) => {
-                self.stream(f, |r, _| scan.feed(r))?;
-                Source::File
-            }
-            None => {
-                let records = self.import()?;
-                for r in &records {
-                    scan.feed(r);
-                }
-                if records.is_empty() {
-                    Source::Empty
-                } else {
-                    log::info!(
-                        "network {}: imported {} host-local records from {}",
-                        self.network,
-                        records.len(),
-                        self.dir.path().display()
-                    );
-                    Source::Imported(records)
-                }
-            }
+    /// The layout if it exists, its version checked (call with the lock held).
+    fn existing(&self) -> Result<Option<Disk>> {
+        let Some(dir) = StateDir::existing(self.path())? else {
+            return Ok(None);
         };
-        scan.finish().map_err(|why| self.corrupt(0, why))?;
-        Ok(source)
-    }
-
-    /// Reads a state file line by line, checking the header, every record and the trailer.
-    /// `each` gets the record and its line (without separator).
-    fn stream(&self, f: File, mut each: impl FnMut(&Record<'_>, &str)) -> Result<()> {
-        let mut r = BufReader::with_capacity(64 << 10, f);
-        let mut buf = Vec::with_capacity(256);
-        let mut n = 0usize;
-        let mut count = 0usize;
-        let mut ended = false;
-        loop {
-            buf.clear();
-            let len = r
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| CniError::io(format!("cannot read {}: {e}", self.path().display())))?;
-            if len == 0 {
-                return Err(self.corrupt(n, "the file ends early (truncated)"));
-            }
-            n += 1;
-            let text = std::str::from_utf8(&buf).map_err(|_| self.corrupt(n, "not UTF-8"))?;
-            let text = text.strip_suffix('\n').unwrap_or(text);
-            if n == 1 {
-                record::check_header(text, &self.network).map_err(|e| self.corrupt(n, e))?;
-                continue;
-            }
-            if ended {
-                if text != CLOSING {
-                    return Err(self.corrupt(n, "unexpected content after the end record"));
-                }
-                let mut rest = [0u8; 1];
-                return match r.read(&mut rest) {
-                    Ok(0) => Ok(()),
-                    _ => Err(self.corrupt(n + 1, "unexpected content after the end")),
-                };
-            }
-            match record::parse_line(text).map_err(|e| self.corrupt(n, e))? {
-                Line::Record(rec) => {
-                    count += 1;
-                    each(&rec, text.strip_suffix(',').unwrap_or(text));
-                }
-                Line::End(k) if k == count => ended = true,
-                Line::End(k) => {
-                    return Err(
-                        self.corrupt(n, format!("{count} records, but the end record says {k}"))
-                    );
-                }
-            }
+        let disk = Disk {
+            dir: dir.path().to_path_buf(),
+        };
+        match disk.read(MARKER)? {
+            Some(bytes) => check_marker(&bytes, &self.network).map_err(|e| self.corrupt(e))?,
+            None => return Err(self.corrupt("its format marker is missing")),
         }
+        Ok(Some(disk))
     }
 
-    /// host-local's files for this network, under host-local's own lock.
-    fn import(&self) -> Result<Vec<Record<'static>>> {
-        let dir = self.dir.path();
-        let _host_local_lock = match File::open(dir.join("lock")) {
-            Ok(f) => {
-                f.lock().map_err(|e| {
-                    CniError::io(format!(
-                        "cannot take host-local's lock in {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-                Some(f)
-            }
-            Err(_) => None,
+    /// The state to read, changing nothing (CHECK, STATUS).
+    pub fn read_state(&self) -> Result<State> {
+        if let Some(d) = self.existing()? {
+            return Ok(State::Disk(d));
+        }
+        let source = legacy::read(&self.dir, &self.network)?;
+        let mem =
+            Mem::from_records(source.records()).map_err(|e| legacy::corrupt(&self.dir, 0, e))?;
+        Ok(State::Mem(mem))
+    }
+
+    /// The state to change (ADD, DEL, GC), migrated to this layout first when needed. A
+    /// temporary file a killed writer left is removed.
+    pub fn write_state(&self, now: u64, reuse_after: u64) -> Result<Disk> {
+        let disk = match self.existing()? {
+            Some(d) => d,
+            None => self.migrate(now, reuse_after)?,
         };
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| CniError::io(format!("cannot list {}: {e}", dir.display())))?;
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| CniError::io(format!("cannot list {}: {e}", dir.display())))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
+        disk.remove(TMP)?;
+        Ok(disk)
+    }
+
+    /// Builds the layout from the older state in a new directory, syncs it and renames it
+    /// into place; a crash before the rename leaves the old state, read again next time.
+    fn migrate(&self, now: u64, reuse_after: u64) -> Result<Disk> {
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            CniError::io(format!("cannot {what} {}: {e}", p.display()))
+        };
+        let source = legacy::read(&self.dir, &self.network)?;
+        let mem =
+            Mem::from_records(source.records()).map_err(|e| legacy::corrupt(&self.dir, 0, e))?;
+        let building = self.dir.path().join(BUILDING);
+        match fs::remove_dir_all(&building) {
+            Ok(()) => log::info!(
+                "{}: left by an interrupted migration; removed",
+                building.display()
+            ),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &building, e)),
+        }
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&building)
+            .map_err(|e| io("create", &building, e))?;
+        let new = |name: &str, text: &str, sync: bool| -> Result<()> {
+            let p = building.join(name);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&p)
+                .map_err(|e| io("create", &p, e))?;
+            f.write_all(text.as_bytes())
+                .and_then(|_| if sync { f.sync_data() } else { Ok(()) })
+                .map_err(|e| io("write", &p, e))
+        };
+        let mut index: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        let mut slots: Vec<(&IpAddr, &Slot)> = mem.slots.iter().collect();
+        slots.sort_by_key(|(ip, _)| **ip);
+        for (ip, slot) in slots {
+            let line = match slot {
+                Slot::Held {
+                    container_id,
+                    ifname,
+                } => {
+                    let e = Entry {
+                        ip: *ip,
+                        container_id: container_id.clone(),
+                        ifname: ifname.clone(),
+                    };
+                    let line = e.line();
+                    index.entry(ctr_name(container_id)).or_default().push(e);
+                    line
+                }
+                Slot::Released(at) if pool::cooling(*at, now, reuse_after) => {
+                    Record::Released { ip: *ip, at: *at }.to_line()
+                }
+                _ => continue,
             };
-            // Regular files only: a symlink is never followed.
-            if !import::is_candidate(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            let mut content = String::new();
-            let read =
-                File::open(entry.path()).and_then(|f| f.take(4096).read_to_string(&mut content));
-            if let Err(e) = read {
-                return Err(CniError::io(format!(
-                    "cannot import host-local's {}: {e}",
-                    entry.path().display()
-                )));
-            }
-            if let Some(r) = import::entry(&name, &content) {
-                out.push(r);
-            }
+            new(&ip_name(*ip), &(line + "\n"), false)?;
         }
-        // Cursors last, in set order, so a later cursor record wins consistently.
-        out.sort_by_key(|r| matches!(r, Record::Cursor { .. }));
-        Ok(out)
+        for (name, entries) in &index {
+            new(name, &index_text(entries), false)?;
+        }
+        for (set, ip) in &mem.cursors {
+            let line = Record::Cursor { set: *set, ip: *ip }.to_line();
+            new(&cursor_name(*set), &(line + "\n"), false)?;
+        }
+        new(MARKER, &marker(&self.network), true)?;
+        let sync_dir = |p: &Path| {
+            File::open(p)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("sync", p, e))
+        };
+        sync_dir(&building)?;
+        let layout = self.path();
+        fs::rename(&building, &layout).map_err(|e| io("rename", &building, e))?;
+        sync_dir(self.dir.path())?;
+        match &source {
+            Source::V1(r) => {
+                let (from, to) = (legacy::v1_path(&self.dir), self.dir.path().join(MIGRATED));
+                fs::rename(&from, &to).map_err(|e| io("move aside", &from, e))?;
+                log::info!(
+                    "network {}: migrated {} records of {} to {}",
+                    self.network,
+                    r.len(),
+                    from.display(),
+                    layout.display()
+                );
+            }
+            Source::HostLocal(r) => log::info!(
+                "network {}: imported {} host-local records from {}",
+                self.network,
+                r.len(),
+                self.dir.path().display()
+            ),
+            Source::Empty => {}
+        }
+        Ok(Disk { dir: layout })
+    }
+}
+
+/// The layout's directory, read and written one small file at a time.
+#[derive(Debug)]
+pub struct Disk {
+    dir: PathBuf,
+}
+
+impl Disk {
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
-    /// Writes the edited state (only when something changed, or to persist an import).
-    pub fn commit(&self, source: &Source, edit: &Edit) -> Result<()> {
-        if edit.is_empty() && !matches!(source, Source::Imported(_)) {
+    /// A file's bytes, `None` when it does not exist. Never follows a symlink or blocks.
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.file(name);
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&p);
+        let mut f = match f {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CniError::io(format!("cannot open {}: {e}", p.display()))),
+        };
+        let mut buf = Vec::with_capacity(256);
+        f.read_to_end(&mut buf)
+            .map_err(|e| CniError::io(format!("cannot read {}: {e}", p.display())))?;
+        Ok(Some(buf))
+    }
+
+    /// Replaces a file: the temporary file, written whole, renamed over it.
+    fn put(&self, name: &str, text: &str) -> Result<()> {
+        let (tmp, p) = (self.file(TMP), self.file(name));
+        let io = |e: std::io::Error| CniError::io(format!("cannot write {}: {e}", p.display()));
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|_| fs::rename(&tmp, &p));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let p = self.file(name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CniError::io(format!("cannot remove {}: {e}", p.display()))),
+        }
+    }
+
+    /// The record of one address file's bytes.
+    fn slot_of(ip: IpAddr, bytes: &[u8]) -> Slot {
+        let text = std::str::from_utf8(bytes).unwrap_or("");
+        let line = text.strip_suffix('\n').unwrap_or(text);
+        match record::parse_line(line) {
+            Ok(Line::Record(Record::Alloc {
+                ip: i,
+                container_id,
+                ifname,
+            })) if i == ip => Slot::Held {
+                container_id: container_id.into_owned(),
+                ifname: ifname.into_owned(),
+            },
+            Ok(Line::Record(Record::Released { ip: i, at })) if i == ip => Slot::Released(at),
+            _ if bytes.is_empty() => Slot::Unreadable("empty".into()),
+            _ => Slot::Unreadable(format!("{:?}", String::from_utf8_lossy(bytes))),
+        }
+    }
+
+    /// The addresses `who` holds: its container's index bucket, each of its lines checked
+    /// against the address's own record. The lines of other containers are kept as text
+    /// (only a line naming the container ID is parsed), so a bucket costs little to pass.
+    pub fn held(&mut self, who: &Attachment) -> Result<Held> {
+        let mut held = Held::default();
+        let Some(bytes) = self.read(&ctr_name(&who.container_id))? else {
+            return Ok(held);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let quoted = format!(
+            "{},",
+            serde_json::to_string(&who.container_id).expect("strings serialize")
+        );
+        // `["a","<address>",<container ID>,...`: a prefix compare, no search.
+        let names_it = |line: &str| {
+            line.strip_prefix("[\"a\",\"")
+                .and_then(|r| r.split_once("\","))
+                .is_some_and(|(_, r)| r.starts_with(&quoted))
+        };
+        for line in text.lines() {
+            if !names_it(line) {
+                held.others.push_str(line);
+                held.others.push('\n');
+                continue;
+            }
+            let e = match record::parse_line(line) {
+                Ok(Line::Record(Record::Alloc {
+                    ip,
+                    container_id,
+                    ifname,
+                })) => Entry {
+                    ip,
+                    container_id: container_id.into_owned(),
+                    ifname: ifname.into_owned(),
+                },
+                _ => {
+                    held.stale = true;
+                    continue;
+                }
+            };
+            if !e.is(who) {
+                held.others.push_str(line);
+                held.others.push('\n');
+                continue;
+            }
+            let owner = Slot::Held {
+                container_id: e.container_id.clone(),
+                ifname: e.ifname.clone(),
+            };
+            if self.slot(e.ip)? == owner {
+                held.mine.push(e.ip);
+                // Kept as it was (a legacy empty ifname stays empty).
+                held.mine_lines.push_str(line);
+                held.mine_lines.push('\n');
+            } else {
+                held.stale = true;
+            }
+        }
+        Ok(held)
+    }
+
+    fn write_index(&self, container_id: &str, text: &str) -> Result<()> {
+        let name = ctr_name(container_id);
+        if text.is_empty() {
+            self.remove(&name)
+        } else {
+            self.put(&name, text)
+        }
+    }
+
+    /// Records an ADD's new allocations: the index first (a line without its address
+    /// record is ignored), then each address, then the cursors.
+    pub fn allocate(&mut self, who: &Attachment, plan: &AddPlan, held: &Held) -> Result<()> {
+        let new: Vec<(usize, IpAddr)> = plan.new_ones().collect();
+        if new.is_empty() && !held.stale {
             return Ok(());
         }
-        let existing = match source {
-            Source::File => self.dir.open_record(STEM)?,
-            _ => None,
+        let entry = |ip: IpAddr| Entry {
+            ip,
+            container_id: who.container_id.clone(),
+            ifname: who.ifname.clone(),
         };
-        let mut failure: Option<CniError> = None;
-        let written = self.dir.write_with(STEM, true, |w| {
-            writeln!(w, "{}", record::header(&self.network))?;
-            let mut count = 0usize;
-            let mut io_err: Option<std::io::Error> = None;
-            let mut emit = |w: &mut dyn Write, line: &str| {
-                if io_err.is_none()
-                    && let Err(e) = w
-                        .write_all(line.as_bytes())
-                        .and_then(|_| w.write_all(b",\n"))
-                {
-                    io_err = Some(e);
+        let mut text = held.others.clone() + &held.mine_lines;
+        for (_, ip) in &new {
+            text += &entry(*ip).line();
+            text.push('\n');
+        }
+        self.write_index(&who.container_id, &text)?;
+        for (_, ip) in &new {
+            self.put(&ip_name(*ip), &(entry(*ip).line() + "\n"))?;
+        }
+        for (set, ip) in &new {
+            let line = Record::Cursor { set: *set, ip: *ip }.to_line();
+            self.put(&cursor_name(*set), &(line + "\n"))?;
+        }
+        Ok(())
+    }
+
+    /// DEL: each address the attachment holds starts its cool-down, then the index loses
+    /// its lines (a line whose address is released is ignored meanwhile).
+    pub fn release(&mut self, who: &Attachment, held: &Held, now: u64) -> Result<()> {
+        if held.mine.is_empty() && !held.stale {
+            return Ok(());
+        }
+        for ip in &held.mine {
+            let line = Record::Released { ip: *ip, at: now }.to_line();
+            self.put(&ip_name(*ip), &(line + "\n"))?;
+        }
+        self.write_index(&who.container_id, &held.others)
+    }
+
+    /// GC: every address record is read; allocations of attachments outside `valid` and
+    /// unreadable records are released, cool-downs that are over dropped, and every index
+    /// rebuilt from the address records. Returns the number released. O(records).
+    pub fn gc(&mut self, valid: &ValidSet, now: u64, reuse_after: u64) -> Result<usize> {
+        let list_err =
+            |e: std::io::Error| CniError::io(format!("cannot list {}: {e}", self.dir.display()));
+        let mut ips = Vec::new();
+        let mut ctrs = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(list_err)? {
+            let name = entry.map_err(list_err)?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(ip) = name
+                .strip_prefix("ip-")
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            {
+                ips.push(canonical(ip));
+            } else if name.starts_with("ctr-") {
+                ctrs.push(name.to_string());
+            }
+        }
+        ips.sort();
+        let mut released = 0;
+        let mut index: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        for ip in ips {
+            let slot = self.slot(ip)?;
+            match pool::gc_action(&slot, valid, now, reuse_after) {
+                GcAction::Release => {
+                    if let Slot::Unreadable(why) = &slot {
+                        log::warn!(
+                            "{}: unreadable ({why}); released",
+                            self.file(&ip_name(ip)).display()
+                        );
+                    }
+                    let line = Record::Released { ip, at: now }.to_line();
+                    self.put(&ip_name(ip), &(line + "\n"))?;
+                    released += 1;
                 }
-                count += 1;
-            };
-            match (source, existing) {
-                (Source::File, Some(f)) => {
-                    if let Err(e) = self.stream(f, |r, line| {
-                        if edit.keeps(r) {
-                            emit(w, line);
-                        }
-                    }) {
-                        failure = Some(e);
-                        return Err(std::io::Error::other("state changed while rewriting"));
+                GcAction::Drop => self.remove(&ip_name(ip))?,
+                GcAction::Keep => {
+                    if let Slot::Held {
+                        container_id,
+                        ifname,
+                    } = slot
+                    {
+                        index
+                            .entry(ctr_name(&container_id))
+                            .or_default()
+                            .push(Entry {
+                                ip,
+                                container_id,
+                                ifname,
+                            });
                     }
                 }
-                (Source::Imported(records), _) => {
-                    for r in records.iter().filter(|r| edit.keeps(r)) {
-                        emit(w, &r.to_line());
-                    }
-                }
-                _ => {}
             }
-            for r in edit.appended() {
-                emit(w, &r.to_line());
+        }
+        for name in ctrs {
+            if !index.contains_key(&name) {
+                self.remove(&name)?;
             }
-            if let Some(e) = io_err {
-                return Err(e);
+        }
+        for (name, entries) in &index {
+            let text = index_text(entries);
+            if self.read(name)?.as_deref() != Some(text.as_bytes()) {
+                self.put(name, &text)?;
             }
-            writeln!(w, "{}", record::trailer(count))?;
-            writeln!(w, "{CLOSING}")
-        });
-        match (written, failure) {
-            (_, Some(e)) => Err(e),
-            (r, None) => r,
+        }
+        Ok(released)
+    }
+}
+
+impl View for Disk {
+    fn slot(&mut self, ip: IpAddr) -> Result<Slot> {
+        Ok(match self.read(&ip_name(ip))? {
+            None => Slot::Free,
+            Some(bytes) => Disk::slot_of(ip, &bytes),
+        })
+    }
+
+    fn cursor(&mut self, set: usize) -> Result<Option<IpAddr>> {
+        let Some(bytes) = self.read(&cursor_name(set))? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&bytes).unwrap_or("");
+        match record::parse_line(text.strip_suffix('\n').unwrap_or(text)) {
+            Ok(Line::Record(Record::Cursor { set: s, ip })) if s == set => Ok(Some(ip)),
+            // A cursor lost to a power loss only restarts the round robin.
+            _ => Ok(None),
         }
     }
 }

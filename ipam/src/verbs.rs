@@ -1,5 +1,5 @@
 //! The CNI verbs of `tombstone-ipam`: each reads the config, takes the network's lock,
-//! scans the state, lets [`crate::pool`] decide, and commits the edit.
+//! opens the state ([`crate::store`]), lets [`crate::pool`] decide, and records the change.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,7 +8,7 @@ use tombstone_cni::result::{CniResult, IpConfig};
 use tombstone_cni::{CniError, Invocation, Plugin, Result, code};
 
 use crate::config::{IpamConfig, parse_resolv_conf};
-use crate::pool::{self, Scan, ValidSet};
+use crate::pool::{self, ValidSet};
 use crate::store::Store;
 
 /// The plugin, for [`tombstone_cni::skel::run`].
@@ -41,11 +41,12 @@ impl Plugin for Ipam {
         };
         let store = Store::open(&cfg.data_dir, &cfg.network)?;
         let _lock = store.lock()?;
-        let mut scan = Scan::new(Some(who.clone()), None);
-        let source = store.load(&mut scan)?;
         let now = now();
+        let mut disk = store.write_state(now, cfg.reuse_after)?;
+        let held = disk.held(who)?;
         let plan = pool::plan_add(
-            &scan,
+            &mut disk,
+            &held.mine,
             &cfg.ranges,
             &cfg.requested,
             who,
@@ -55,7 +56,7 @@ impl Plugin for Ipam {
         for w in &plan.warnings {
             log::warn!("network {}: {w}", cfg.network);
         }
-        store.commit(&source, &plan.edit)?;
+        disk.allocate(who, &plan, &held)?;
         let result = CniResult {
             ips: plan
                 .assigned
@@ -79,12 +80,13 @@ impl Plugin for Ipam {
 
     fn del(&self, inv: &Invocation) -> Result<()> {
         let cfg = config(inv)?;
+        let who = inv.attachment();
         let store = Store::open(&cfg.data_dir, &cfg.network)?;
         let _lock = store.lock()?;
-        let mut scan = Scan::new(Some(inv.attachment().clone()), None);
-        let source = store.load(&mut scan)?;
-        let edit = pool::plan_del(&scan, now(), cfg.reuse_after);
-        store.commit(&source, &edit)
+        let now = now();
+        let mut disk = store.write_state(now, cfg.reuse_after)?;
+        let held = disk.held(who)?;
+        disk.release(who, &held, now)
     }
 
     fn check(&self, inv: &Invocation) -> Result<()> {
@@ -92,10 +94,9 @@ impl Plugin for Ipam {
         let who = inv.attachment();
         let store = Store::open(&cfg.data_dir, &cfg.network)?;
         let _lock = store.lock()?;
-        let mut scan = Scan::new(Some(who.clone()), None);
-        store.load(&mut scan)?;
+        let mine = store.read_state()?.held(who)?;
         for (i, set) in cfg.ranges.iter().enumerate() {
-            if !scan.mine.iter().any(|ip| set.contains(*ip)) {
+            if !mine.iter().any(|ip| set.contains(*ip)) {
                 return Err(CniError::new(
                     code::UNKNOWN_CONTAINER,
                     format!(
@@ -116,17 +117,13 @@ impl Plugin for Ipam {
         };
         let store = Store::open(&cfg.data_dir, &cfg.network)?;
         let _lock = store.lock()?;
-        let mut scan = Scan::new(None, Some(ValidSet::new(&valid)));
-        let source = store.load(&mut scan)?;
-        let edit = pool::plan_gc(&scan, now(), cfg.reuse_after);
-        if !edit.release.is_empty() {
-            log::info!(
-                "network {}: GC releases {} addresses",
-                cfg.network,
-                edit.release.len()
-            );
+        let now = now();
+        let mut disk = store.write_state(now, cfg.reuse_after)?;
+        let released = disk.gc(&ValidSet::new(&valid), now, cfg.reuse_after)?;
+        if released > 0 {
+            log::info!("network {}: GC released {released} addresses", cfg.network);
         }
-        store.commit(&source, &edit)
+        Ok(())
     }
 
     fn status(&self, inv: &Invocation) -> Result<()> {
@@ -141,10 +138,13 @@ impl Plugin for Ipam {
         let store = Store::open(&cfg.data_dir, &cfg.network).map_err(unavailable)?;
         store.probe().map_err(unavailable)?;
         let _lock = store.lock().map_err(unavailable)?;
-        let mut scan = Scan::new(None, None);
-        store.load(&mut scan).map_err(unavailable)?;
+        let mut state = store.read_state().map_err(unavailable)?;
+        let now = now();
+        // The search ADD would make (cooling addresses count as free: ADD would use them).
         for (i, set) in cfg.ranges.iter().enumerate() {
-            if scan.free_in(set) == 0 {
+            let found =
+                pool::pick(state.view(), set, i, &[], now, cfg.reuse_after).map_err(unavailable)?;
+            if found.is_none() {
                 return Err(CniError::new(
                     code::PLUGIN_NOT_AVAILABLE,
                     format!(

@@ -23,7 +23,9 @@ use strace::{Cmd, Op, Problems, Run, problem};
 
 const NET: &str = "pods";
 const RANGES: &str = r#""ranges":[[{"subnet":"10.20.0.0/24","gateway":"10.20.0.1"}]]"#;
-const ALLOWED: [&str; 2] = ["tombstone-ipam.json", "tombstone-ipam.lock"];
+/// The network directory's entries that are ours (the state directory's own files are
+/// checked by `common::state`).
+const ALLOWED: [&str; 2] = ["tombstone-ipam.d", "tombstone-ipam.lock"];
 const NEW: &str = "ctr-new";
 
 /// A worker's data directory.
@@ -61,40 +63,20 @@ impl Drop for Data {
     }
 }
 
-/// The allocations of the state file (address -> holders), or why it cannot be used.
+/// The allocations of the state (address -> holders), or why it cannot be used.
 fn allocations(dir: &Path) -> Result<BTreeMap<IpAddr, Vec<String>>, String> {
-    let bytes = std::fs::read(common::state_file(dir, NET)).map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let records = v["records"].as_array().ok_or("no records")?;
-    let (last, body) = records.split_last().ok_or("no end record")?;
-    if last[0] != "end" || last[1].as_u64() != Some(body.len() as u64) {
-        return Err(format!("bad end record {last}"));
-    }
-    let mut out: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
-    for r in body.iter().filter(|r| r[0] == "a") {
-        let ip = r[1]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or("bad address")?;
-        out.entry(ip)
-            .or_default()
-            .push(r[2].as_str().unwrap_or("?").to_string());
-    }
-    Ok(out)
+    let st = common::state(dir, NET)?;
+    Ok(st
+        .allocs
+        .into_iter()
+        .map(|(ip, (cid, _))| (ip, vec![cid]))
+        .collect())
 }
 
 fn released(dir: &Path) -> Vec<IpAddr> {
-    let Ok(bytes) = std::fs::read(common::state_file(dir, NET)) else {
-        return vec![];
-    };
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    v["records"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r[0] == "r")
-        .filter_map(|r| r[1].as_str().and_then(|s| s.parse().ok()))
-        .collect()
+    common::state(dir, NET)
+        .map(|st| st.released.into_keys().collect())
+        .unwrap_or_default()
 }
 
 /// The address an ADD printed.
@@ -129,8 +111,8 @@ enum Kind {
 /// The operation and its starting state (the state file a real run produced).
 struct Ipam {
     kind: Kind,
-    /// `None` for `First`.
-    state: Option<Vec<u8>>,
+    /// The state directory's files, `None` for `First`.
+    state: Option<BTreeMap<String, Vec<u8>>>,
     /// The starting holders: container -> address.
     held: BTreeMap<String, IpAddr>,
 }
@@ -150,8 +132,7 @@ impl Ipam {
             let r = d.run("DEL", "ctr-b");
             assert!(r.ok(), "template DEL: {}", r.summary());
         }
-        let state =
-            (kind != Kind::First).then(|| std::fs::read(common::state_file(&d.root, NET)).unwrap());
+        let state = (kind != Kind::First).then(|| common::snapshot(&d.root, NET));
         Ipam { kind, state, held }
     }
 
@@ -208,13 +189,20 @@ impl Op<Data> for Ipam {
         let _ = std::fs::remove_dir_all(&dir);
         if let Some(state) = &self.state {
             use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            let layout = common::state_dir(&d.root, NET);
             std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
-            for (name, bytes) in [(ALLOWED[0], &state[..]), (ALLOWED[1], &[][..])] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&layout)
+                .unwrap();
+            let lock = [(dir.join(ALLOWED[1]), &[][..])];
+            let files = state.iter().map(|(n, b)| (layout.join(n), &b[..]));
+            for (path, bytes) in lock.into_iter().chain(files) {
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
-                    .open(dir.join(name))
+                    .open(path)
                     .unwrap();
                 std::io::Write::write_all(&mut f, bytes).unwrap();
             }
@@ -245,7 +233,7 @@ impl Op<Data> for Ipam {
 
     fn problems(&self, d: &Data) -> Problems {
         let (lost, doubled) = match allocations(&d.root) {
-            Err(_) if self.kind == Kind::First && !common::state_file(&d.root, NET).exists() => {
+            Err(_) if self.kind == Kind::First && !common::state_dir(&d.root, NET).exists() => {
                 (vec![], vec![])
             }
             Err(e) => (
@@ -316,7 +304,8 @@ impl Op<Data> for Ipam {
         if !d.run("DEL", "ctr-probe").ok() {
             return Err("the further pod's DEL failed".into());
         }
-        let stray = strace::stray_files(&d.net_dir(), &ALLOWED);
+        let mut stray = strace::stray_files(&d.net_dir(), &ALLOWED);
+        stray.extend(common::state(&d.root, NET)?.strays);
         if !stray.is_empty() {
             return Err(format!("files left in the data directory: {stray:?}"));
         }

@@ -13,13 +13,14 @@ use fuzzkit::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
+use tombstone_cni::state::StateDir;
 use tombstone_cni::{Attachment, CniError, NetConf};
 use tombstone_ipam::config::IpamConfig;
 use tombstone_ipam::import;
-use tombstone_ipam::pool::{self, Scan};
+use tombstone_ipam::legacy::{self, Source};
+use tombstone_ipam::pool::{self, Mem, Slot, View};
 use tombstone_ipam::range::{canonical, to_u128};
 use tombstone_ipam::record::{self, CLOSING, Line, Record};
-use tombstone_ipam::store::{Source, Store};
 
 const VERSIONS: Gen = Gen::Pick(
     &[r#""1.1.0""#, r#""1.0.0""#, r#""0.4.0""#],
@@ -293,25 +294,23 @@ fn config_and_allocation(
                 || format!("range {r:?}"),
             )?;
         }
-        // STATUS counts what is free; ADD allocates: over a fresh state first.
-        let _ = Scan::new(None, None).free_in(set);
+        // STATUS searches as ADD does; ADD allocates: over a fresh state first.
+        let _ = pool::pick(&mut Mem::default(), set, 0, &[], now, cfg.reuse_after);
     }
     let who = Attachment {
         container_id: "ctr-a".into(),
         ifname: "eth0".into(),
     };
-    let mut scan = Scan::new(Some(who.clone()), None);
-    for r in records {
-        scan.feed(r);
-    }
-    if scan.finish().is_err() {
+    let Ok(mut mem) = Mem::from_records(records) else {
         return Ok(());
+    };
+    for (i, set) in cfg.ranges.iter().enumerate() {
+        let _ = pool::pick(&mut mem, set, i, &[], now, cfg.reuse_after);
     }
-    for set in &cfg.ranges {
-        let _ = scan.free_in(set);
-    }
+    let held = mem.held(&who);
     match pool::plan_add(
-        &scan,
+        &mut mem,
+        &held,
         &cfg.ranges,
         &cfg.requested,
         &who,
@@ -330,11 +329,11 @@ fn config_and_allocation(
                 check(set.contains(a.ip) && a.range.contains(a.ip), || {
                     format!("assigned {} outside its range set {set}", a.ip)
                 })?;
-                if !scan.mine.contains(&a.ip) {
-                    check(
-                        a.ip != a.range.gateway && !scan.taken.contains(&a.ip),
-                        || format!("assigned {} (the gateway or taken) in {set}", a.ip),
-                    )?;
+                if !held.contains(&a.ip) {
+                    let taken = matches!(mem.slot(a.ip), Ok(Slot::Held { .. }));
+                    check(a.ip != a.range.gateway && !taken, || {
+                        format!("assigned {} (the gateway or taken) in {set}", a.ip)
+                    })?;
                 }
             }
             Ok(())
@@ -460,28 +459,26 @@ fn state_file(network: &str, records: &[Record<'_>], count: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// `Store::load` of one file: a valid file gives back exactly its records; anything else
-/// is a clear error (code 102, or 5), never a panic.
+/// `legacy::read` of one state file of format version 1 (what a migration reads): a valid
+/// file gives back exactly its records, and an address allocated twice in it is refused
+/// when the records become a state; anything else is a clear error (code 102, or 5), never
+/// a panic.
 fn load_checked(
     dir: &Path,
     bytes: &[u8],
     valid: Option<&[Record<'_>]>,
 ) -> Result<(), TestCaseError> {
-    let store =
-        Store::open(dir, "fuzz").map_err(|e| TestCaseError::fail(format!("open: {e:?}")))?;
-    std::fs::write(store.path(), bytes).unwrap();
-    let _lock = store
-        .lock()
-        .map_err(|e| TestCaseError::fail(format!("lock: {e:?}")))?;
-    let mut scan = Scan::new(None, None);
-    let loaded = store.load(&mut scan);
+    let sd = StateDir::open(dir.join("fuzz"))
+        .map_err(|e| TestCaseError::fail(format!("open: {e:?}")))?;
+    std::fs::write(legacy::v1_path(&sd), bytes).unwrap();
+    let loaded = legacy::read(&sd, "fuzz");
     let Some(records) = valid else {
         return match loaded {
             Ok(source) => {
                 accepted();
-                check(matches!(source, Source::File), || format!("{source:?}"))
+                check(matches!(source, Source::V1(_)), || format!("{source:?}"))
             }
-            Err(e) => code_in(&e, &[5, 102], "Store::load"),
+            Err(e) => code_in(&e, &[5, 102], "legacy::read"),
         };
     };
     let mut allocs: Vec<IpAddr> = records
@@ -492,35 +489,18 @@ fn load_checked(
     allocs.sort();
     let twice = allocs.windows(2).any(|w| w[0] == w[1]);
     match loaded {
-        Ok(_) => {
+        Ok(Source::V1(got)) => {
             accepted();
-            check(!twice, || "an address allocated twice was accepted".into())?;
-            let cooling: Vec<(IpAddr, u64)> = records
-                .iter()
-                .filter_map(|r| match r {
-                    Record::Released { ip, at } => Some((*ip, *at)),
-                    _ => None,
-                })
-                .collect();
-            let cursors: Vec<(usize, IpAddr)> = records
-                .iter()
-                .filter_map(|r| match r {
-                    Record::Cursor { set, ip } => Some((*set, *ip)),
-                    _ => None,
-                })
-                .collect();
-            check(
-                scan.taken == allocs
-                    && scan.cooling == cooling
-                    && scan.cursors == cursors
-                    && scan.records == records.len(),
-                || format!("loaded {scan:?} from {records:?}"),
-            )
+            check(got == records, || format!("read {got:?} from {records:?}"))?;
+            let state = Mem::from_records(&got);
+            check(state.is_err() == twice, || {
+                format!("twice {twice}, but {:?}", state.map(|_| ()))
+            })
         }
-        Err(e) => {
-            code_in(&e, &[102], "Store::load")?;
-            check(twice, || format!("a valid state file refused: {e:?}"))
-        }
+        Ok(other) => Err(TestCaseError::fail(format!("{other:?} from a state file"))),
+        Err(e) => Err(TestCaseError::fail(format!(
+            "a valid state file refused: {e:?}"
+        ))),
     }
 }
 
@@ -537,7 +517,7 @@ fn fuzz_state_files() {
             .prop_map(|r| (state_file("fuzz", &r, r.len()), Some(r))),
     ];
     fuzz(
-        "ipam Store::load (state files: arbitrary, mutated, valid)",
+        "ipam legacy::read (state files of format 1: arbitrary, mutated, valid)",
         12_000,
         input,
         |(bytes, valid)| load_checked(&dir, bytes, valid.as_deref()),

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
 use common::*;
-use serde_json::Value;
+use tombstone_ipam::record::{self, Record};
 
 const NET: &str = "pods";
 
@@ -45,15 +45,10 @@ fn concurrent_adds_never_share_an_address() {
         let msg = o.json["msg"].as_str().unwrap();
         assert!(msg.contains("no IP addresses available"), "{msg}");
     }
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(state_file(&d, NET)).unwrap()).unwrap();
-    let allocs = state["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r[0] == "a")
-        .count();
-    assert_eq!(allocs, 40);
+    let st = state(&d, NET).unwrap();
+    assert_eq!(st.allocs.len(), 40);
+    let held: HashSet<String> = st.allocs.keys().map(|ip| format!("{ip}/24")).collect();
+    assert_eq!(held, unique.into_iter().cloned().collect());
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -65,10 +60,16 @@ fn del_is_idempotent_and_the_released_address_cools_down() {
     assert_eq!(first, "10.4.0.2/29");
     let o = del(&c, "a");
     assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
-    let before = std::fs::read(state_file(&d, NET)).unwrap();
+    let before = snapshot(&d, NET);
+    assert!(
+        state(&d, NET)
+            .unwrap()
+            .released
+            .contains_key(&"10.4.0.2".parse().unwrap())
+    );
     let o = del(&c, "a");
     assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
-    assert_eq!(std::fs::read(state_file(&d, NET)).unwrap(), before);
+    assert_eq!(snapshot(&d, NET), before);
     // DEL of an attachment never seen, and without CNI_NETNS, also succeeds.
     let o = run_with(
         &bin(),
@@ -109,30 +110,36 @@ fn gc_respects_absent_present_and_empty_lists() {
         assert_eq!(add(&base, p).rc, 0);
     }
     let with = |list: &str| base.replacen('{', &format!("{{{list}"), 1);
-    let before = std::fs::read(state_file(&d, NET)).unwrap();
+    let before = snapshot(&d, NET);
     let o = gc(&base);
     assert_eq!((o.rc, o.stdout.as_str()), (0, ""));
-    assert_eq!(
-        std::fs::read(state_file(&d, NET)).unwrap(),
-        before,
-        "no list: nothing released"
-    );
+    assert_eq!(snapshot(&d, NET), before, "no list: nothing released");
     let o = gc(&with(
         r#""cni.dev/valid-attachments":[{"containerID":"b","ifname":"eth0"}],"#,
     ));
     assert_eq!(o.rc, 0, "{}", o.stdout);
-    let text = std::fs::read_to_string(state_file(&d, NET)).unwrap();
-    assert!(text.contains(r#"["a","10.5.0.3","b","eth0"]"#), "{text}");
-    assert!(
-        !text.contains(r#""a","eth0""#) && !text.contains(r#""c","eth0""#),
-        "{text}"
+    let st = state(&d, NET).unwrap();
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let b = ("b".to_string(), "eth0".to_string());
+    assert_eq!(
+        st.allocs,
+        [(ip("10.5.0.3"), b)].into_iter().collect(),
+        "{st:?}"
     );
+    assert_eq!(
+        st.released.keys().copied().collect::<Vec<_>>(),
+        [ip("10.5.0.2"), ip("10.5.0.4")]
+    );
+    // The released attachments are gone from the index too: a's CHECK fails, b's passes.
+    let check = |cid: &str| run_with(&bin(), &attach_env("CHECK", cid), &base);
+    assert_eq!(check("a").json["code"], 3);
+    assert_eq!(check("b").rc, 0);
     let o = gc(&with(r#""cni.dev/valid-attachments":[],"#));
     assert_eq!(o.rc, 0);
-    let text = std::fs::read_to_string(state_file(&d, NET)).unwrap();
+    let st = state(&d, NET).unwrap();
     assert!(
-        !text.contains(r#"["a","#),
-        "empty list: everything released: {text}"
+        st.allocs.is_empty(),
+        "empty list: everything released: {st:?}"
     );
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -150,7 +157,11 @@ fn status_reports_exhaustion_and_unusable_state() {
     // A cooling address still serves ADD, so STATUS is fine again after DEL.
     assert_eq!(del(&c, "a").rc, 0);
     assert_eq!(status(&c).rc, 0);
-    std::fs::write(state_file(&d, NET), "{\"format\":\"tombstone-ipam\"").unwrap();
+    std::fs::write(
+        state_dir(&d, NET).join("format"),
+        "{\"format\":\"tombstone-ipam\"",
+    )
+    .unwrap();
     let o = status(&c);
     assert_eq!(o.json["code"], 50);
     assert!(
@@ -161,32 +172,105 @@ fn status_reports_exhaustion_and_unusable_state() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// A state file of format 1 holding `records`, as an earlier release wrote it.
+fn v1_state(records: &[Record<'_>]) -> String {
+    let mut s = format!("{}\n", record::header(NET));
+    for r in records {
+        s += &format!("{},\n", r.to_line());
+    }
+    s + &format!("{}\n{}\n", record::trailer(records.len()), record::CLOSING)
+}
+
+fn alloc(ip: &str, cid: &'static str) -> Record<'static> {
+    Record::Alloc {
+        ip: ip.parse().unwrap(),
+        container_id: cid.into(),
+        ifname: "eth0".into(),
+    }
+}
+
 #[test]
 fn corrupt_state_is_a_clear_error_never_a_reset() {
     let d = data_dir("corrupt");
     let c = conf("1.0.0", NET, &d, r#""ranges":[[{"subnet":"10.7.0.0/24"}]]"#);
-    assert_eq!(add(&c, "a").rc, 0);
-    assert_eq!(add(&c, "b").rc, 0);
-    let path = state_file(&d, NET);
-    let good = std::fs::read_to_string(&path).unwrap();
+    // A state file of format 1 is migrated by the first write; a damaged one is refused
+    // and left as it is.
+    let path = d.join(NET).join("tombstone-ipam.json");
+    std::fs::create_dir_all(d.join(NET)).unwrap();
+    let good = v1_state(&[alloc("10.7.0.2", "a"), alloc("10.7.0.3", "b")]);
     let truncated = &good[..good.len() - 20];
     let duplicated = good.replace(
         "\"b\",\"eth0\"",
         "\"b\",\"eth0\"],\n[\"a\",\"10.7.0.2\",\"x\",\"eth0\"",
     );
+    let newer = good.replace("\"version\":1", "\"version\":7");
     for bad in [
         truncated.to_string(),
         duplicated,
         good.replace("10.7.0.3", "10.7.0.300"),
         String::new(),
+        newer,
     ] {
         std::fs::write(&path, &bad).unwrap();
-        for o in [add(&c, "z"), del(&c, "a")] {
+        for o in [
+            add(&c, "z"),
+            del(&c, "a"),
+            run_with(&bin(), &attach_env("CHECK", "a"), &c),
+        ] {
             assert_eq!(o.json["code"], 102, "{}", o.stdout);
             assert!(o.json["msg"].as_str().unwrap().contains("unusable"));
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), bad);
+        assert!(!state_dir(&d, NET).exists());
     }
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(address(&add(&c, "c"), 0), "10.7.0.4/24");
+    assert!(!path.exists(), "the migrated file is moved aside");
+    // The format marker of this format: damaged, missing, or from a newer release.
+    let marker = state_dir(&d, NET).join("format");
+    let text = std::fs::read_to_string(&marker).unwrap();
+    for (bad, says) in [
+        ("garbage".to_string(), "unusable"),
+        (text.replace("\"version\":2", "\"version\":3"), "newer"),
+        (text.replace(NET, "other"), "belongs to"),
+    ] {
+        std::fs::write(&marker, &bad).unwrap();
+        for o in [
+            add(&c, "z"),
+            del(&c, "a"),
+            gc(&c.replace("1.0.0", "1.1.0").replacen(
+                '{',
+                r#"{"cni.dev/valid-attachments":[],"#,
+                1,
+            )),
+        ] {
+            assert_eq!(o.json["code"], 102, "{}", o.stdout);
+            assert!(
+                o.json["msg"].as_str().unwrap().contains(says),
+                "{}",
+                o.stdout
+            );
+        }
+    }
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(add(&c, "z").json["code"], 102);
+    std::fs::write(&marker, &text).unwrap();
+    // An address record a power loss left empty: its address is never handed out, GC
+    // releases it.
+    std::fs::write(state_dir(&d, NET).join("ip-10.7.0.5"), "").unwrap();
+    assert_eq!(address(&add(&c, "d"), 0), "10.7.0.6/24");
+    let o = gc(&c.replace("1.0.0", "1.1.0").replacen(
+        '{',
+        r#"{"cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"},{"containerID":"b","ifname":"eth0"},{"containerID":"c","ifname":"eth0"},{"containerID":"d","ifname":"eth0"}],"#,
+        1,
+    ));
+    assert_eq!(o.rc, 0, "{}", o.stdout);
+    let st = state(&d, NET).unwrap();
+    assert_eq!(st.allocs.len(), 4, "{st:?}");
+    assert!(
+        st.released.contains_key(&"10.7.0.5".parse().unwrap()),
+        "{st:?}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -226,17 +310,13 @@ fn kill_9_during_adds_leaves_a_readable_state() {
     assert!(killed > 0);
     let o = add(&c, "after");
     assert_eq!(o.rc, 0, "{}", o.stdout);
-    let text = std::fs::read_to_string(state_file(&d, NET)).unwrap();
-    let state: Value = serde_json::from_str(&text).unwrap();
-    let records = state["records"].as_array().unwrap();
-    let addrs: Vec<&Value> = records
-        .iter()
-        .filter(|r| r[0] == "a")
-        .map(|r| &r[1])
-        .collect();
-    let unique: HashSet<String> = addrs.iter().map(|a| a.to_string()).collect();
-    assert_eq!(unique.len(), addrs.len());
-    assert_eq!(records.last().unwrap()[0], "end");
+    // Every file whole, no temporary file left, every allocation found through the index.
+    let st = state(&d, NET).unwrap();
+    assert!(st.strays.is_empty(), "{:?}", st.strays);
+    for (cid, _) in st.allocs.values() {
+        let o = run_with(&bin(), &attach_env("CHECK", cid), &c);
+        assert_eq!(o.rc, 0, "{cid}: {}", o.stdout);
+    }
     assert_eq!(del(&c, "warm0").rc, 0);
     assert_eq!(status(&c).rc, 0);
     let _ = std::fs::remove_dir_all(&d);
@@ -248,8 +328,7 @@ fn bad_input_is_an_error_object_and_leaves_state_untouched() {
     let ipam = r#""ranges":[[{"subnet":"10.9.0.0/24"}]]"#;
     let good = conf("1.1.0", NET, &d, ipam);
     assert_eq!(add(&good, "holder").rc, 0); // holds 10.9.0.2
-    let path = state_file(&d, NET);
-    let snapshot = std::fs::read(&path).unwrap();
+    let before = snapshot(&d, NET);
     let dd = d.display().to_string();
     let with_ipam = |body: &str| conf("1.1.0", NET, &d, body);
     let add_env = attach_env("ADD", "newpod");
@@ -417,11 +496,7 @@ fn bad_input_is_an_error_object_and_leaves_state_untouched() {
             o.json["msg"].as_str().is_some_and(|m| !m.is_empty()),
             "{what}"
         );
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            snapshot,
-            "{what}: state changed"
-        );
+        assert_eq!(snapshot(&d, NET), before, "{what}: state changed");
     }
     let _ = std::fs::remove_dir_all(&d);
 }

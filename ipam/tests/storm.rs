@@ -57,10 +57,6 @@ struct Storm {
 }
 
 impl Storm {
-    fn net_dir(&self) -> PathBuf {
-        self.data.join(NET)
-    }
-
     fn command(&self, verb: &str, a: &Att) -> std::process::Command {
         command(
             &bin(),
@@ -78,18 +74,17 @@ impl Storm {
         kill::run(self.command(verb, a), self.conf.as_bytes(), kill_after)
     }
 
-    fn state_bytes(&self) -> Option<Vec<u8>> {
-        std::fs::read(state_file(&self.data, NET)).ok()
+    fn state_bytes(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut s = snapshot(&self.data, NET);
+        s.remove("tmp");
+        s
     }
 
-    /// Where a killed run was: its state write is a temporary file, an fdatasync, a rename.
-    fn stage(&self, before: &Option<Vec<u8>>, ran: &Ran) -> &'static str {
-        let tmp = self
-            .net_dir()
-            .join(format!("tombstone-ipam.json.tmp{}", ran.pid))
-            .exists();
+    /// Where a killed run was: each file it changes is a temporary file, then a rename.
+    fn stage(&self, before: &BTreeMap<String, Vec<u8>>, _ran: &Ran) -> &'static str {
+        let tmp = state_dir(&self.data, NET).join("tmp").exists();
         if self.state_bytes() != *before {
-            "state replaced"
+            "state changed"
         } else if tmp {
             "temporary file written, not renamed"
         } else {
@@ -191,31 +186,14 @@ impl Storm {
     fn checkpoint(&mut self) {
         self.checkpoints += 1;
         let at = format!("checkpoint {}", self.checkpoints);
-        let text = std::fs::read_to_string(state_file(&self.data, NET)).unwrap_or_default();
-        let state: Value = match serde_json::from_str(&text) {
-            Ok(v) => v,
+        // Every file whole (one record each), so no address can be held twice.
+        let allocated = match state(&self.data, NET) {
+            Ok(st) => st.allocs,
             Err(e) => {
                 self.leaks.found(L_UNREADABLE, format!("{e} at {at}"));
                 return;
             }
         };
-        let mut allocated: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
-        for r in state["records"].as_array().into_iter().flatten() {
-            if r[0] != "a" {
-                continue;
-            }
-            let ip: IpAddr = r[1].as_str().unwrap().parse().unwrap();
-            let owner = (
-                r[2].as_str().unwrap().to_string(),
-                r[3].as_str().unwrap_or_default().to_string(),
-            );
-            if let Some(prev) = allocated.insert(ip, owner.clone()) {
-                self.leaks.found(
-                    L_TWICE_STATE,
-                    format!("{ip}: {prev:?} and {owner:?} at {at}"),
-                );
-            }
-        }
         let mut expected: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
         for a in &self.live {
             for ip in &a.ips {
@@ -273,9 +251,10 @@ impl Storm {
 }
 
 /// The files of the data directory other than what tombstone-ipam keeps there:
-/// `<network>/tombstone-ipam.json` and `<network>/tombstone-ipam.lock` (ipam/src/store.rs;
-/// host-local's own files would also be allowed, none are made here). A `*.tmp<pid>` left
-/// by a killed write is a stray file.
+/// `<network>/tombstone-ipam.lock` and the state directory `<network>/tombstone-ipam.d/`
+/// with its records (ipam/src/store.rs; host-local's own files would also be allowed,
+/// none are made here). A temporary file left by a killed write is a stray file once a
+/// later call has run.
 fn stray_files(data: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for net in std::fs::read_dir(data).into_iter().flatten().flatten() {
@@ -290,10 +269,17 @@ fn stray_files(data: &Path) -> Vec<String> {
             .flatten()
         {
             let f = e.file_name().to_string_lossy().into_owned();
-            if f != "tombstone-ipam.json" && f != "tombstone-ipam.lock" {
+            if f != "tombstone-ipam.d" && f != "tombstone-ipam.lock" {
                 out.push(format!("{NET}/{f}"));
             }
         }
+    }
+    if let Ok(st) = state(data, NET) {
+        out.extend(
+            st.strays
+                .iter()
+                .map(|f| format!("{NET}/tombstone-ipam.d/{f}")),
+        );
     }
     out.sort();
     out
