@@ -66,9 +66,10 @@ ns_links() { ip -n "$1" -o link show 2>/dev/null | awk -F': ' '{ split($2, n, "@
 # Host links other than lo, eth0 and the gateway port.
 iv_stray_links() { ip -o link show | awk -F': ' '{ split($2, n, "@"); print n[1] }' | grep -vx 'lo\|eth0' | grep -v '^gw_' | tr '\n' ' ' | sed 's/ $//'; }
 # Allocations tombstone-ipam holds for network $1 in data dir $2 (default /var/lib/cni/networks).
+# (one file per address in tombstone-ipam.d/: `["a",...]` allocated, `["r",...]` released).
 allocations() {
-    f="${2:-/var/lib/cni/networks}/$1/tombstone-ipam.json"
-    if [ -f "$f" ]; then grep -c '^\["a"' "$f"; else echo 0; fi
+    d="${2:-/var/lib/cni/networks}/$1/tombstone-ipam.d"
+    if [ -d "$d" ]; then cat "$d"/ip-* 2>/dev/null | grep -c '^\["a"'; else echo 0; fi
 }
 # The pod's IPvlan mode as the kernel reports it.
 pod_mode() { ip -n "$1" -d link show eth0 | sed -n 's/.*ipvlan *mode \([a-z0-9]*\).*/\1/p' | head -1; }
@@ -355,7 +356,7 @@ iv_status_gc_options() {
     pod_add g2 > /tmp/g2.log 2>&1 || { cat /tmp/g2.log; fail "ADD of pod g2"; }
     g1=$(pod_addr g1 4)
     g2=$(pod_addr g2 4)
-    state=/var/lib/cni/networks/$NET/tombstone-ipam.json
+    state=/var/lib/cni/networks/$NET/tombstone-ipam.d
     say allocations_before "$(allocations "$NET")"
     iv_plugin_conf "$NET" 1.1.0 ', "cni.dev/valid-attachments": [{ "containerID": "pod-g1", "ifname": "eth0" }]' > /tmp/gc.json
     echo "# [gc] config:"; sed 's/^/#   /' /tmp/gc.json
@@ -363,9 +364,9 @@ iv_status_gc_options() {
     say gc_stdout "$(wc -c < /tmp/direct.out)"
     [ -s /tmp/direct.out ] && cat /tmp/direct.out
     say allocations_after "$(allocations "$NET")"
-    say kept_g1 "$(grep -c "^\[\"a\",\"$g1\",\"pod-g1\",\"eth0\"\]" "$state")"
-    say kept_g2 "$(grep -c "^\[\"a\",\"$g2\"," "$state")"
-    say released_g2 "$(grep -c "^\[\"r\",\"$g2\"," "$state")"
+    say kept_g1 "$(cat "$state/ip-$g1" 2>/dev/null | grep -c "^\[\"a\",\"$g1\",\"pod-g1\",\"eth0\"\]")"
+    say kept_g2 "$(cat "$state/ip-$g2" 2>/dev/null | grep -c "^\[\"a\",\"$g2\",")"
+    say released_g2 "$(cat "$state/ip-$g2" 2>/dev/null | grep -c "^\[\"r\",\"$g2\",")"
     say g1_reachable "$(yes_no reach host "$g1")"
     if pod_check g1 > /tmp/gc-check.log 2>&1; then say g1_check ok; else say g1_check failed; cat /tmp/gc-check.log; fi
     # The address GC released is not handed out again (cool-down) to the next pod.
