@@ -434,7 +434,10 @@ pub fn decode(bytes: &[u8], stem: &str) -> Result<std::result::Result<Ledger, St
     struct Head {
         version: u64,
     }
+    // (Valid JSON only: the version is read without the rest, which must not hide bytes
+    // that are no UTF-8 in a field it skips.)
     if bytes.trim_ascii_start().starts_with(b"{")
+        && std::str::from_utf8(bytes).is_ok()
         && let Ok(h) = serde_json::from_slice::<Head>(bytes)
         && h.version > FORMAT_VERSION as u64
     {
