@@ -7,6 +7,7 @@
 #   golang-go, golang-github-appc-cni-dev   Go and libcni's source, to build cnitool offline
 #   iproute2                     `ip`, used by the jobs inside the guest
 #   strace                       the fault-injection tests (plugin/tests/faults.rs, ipam/tests/faults.rs)
+#   valgrind                     instruction counts in `make bench` (callgrind)
 # Debian/Ubuntu only (apt-get); needs root to install anything.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ packages=(
     golang-github-appc-cni-dev
     iproute2
     strace
+    valgrind
 )
 
 missing=()
