@@ -293,9 +293,19 @@ fn root_an_operators_route_is_never_replaced_or_deleted() {
         "static",
     ]);
     ns.ip(&["route", "add", "blackhole", "10.10.0.6/32", "table", "100"]);
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        "fd10::5/128",
+        "dev",
+        "v0",
+        "proto",
+        "static",
+    ]);
     let conf = ns.conf_with_prev(
         json!({"tables": ["main", 100]}),
-        &["10.10.0.5/24", "10.10.0.6/24"],
+        &["10.10.0.5/24", "10.10.0.6/24", "fd10::5/64"],
     );
     let out = ns.run("DEL", "ctr-a", &conf);
     out.ok_empty();
@@ -309,8 +319,13 @@ fn root_an_operators_route_is_never_replaced_or_deleted() {
         [
             "unreachable 10.10.0.5 table 100",
             "unreachable 10.10.0.6",
-            "unreachable 10.10.0.6 table 100"
+            "unreachable 10.10.0.6 table 100",
+            "unreachable fd10::5 dev lo table 100 pref medium"
         ]
+    );
+    assert!(
+        ns.ip(&["-6", "route", "show", "fd10::5/128"])
+            .contains("dev v0")
     );
     assert!(ns.ip(&["route", "show", "10.10.0.5/32"]).contains("dev v0"));
     ns.run("ADD", "ctr-b", &conf);

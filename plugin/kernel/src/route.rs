@@ -330,7 +330,14 @@ impl Netlink {
         msg.header.destination_prefix_length = host_prefix(ip);
         msg.header.kind = RouteType::Unspec;
         msg.header.scope = RouteScope::Universe;
-        msg.header.flags = RouteFlags::FibMatch | RouteFlags::LookupTable;
+        // IPv4 names the matching entry's table only when asked (RTM_F_LOOKUP_TABLE); IPv6
+        // always does, and its strict check refuses that flag with EINVAL, which would read
+        // as a blackhole.
+        msg.header.flags = if ip.is_ipv6() {
+            RouteFlags::FibMatch
+        } else {
+            RouteFlags::FibMatch | RouteFlags::LookupTable
+        };
         msg.attributes
             .push(RouteAttribute::Destination(address(ip)));
         let op = || format!("look up the route of {ip}");
