@@ -359,6 +359,15 @@ fn write_changes(dir: &StateDir, head_missing: bool, after: &Ledger, c: &Changes
     Ok(())
 }
 
+/// Removes the temporary files killed writers left among a network's entries (call with
+/// the directory's lock held alone: no write is under way).
+pub fn remove_temps(dir: &StateDir, stem: &str) -> Result<()> {
+    match StateDir::existing(dir.path().join(format!("{stem}.d")))? {
+        Some(entries) => entries.remove_temps(),
+        None => Ok(()),
+    }
+}
+
 /// Whether a network has any tombstone entry (a name is enough; nothing is read).
 pub fn has_tombstones(dir: &StateDir, stem: &str) -> Result<bool> {
     let path = dir.path().join(format!("{stem}.d"));

@@ -200,6 +200,7 @@ pub fn sweep_all_in(
     let mut named: HashSet<RouteKey> = HashSet::new();
     let mut tables: HashSet<u32> = HashSet::new();
     for stem in dir.records()? {
+        store::remove_temps(dir, &stem)?;
         // Long-released attachment records are dropped every PRUNE_EVERY_MS; only then
         // does the sweep read every record, other times the tombstones alone.
         let mut prune = false;
