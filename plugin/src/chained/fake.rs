@@ -41,6 +41,20 @@ pub struct State {
     pub now_ms: u64,
 }
 
+impl State {
+    /// Our routes as a dump reports them.
+    fn entries(&self) -> impl Iterator<Item = RouteEntry> + '_ {
+        self.routes.iter().map(|&(ip, t, m, p, k)| RouteEntry {
+            dst: Some(ip),
+            prefix_len: tombstone_kernel::host_prefix(ip),
+            table: t,
+            protocol: p,
+            metric: m,
+            reject: Some(k),
+        })
+    }
+}
+
 /// The fake, shared between the test and the plugin it is given to.
 #[derive(Clone, Default)]
 pub struct Fake(pub Rc<RefCell<State>>);
@@ -128,14 +142,7 @@ impl Kernel for Fake {
             return Err(kernel_error("dump routes"));
         }
         let s = self.0.borrow();
-        let ours = s.routes.iter().map(|&(ip, t, m, p, k)| RouteEntry {
-            dst: Some(ip),
-            prefix_len: if ip.is_ipv4() { 32 } else { 128 },
-            table: t,
-            protocol: p,
-            metric: m,
-            reject: Some(k),
-        });
+        let ours = s.entries();
         Ok(ours
             .chain(s.foreign.iter().cloned())
             .filter(|r| r.dst.is_some_and(|d| d.is_ipv6() == ipv6))
@@ -158,14 +165,7 @@ impl Kernel for Fake {
             return Err(kernel_error("look up route"));
         }
         let s = self.0.borrow();
-        let ours = s.routes.iter().map(|&(ip, t, m, p, k)| RouteEntry {
-            dst: Some(ip),
-            prefix_len: if ip.is_ipv4() { 32 } else { 128 },
-            table: t,
-            protocol: p,
-            metric: m,
-            reject: Some(k),
-        });
+        let ours = s.entries();
         let best = ours
             .chain(s.foreign.iter().cloned())
             .filter(|r| r.is_host_route_of(ip))
