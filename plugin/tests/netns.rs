@@ -281,6 +281,56 @@ fn root_the_background_sweeper_ends_tombstones_with_no_further_call() {
 
 #[test]
 #[ignore = "needs root: network namespaces (ip netns)"]
+fn root_the_background_sweeper_reads_nothing_between_expiries_yet_sees_a_shorter_hold() {
+    let ns = Netns::for_root_test();
+    let dir = ns.state_dir.to_str().unwrap().to_string();
+    let ips: Vec<String> = (0..200)
+        .map(|i| format!("10.10.{}.{}/16", 1 + i / 250, 1 + i % 250))
+        .collect();
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let long = ns.conf_with_prev(json!({"holdSeconds": 600, "sweeper": true}), &ips);
+    ns.run("DEL", "ctr-long", &long).ok_empty();
+    assert_eq!(ns.tombstones().len(), 200);
+    let sweepers = processes_with(&["sweep", "--until-empty", &dir]);
+    assert_eq!(sweepers.len(), 1, "{sweepers:?}");
+    let reads = || -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", sweepers[0])).unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscr: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // Its first sweeps read every tombstone (the second because the first saw files changed
+    // within a tick of it); later wake-ups, every 5 s, find nothing due and nothing changed.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let before = reads();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let idle = reads() - before;
+    assert!(
+        idle < 50,
+        "{idle} read calls in 6 s with nothing due: the sweeper re-read its 200 tombstones"
+    );
+    // A tombstone with a shorter hold, buried while it sleeps, still ends at its hold.
+    let short = ns.conf_with_prev(
+        json!({"holdSeconds": 1, "sweeper": true}),
+        &["10.10.9.9/16"],
+    );
+    ns.run("DEL", "ctr-short", &short).ok_empty();
+    assert_eq!(ns.tombstones().len(), 201);
+    assert!(
+        eventually(8, || ns.tombstones().len() == 200),
+        "the short hold did not end: {} tombstones",
+        ns.tombstones().len()
+    );
+    println!("background sweeper: {idle} read calls in 6 s idle with 200 live tombstones");
+    let _ = std::process::Command::new("kill")
+        .arg(sweepers[0].to_string())
+        .status();
+}
+
+#[test]
+#[ignore = "needs root: network namespaces (ip netns)"]
 fn root_an_operators_route_is_never_replaced_or_deleted() {
     let ns = Netns::for_root_test();
     ns.ip(&[

@@ -186,6 +186,7 @@ fn fill(head: Ledger, how: Head, entries: &StateDir, scope: Scope) -> Result<Loa
         },
         network: head.network.clone(),
         tables: head.tables.clone(),
+        pruned_at_ms: head.pruned_at_ms,
         ..files.clone()
     };
     let mut ledger = head;
@@ -368,6 +369,21 @@ pub fn remove_temps(dir: &StateDir, stem: &str) -> Result<()> {
     }
 }
 
+/// When a network's entry directory last changed (an entry created, replaced or removed:
+/// every write renames into it), `None` when it does not exist. Reads no entry.
+pub fn entries_changed_at(dir: &StateDir, stem: &str) -> Result<Option<std::time::SystemTime>> {
+    changed_at(&dir.path().join(format!("{stem}.d")))
+}
+
+/// A directory's modification time, `None` when it does not exist.
+pub fn changed_at(path: &std::path::Path) -> Result<Option<std::time::SystemTime>> {
+    match std::fs::symlink_metadata(path).and_then(|m| m.modified()) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CniError::io(format!("cannot stat {}: {e}", path.display()))),
+    }
+}
+
 /// Whether a network has any tombstone entry (a name is enough; nothing is read).
 pub fn has_tombstones(dir: &StateDir, stem: &str) -> Result<bool> {
     let path = dir.path().join(format!("{stem}.d"));
@@ -508,6 +524,25 @@ mod tests {
         assert_eq!(all.attachments.len(), 50);
         assert_eq!(all.holders.get(&addrs[0]), Some(&new));
         assert!(all.held_by_other(addrs[0], &a).is_some());
+        std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_load_saved_unchanged_writes_nothing() {
+        let dir = temp_dir("unchanged");
+        let (mut l, mut before) = load(&dir, "pods", Scope::All).unwrap().logged();
+        l.tables = vec![254];
+        l.pruned_at_ms = Some(42);
+        l.bury(stone("10.0.0.5", "c"));
+        save(&dir, &mut before, &mut l).unwrap();
+        for scope in [Scope::All, Scope::Tombstones, Scope::Of(&att("c"), &[])] {
+            let (l, before) = load(&dir, "pods", scope).unwrap().logged();
+            let c = changes(&before, &l);
+            assert!(
+                c.is_empty(),
+                "a ledger as loaded differs from its files: {c:?}"
+            );
+        }
         std::fs::remove_dir_all(dir.path()).unwrap();
     }
 
