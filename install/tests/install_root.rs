@@ -223,15 +223,18 @@ fn fresh_install_then_a_second_run_changes_nothing() {
     assert!(pods.contains(
         "        },\n        {\n            \"type\": \"tombstone\",\n            \"holdSeconds\": 30,\n            \"routeType\": \"blackhole\"\n        },\n        { \"type\": \"portmap\""
     ), "{pods}");
-    assert_eq!(
-        r.read("etc/cni/net.d/20-fast.conflist"),
-        r#"{"cniVersion":"1.1.0","name":"fast","plugins":[{"type":"ipvlan","master":"eth1"},{"type":"tombstone","holdSeconds":30,"routeType":"blackhole"}]}"#
-    );
+    // The runtime loads 10-pods.conflist: the other files are left alone, and said so.
+    assert_eq!(r.read("etc/cni/net.d/20-fast.conflist"), COMPACT);
     assert_eq!(r.read("etc/cni/net.d/30-br.conflist"), BRIDGE);
-    assert!(
-        out.contains("skipped    /etc/cni/net.d/30-br.conflist"),
-        "{out}"
-    );
+    assert_eq!(r.read("etc/cni/net.d/40-legacy.conf"), SINGLE);
+    for f in ["20-fast.conflist", "30-br.conflist", "40-legacy.conf"] {
+        assert!(
+            out.contains(&format!(
+                "ignored    /etc/cni/net.d/{f} (the runtime loads /etc/cni/net.d/10-pods.conflist first;"
+            )),
+            "{out}"
+        );
+    }
     assert!(
         r.read("etc/iproute2/rt_protos.d/tombstone.conf")
             .contains("\n84\ttombstone\n")
@@ -262,7 +265,8 @@ fn fresh_install_then_a_second_run_changes_nothing() {
     for word in ["installed", "updated", "wrote", "moved"] {
         assert!(!again.contains(word), "{again}");
     }
-    assert_eq!(again.matches("unchanged").count(), 8, "{again}");
+    // Two binaries, one list, three host files.
+    assert_eq!(again.matches("unchanged").count(), 6, "{again}");
 }
 
 #[test]
@@ -301,13 +305,13 @@ fn uninstall_restores_every_file_byte_for_byte() {
 #[test]
 fn a_single_plugin_conf_becomes_a_list_and_comes_back() {
     let r = node();
-    r.ok(&[]);
+    r.ok(&["--network", "legacy"]);
     assert!(!r.file("etc/cni/net.d/40-legacy.conf").exists());
     let list = r.read("etc/cni/net.d/40-legacy.conflist");
     assert_eq!(types(&list), ["ipvlan", "tombstone"]);
     assert!(list.starts_with("{\n\t\"cniVersion\": \"0.4.0\",\n\t\"name\": \"legacy\",\n\t\"plugins\": [\n\t\t{\n\t\t\t\"type\": \"ipvlan\""), "{list}");
     // A second run leaves the list alone and does not resurrect the .conf.
-    r.ok(&[]);
+    r.ok(&["--network", "legacy"]);
     assert!(!r.file("etc/cni/net.d/40-legacy.conf").exists());
     r.ok(&["--uninstall"]);
     assert_eq!(r.read("etc/cni/net.d/40-legacy.conf"), SINGLE);
@@ -317,7 +321,7 @@ fn a_single_plugin_conf_becomes_a_list_and_comes_back() {
 #[test]
 fn a_list_edited_after_conversion_keeps_the_edit() {
     let r = node();
-    r.ok(&[]);
+    r.ok(&["--network", "legacy"]);
     let p = r.file("etc/cni/net.d/40-legacy.conflist");
     let edited = r
         .read("etc/cni/net.d/40-legacy.conflist")
@@ -335,7 +339,16 @@ fn a_list_edited_after_conversion_keeps_the_edit() {
 fn dry_run_prints_diffs_and_writes_nothing() {
     let r = node();
     let before = r.snapshot();
-    let out = r.ok(&["--dry-run", "--hold-seconds", "15", "--systemd"]);
+    let out = r.ok(&[
+        "--dry-run",
+        "--hold-seconds",
+        "15",
+        "--systemd",
+        "--network",
+        "pods",
+        "--network",
+        "legacy",
+    ]);
     assert_eq!(r.snapshot(), before);
     assert!(out.contains(
         "--- /etc/cni/net.d/10-pods.conflist\n+++ /etc/cni/net.d/10-pods.conflist\n@@ -8,6 +8,10 @@\n"
@@ -361,7 +374,7 @@ fn dry_run_prints_diffs_and_writes_nothing() {
     let out = r.ok(&["--uninstall", "--dry-run"]);
     assert_eq!(r.snapshot(), installed);
     assert!(
-        out.contains("-            \"type\": \"tombstone\"\n"),
+        out.contains("-            \"type\": \"tombstone\",\n-            \"holdSeconds\": 30\n"),
         "{out}"
     );
     assert!(
@@ -371,29 +384,39 @@ fn dry_run_prints_diffs_and_writes_nothing() {
 }
 
 #[test]
-fn a_malformed_conflist_is_a_clear_error_and_nothing_changes() {
+fn a_malformed_conflist_is_not_ready_and_the_next_file_is_loaded() {
     let r = node();
     let bad = "{\n  \"name\": \"broken\",\n  \"plugins\": [ { \"type\": \"ipvlan\" },\n";
     r.conf("05-broken.conflist", bad);
-    let before = r.snapshot();
-    let out = r.run(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = r.run(&["--skip-binaries"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("05-broken.conflist: malformed network configuration: invalid JSON"),
-        "{err}"
+        stdout.contains(
+            "not ready  /etc/cni/net.d/05-broken.conflist: malformed network configuration: invalid JSON"
+        ),
+        "{stdout}"
     );
-    assert!(err.contains("nothing was changed"), "{err}");
-    assert_eq!(r.snapshot(), before);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 not ready"));
     assert_eq!(r.read("etc/cni/net.d/05-broken.conflist"), bad);
+    // The runtime skips it and loads the next file: that one is given the entry.
+    assert_eq!(
+        types(&r.read("etc/cni/net.d/10-pods.conflist")),
+        ["ipvlan", "tombstone", "portmap"]
+    );
     // The same for a list without a main plugin type.
     r.conf(
         "05-broken.conflist",
         r#"{"name":"x","plugins":[{"master":"eth0"}]}"#,
     );
-    let out = r.run(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin 0 has no \"type\""));
+    let out = r.run(&["--skip-binaries"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("plugin 0 has no \"type\""));
+    // The uninstall takes the entry out of the others, and keeps the binaries in case the
+    // file it cannot read names them.
+    let out = r.run(&["--uninstall"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(r.read("etc/cni/net.d/10-pods.conflist"), PODS);
 }
 
 #[test]
