@@ -29,11 +29,20 @@ pub struct Target {
 pub enum Verdict {
     Edit(Target),
     /// Loaded, but not IPvlan-based (and not named).
-    Skipped { file: usize, why: String },
+    Skipped {
+        file: usize,
+        why: String,
+    },
     /// A file the runtime does not load.
-    Ignored { file: usize, why: String },
+    Ignored {
+        file: usize,
+        why: String,
+    },
     /// A network that cannot be given the entry as it is: nothing of it is changed.
-    NotReady { file: usize, why: String },
+    NotReady {
+        file: usize,
+        why: String,
+    },
     Warning(String),
 }
 
@@ -279,16 +288,13 @@ mod tests {
             lines(&select(dir, &files, &[])),
             ["not ready 0", "ignored 2", "edit 1 []"]
         );
-        let files = [listed("10-br.conflist", BRIDGE), listed("20-pods.conflist", IPVLAN)];
-        assert_eq!(
-            lines(&select(dir, &files, &[])),
-            ["skipped 0", "ignored 1"]
-        );
+        let files = [
+            listed("10-br.conflist", BRIDGE),
+            listed("20-pods.conflist", IPVLAN),
+        ];
+        assert_eq!(lines(&select(dir, &files, &[])), ["skipped 0", "ignored 1"]);
         // Named: edited even though the runtime loads another file first.
-        assert_eq!(
-            lines(&select(dir, &files, &["pods".into()])),
-            ["edit 1 []"]
-        );
+        assert_eq!(lines(&select(dir, &files, &["pods".into()])), ["edit 1 []"]);
     }
 
     #[test]

@@ -134,7 +134,9 @@ impl Network {
     pub fn hold_after(&self, options: &Map<String, Value>, new_entry: &Map<String, Value>) -> u64 {
         let given = |m: &Map<String, Value>| m.get("holdSeconds").and_then(Value::as_u64);
         match self.tombstone_index().and_then(|j| self.plugin(j)) {
-            Some(old) => given(options).or(given(old)).unwrap_or(DEFAULT_HOLD_SECONDS),
+            Some(old) => given(options)
+                .or(given(old))
+                .unwrap_or(DEFAULT_HOLD_SECONDS),
             None => given(new_entry).unwrap_or(DEFAULT_HOLD_SECONDS),
         }
     }
@@ -180,10 +182,7 @@ impl Network {
             delegates,
             cluster_network: names("clusterNetwork"),
             default_networks: names("defaultNetworks"),
-            conf_dir: v
-                .get("confDir")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            conf_dir: v.get("confDir").and_then(Value::as_str).map(str::to_string),
             kubeconfig: v.get("kubeconfig").is_some(),
             shim: self.types[0] == "multus-shim",
         })

@@ -35,7 +35,7 @@ pub fn resolve(root: &Path, path: &Path, follow_last: bool) -> Result<PathBuf> {
         }
         let here = at.iter().fold(root.to_path_buf(), |p, c| p.join(c));
         let candidate = here.join(&c);
-        let last = todo.iter().all(|c| c == "" || c == "." || c == "/");
+        let last = todo.is_empty();
         let meta = match fs::symlink_metadata(&candidate) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == ErrorKind::NotFound => None,

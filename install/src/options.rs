@@ -45,9 +45,8 @@ said on a `not ready` line: left as it was, the others were installed)";
 /// default `reuseAfterSeconds`, so the tombstone has ended (even one sweep period late) before
 /// the IPAM may hand the address out again. The plugin's own default equals the IPAM's.
 pub const NEW_ENTRY_HOLD_SECONDS: u64 = 30;
-const _: () = assert!(
-    NEW_ENTRY_HOLD_SECONDS + 10 < tombstone_cni::suite::DEFAULT_REUSE_AFTER_SECONDS
-);
+const _: () =
+    assert!(NEW_ENTRY_HOLD_SECONDS + 10 < tombstone_cni::suite::DEFAULT_REUSE_AFTER_SECONDS);
 
 /// Paths on the node: every one is absolute and is joined under `root` before use.
 #[derive(Debug, Clone, PartialEq)]
@@ -248,7 +247,12 @@ mod tests {
             let e = run(args).unwrap_err();
             assert_eq!(e.kind(), crate::error::Kind::Usage, "{args:?}");
         }
-        assert!(run(&["--dry-run"]).unwrap_err().to_string().contains("--root"));
+        assert!(
+            run(&["--dry-run"])
+                .unwrap_err()
+                .to_string()
+                .contains("--root")
+        );
     }
 
     #[test]
@@ -292,7 +296,10 @@ mod tests {
             &["--network"],
             &["--frobnicate"],
         ] {
-            let with_root: Vec<&str> = ["--root", "/"].into_iter().chain(bad.iter().copied()).collect();
+            let with_root: Vec<&str> = ["--root", "/"]
+                .into_iter()
+                .chain(bad.iter().copied())
+                .collect();
             let e = run(&with_root).unwrap_err();
             assert_eq!(e.kind(), crate::error::Kind::Usage, "{bad:?}");
             assert!(e.to_string().contains(bad[0]), "{bad:?}: {e}");

@@ -165,7 +165,8 @@ struct Paths {
 
 impl Paths {
     fn new(o: &Options) -> Result<Paths> {
-        let root = fs::canonicalize(&o.root).context(format_args!("--root {}", o.root.display()))?;
+        let root =
+            fs::canonicalize(&o.root).context(format_args!("--root {}", o.root.display()))?;
         if !root.is_dir() {
             return Err(InstallError::refused("is not a directory")
                 .context(format_args!("--root {}", o.root.display())));
@@ -316,9 +317,8 @@ fn read_confs(p: &Paths) -> Result<ConfDir> {
             }),
             None => Ok(read_opt(&real)?.unwrap_or_default()),
         };
-        let text = bytes.and_then(|b| {
-            String::from_utf8(b).map_err(|_| InstallError::config("not UTF-8 text"))
-        });
+        let text = bytes
+            .and_then(|b| String::from_utf8(b).map_err(|_| InstallError::config("not UTF-8 text")));
         let net = text.clone().and_then(|t| conflist::parse(&t));
         out.files.push(ConfFile {
             mode: mode_of(&real).unwrap_or(0o644),
@@ -569,7 +569,8 @@ fn plan_conf_dir(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<Conflist
                 target: target.clone(),
             });
         }
-        plan.rewrites.push((dir.listed[i].name.clone(), new.clone()));
+        plan.rewrites
+            .push((dir.listed[i].name.clone(), new.clone()));
         plan.changes.push(dir.rewrite(p, i, new));
     }
     Ok(plan)
@@ -600,10 +601,10 @@ fn plan_edit(
         )));
     }
     if let Some(why) = t.net.hold_problem(&o.plugin, &o.new_entry()) {
-        return Err(InstallError::config(format!(
-            "network {name:?} not given the entry: {why}"
-        ))
-        .detail("choose a smaller --hold-seconds or a longer reuseAfterSeconds"));
+        return Err(
+            InstallError::config(format!("network {name:?} not given the entry: {why}"))
+                .detail("choose a smaller --hold-seconds or a longer reuseAfterSeconds"),
+        );
     }
     if let Some(via) = &t.via {
         say(out, format!("note: network {name:?}: {via}"));
@@ -1011,8 +1012,8 @@ fn plan_restores(
                 continue;
             }
         };
-        let Some(new) = without_entries(o, &l.text, net)
-            .context(format_args!("cannot edit {shown}"))?
+        let Some(new) =
+            without_entries(o, &l.text, net).context(format_args!("cannot edit {shown}"))?
         else {
             plan.still_used.extend(net.referenced_types());
             continue;
@@ -1295,7 +1296,9 @@ fn update_state(
 ) -> Result<()> {
     let updating = format!("updating {}", p.shown(state.path()).display());
     let lock = state.lock(MANIFEST).context(&updating)?;
-    manifest.converted.retain(|c| !settled.converted.contains(c));
+    manifest
+        .converted
+        .retain(|c| !settled.converted.contains(c));
     manifest.links.retain(|l| !settled.links.contains(&l.file));
     manifest
         .binaries

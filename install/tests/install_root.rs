@@ -490,12 +490,6 @@ fn outside(tag: &str) -> PathBuf {
     d
 }
 
-fn conf_dir_only(r: &Root) {
-    for e in fs::read_dir(r.file("etc/cni/net.d")).unwrap().flatten() {
-        fs::remove_file(e.path()).unwrap();
-    }
-}
-
 #[test]
 fn absolute_symlinks_are_resolved_under_the_root_as_a_chroot_would() {
     let r = Root::new("abs-links");
@@ -512,9 +506,20 @@ fn absolute_symlinks_are_resolved_under_the_root_as_a_chroot_would() {
 
     let out = r.ok(&["--hold-seconds", "30"]);
     // Nothing outside the root was touched.
-    assert_eq!(fs::read_to_string(out_dir.join("net.d/10-pods.conflist")).unwrap(), PODS);
-    assert_eq!(fs::read_dir(out_dir.join("bin")).unwrap().count(), 0, "{out}");
-    assert_eq!(fs::read_dir(out_dir.join("net.d")).unwrap().count(), 1, "{out}");
+    assert_eq!(
+        fs::read_to_string(out_dir.join("net.d/10-pods.conflist")).unwrap(),
+        PODS
+    );
+    assert_eq!(
+        fs::read_dir(out_dir.join("bin")).unwrap().count(),
+        0,
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_dir(out_dir.join("net.d")).unwrap().count(),
+        1,
+        "{out}"
+    );
     // The node's files, under the root, were.
     let pods = fs::read_to_string(inside.join("net.d/10-pods.conflist")).unwrap();
     assert_eq!(types(&pods), ["ipvlan", "tombstone", "portmap"], "{out}");
@@ -532,7 +537,10 @@ fn dot_dots_and_relative_links_are_clamped_at_the_root() {
     fs::write(inside.join("net.d/10-pods.conflist"), PODS).unwrap();
     let conf_dir = format!("/../../..{}", out_dir.join("net.d").display());
     let out = r.ok(&["--skip-binaries", "--conf-dir", &conf_dir]);
-    assert_eq!(fs::read_to_string(out_dir.join("net.d/10-pods.conflist")).unwrap(), PODS);
+    assert_eq!(
+        fs::read_to_string(out_dir.join("net.d/10-pods.conflist")).unwrap(),
+        PODS
+    );
     let pods = fs::read_to_string(inside.join("net.d/10-pods.conflist")).unwrap();
     assert_eq!(types(&pods), ["ipvlan", "tombstone", "portmap"], "{out}");
 
@@ -541,13 +549,19 @@ fn dot_dots_and_relative_links_are_clamped_at_the_root() {
     let climb = "../".repeat(depth);
     fs::remove_dir_all(r.file("etc/cni/net.d")).unwrap();
     std::os::unix::fs::symlink(
-        format!("{climb}{}", out_dir.join("net.d").strip_prefix("/").unwrap().display()),
+        format!(
+            "{climb}{}",
+            out_dir.join("net.d").strip_prefix("/").unwrap().display()
+        ),
         r.file("etc/cni/net.d"),
     )
     .unwrap();
     fs::write(inside.join("net.d/10-pods.conflist"), PODS).unwrap();
     let out = r.ok(&["--skip-binaries"]);
-    assert_eq!(fs::read_to_string(out_dir.join("net.d/10-pods.conflist")).unwrap(), PODS);
+    assert_eq!(
+        fs::read_to_string(out_dir.join("net.d/10-pods.conflist")).unwrap(),
+        PODS
+    );
     let pods = fs::read_to_string(inside.join("net.d/10-pods.conflist")).unwrap();
     assert_eq!(types(&pods), ["ipvlan", "tombstone", "portmap"], "{out}");
     fs::remove_dir_all(&out_dir).unwrap();
@@ -561,7 +575,10 @@ fn the_live_host_needs_an_explicit_root() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--root"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--root"),
+        "{out:?}"
+    );
     // No arguments at all: the usage, exit 2.
     let out = Command::new(INSTALLER).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -673,7 +690,12 @@ fn two_files_of_one_network_only_the_loaded_one_is_edited() {
         ["ipvlan", "tombstone", "portmap"]
     );
     assert_eq!(r.read("etc/cni/net.d/20-pods-old.conflist"), PODS);
-    assert!(out.contains("warning: network \"pods\" is also defined in /etc/cni/net.d/20-pods-old.conflist"), "{out}");
+    assert!(
+        out.contains(
+            "warning: network \"pods\" is also defined in /etc/cni/net.d/20-pods-old.conflist"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -683,9 +705,18 @@ fn one_bad_file_does_not_stop_the_others() {
     let out = r.run(&["--skip-binaries", "--network", "pods", "--network", "fast"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
-    assert!(stdout.contains("not ready  /etc/cni/net.d/05-broken.conflist"), "{stdout}");
-    assert_eq!(types(&r.read("etc/cni/net.d/10-pods.conflist")), ["ipvlan", "tombstone", "portmap"]);
-    assert_eq!(types(&r.read("etc/cni/net.d/20-fast.conflist")), ["ipvlan", "tombstone"]);
+    assert!(
+        stdout.contains("not ready  /etc/cni/net.d/05-broken.conflist"),
+        "{stdout}"
+    );
+    assert_eq!(
+        types(&r.read("etc/cni/net.d/10-pods.conflist")),
+        ["ipvlan", "tombstone", "portmap"]
+    );
+    assert_eq!(
+        types(&r.read("etc/cni/net.d/20-fast.conflist")),
+        ["ipvlan", "tombstone"]
+    );
 }
 
 #[test]
@@ -713,12 +744,21 @@ fn a_symlinked_conflist_is_replaced_by_a_file_and_the_link_comes_back() {
     fs::create_dir_all(r.file("srv")).unwrap();
     fs::write(r.file("srv/pods.conflist"), PODS).unwrap();
     // Absolute, as on the node: re-rooted.
-    std::os::unix::fs::symlink("/srv/pods.conflist", r.file("etc/cni/net.d/10-pods.conflist"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        "/srv/pods.conflist",
+        r.file("etc/cni/net.d/10-pods.conflist"),
+    )
+    .unwrap();
     let out = r.ok(&["--skip-binaries"]);
     let link = r.file("etc/cni/net.d/10-pods.conflist");
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_file(), "{out}");
-    assert_eq!(types(&r.read("etc/cni/net.d/10-pods.conflist")), ["ipvlan", "tombstone", "portmap"]);
+    assert!(
+        fs::symlink_metadata(&link).unwrap().file_type().is_file(),
+        "{out}"
+    );
+    assert_eq!(
+        types(&r.read("etc/cni/net.d/10-pods.conflist")),
+        ["ipvlan", "tombstone", "portmap"]
+    );
     assert_eq!(r.read("srv/pods.conflist"), PODS);
     assert!(out.contains("symbolic link"), "{out}");
     r.ok(&["--uninstall"]);
@@ -750,14 +790,23 @@ fn a_hold_not_below_the_ipam_reuse_delay_is_refused() {
     let out = r.run(&["--skip-binaries", "--hold-seconds", "60"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
-    assert!(stdout.contains("holdSeconds 60") && stdout.contains("reuseAfterSeconds 20"), "{stdout}");
+    assert!(
+        stdout.contains("holdSeconds 60") && stdout.contains("reuseAfterSeconds 20"),
+        "{stdout}"
+    );
     assert_eq!(r.read("etc/cni/net.d/10-pods.conflist"), IPAM_20);
     // The installer's default hold is below tombstone-ipam's default reuse delay.
     let r = Root::new("hold-default");
     let default_reuse = IPAM_20.replace(",\"reuseAfterSeconds\":20", "");
     r.conf("10-pods.conflist", &default_reuse);
-    let out = r.ok(&["--skip-binaries", "--external-sweeper", "--plugin-state-dir", "/run/x"]);
-    let v: serde_json::Value = serde_json::from_str(&r.read("etc/cni/net.d/10-pods.conflist")).unwrap();
+    let out = r.ok(&[
+        "--skip-binaries",
+        "--external-sweeper",
+        "--plugin-state-dir",
+        "/run/x",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&r.read("etc/cni/net.d/10-pods.conflist")).unwrap();
     let entry = &v["plugins"][1];
     assert_eq!(entry["type"], "tombstone", "{out}");
     assert!(entry["holdSeconds"].as_u64().unwrap() < 60, "{entry}");

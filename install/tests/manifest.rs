@@ -52,7 +52,8 @@ fn daemonset_manifest_has_what_the_installer_relies_on() {
         "the state directory is named more than once"
     );
     assert_eq!(
-        text.matches("configMapRef:\n                name: tombstone-settings").count(),
+        text.matches("configMapRef:\n                name: tombstone-settings")
+            .count(),
         2,
         "both containers read the settings"
     );
