@@ -89,11 +89,14 @@ pub fn select(dir: &Path, files: &[Listed], named: &[String]) -> Vec<Verdict> {
             .map(|n| ("clusterNetwork", n))
             .chain(m.default_networks.iter().map(|n| ("defaultNetworks", n)));
         for (key, name) in refs {
+            // A name is looked up in Multus's confDir: this directory only when it says so
+            // (or says nothing).
+            let here = m.conf_dir.as_deref().is_none_or(|d| Path::new(d) == dir);
             let found = valid.iter().copied().find(|&i| {
                 if name.starts_with('/') {
                     dir.join(&files[i].name) == Path::new(name)
                 } else {
-                    top(i).is_some_and(|n| &n.name == name)
+                    here && top(i).is_some_and(|n| &n.name == name)
                 }
             });
             match found {
@@ -322,5 +325,17 @@ mod tests {
                 "edit 2 []",
             ]
         );
+        // Multus looks names up in its confDir: another directory is not read here.
+        let elsewhere = r#"{"cniVersion":"1.0.0","name":"m","type":"multus","confDir":"/etc/cni/multus/net.d","clusterNetwork":"pods"}"#;
+        let files = [
+            listed("00-multus.conf", elsewhere),
+            listed("30-pods.conflist", IPVLAN),
+        ];
+        let v = select(dir, &files, &[]);
+        assert_eq!(lines(&v), ["not ready 0", "ignored 1"]);
+        let Verdict::NotReady { why, .. } = &v[0] else {
+            panic!()
+        };
+        assert!(why.contains("/etc/cni/multus/net.d"), "{why}");
     }
 }

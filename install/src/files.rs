@@ -76,11 +76,21 @@ fn push_front(todo: &mut VecDeque<OsString>, p: &Path) {
     }
 }
 
-/// The file's bytes, or `None` when it does not exist.
+/// The file's bytes, or `None` when it does not exist or is a symbolic link (a link is
+/// never read through: its target is outside what was resolved under the root).
 pub fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
+    let read = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+        });
+    match read {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(None),
         Err(e) => Err(e).context(format_args!("cannot read {}", path.display())),
     }
 }
@@ -214,6 +224,9 @@ mod tests {
         assert_eq!(e.to_string(), "checking: refused");
         assert_eq!(fs::read(&p).unwrap(), b"one");
         assert_eq!(fs::read_dir(d.join("sub")).unwrap().count(), 1);
+        // A link is not read through.
+        std::os::unix::fs::symlink(&p, d.join("link")).unwrap();
+        assert_eq!(read_opt(&d.join("link")).unwrap(), None);
         remove(&p).unwrap();
         remove(&p).unwrap();
         assert_eq!(read_opt(&p).unwrap(), None);

@@ -304,19 +304,22 @@ fn read_confs(p: &Paths) -> Result<ConfDir> {
         } else {
             continue;
         };
+        // A read that fails is this file's failure (not ready), not the run's.
         let real = match &link {
-            Some(_) => resolve(&p.root, &p.shown(&path), true)?,
-            None => path.clone(),
+            Some(_) => resolve(&p.root, &p.shown(&path), true),
+            None => Ok(path.clone()),
         };
-        let bytes = match &link {
-            Some(t) => read_opt(&real)?.ok_or_else(|| {
-                InstallError::config(format!(
+        let bytes = real
+            .clone()
+            .and_then(|real| match (read_opt(&real)?, &link) {
+                (Some(b), _) => Ok(b),
+                (None, Some(t)) => Err(InstallError::config(format!(
                     "a symbolic link to {}, which is not there",
                     t.display()
-                ))
-            }),
-            None => Ok(read_opt(&real)?.unwrap_or_default()),
-        };
+                ))),
+                (None, None) => Err(InstallError::config("vanished while being read")),
+            });
+        let real = real.unwrap_or_else(|_| path.clone());
         let text = bytes
             .and_then(|b| String::from_utf8(b).map_err(|_| InstallError::config("not UTF-8 text")));
         let net = text.clone().and_then(|t| conflist::parse(&t));

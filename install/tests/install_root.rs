@@ -702,11 +702,25 @@ fn two_files_of_one_network_only_the_loaded_one_is_edited() {
 fn one_bad_file_does_not_stop_the_others() {
     let r = node();
     r.conf("05-broken.conflist", "{\n  \"name\": \"broken\",\n");
+    // A link to nothing and a link to a directory: each its own failure.
+    std::os::unix::fs::symlink(
+        "/nowhere.conflist",
+        r.file("etc/cni/net.d/06-gone.conflist"),
+    )
+    .unwrap();
+    fs::create_dir_all(r.file("srv")).unwrap();
+    std::os::unix::fs::symlink("/srv", r.file("etc/cni/net.d/07-dir.conflist")).unwrap();
     let out = r.run(&["--skip-binaries", "--network", "pods", "--network", "fast"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
+    for f in ["05-broken", "06-gone", "07-dir"] {
+        assert!(
+            stdout.contains(&format!("not ready  /etc/cni/net.d/{f}.conflist")),
+            "{stdout}"
+        );
+    }
     assert!(
-        stdout.contains("not ready  /etc/cni/net.d/05-broken.conflist"),
+        stdout.contains("a symbolic link to /nowhere.conflist, which is not there"),
         "{stdout}"
     );
     assert_eq!(
