@@ -37,7 +37,7 @@ CONF
 CONF
     before_conf=$(sums "$NETCONFPATH")
 
-    "$RELEASE/tombstone-install" --from "$RELEASE" --hold-seconds 30 > /tmp/install1.txt 2>&1
+    "$RELEASE/tombstone-install" --root / --from "$RELEASE" --hold-seconds 30 > /tmp/install1.txt 2>&1
     say install_rc $?
     sed 's/^/#   /' /tmp/install1.txt
     say patched "$(grep -c '"type": "tombstone"' "$NETCONFPATH/10-pods.conflist")"
@@ -58,14 +58,14 @@ CONF
     # A second install changes nothing: same bytes in the conf dir and the bin dir.
     after_conf=$(sums "$NETCONFPATH")
     after_bins=$(sums /opt/cni/bin; ls -l --time-style=+%s /opt/cni/bin)
-    "$RELEASE/tombstone-install" --from "$RELEASE" --hold-seconds 30 > /tmp/install2.txt 2>&1
+    "$RELEASE/tombstone-install" --root / --from "$RELEASE" --hold-seconds 30 > /tmp/install2.txt 2>&1
     say install_again_rc $?
     again_conf=$(sums "$NETCONFPATH")
     again_bins=$(sums /opt/cni/bin; ls -l --time-style=+%s /opt/cni/bin)
     say install_again_same "$(yes_no [ "$after_conf$after_bins" = "$again_conf$again_bins" ])"
 
     pod_del b || fail "DEL b"
-    "$RELEASE/tombstone-install" --uninstall > /tmp/uninstall.txt 2>&1
+    "$RELEASE/tombstone-install" --root / --uninstall > /tmp/uninstall.txt 2>&1
     say uninstall_rc $?
     sed 's/^/#   /' /tmp/uninstall.txt
     say conf_restored "$(yes_no [ "$before_conf" = "$(sums "$NETCONFPATH")" ])"

@@ -1,10 +1,13 @@
 //! Conflist editing, pure text in and text out: adds the `tombstone` entry right after a
-//! network's main plugin, updates or removes it, and turns a single-plugin `.conf` into a
-//! `.conflist`. Edits splice the original text, so every byte outside the entry (other
-//! plugins, key order, indentation, comments of whitespace) stays as it was, and removing an
-//! entry this module inserted gives back the original bytes exactly.
+//! network's main plugin (moving one found before it), updates or removes it, and turns a
+//! single-plugin `.conf` into a `.conflist`. A list may be the file itself or one nested in
+//! it (a Multus delegate): [`Network::path`] says where. Edits splice the original text, so
+//! every byte outside the entry (other plugins, key order, indentation, comments of
+//! whitespace) stays as it was, and removing an entry this module inserted gives back the
+//! original bytes exactly.
 
 use serde_json::{Map, Value};
+use tombstone_cni::suite::{DEFAULT_HOLD_SECONDS, DEFAULT_REUSE_AFTER_SECONDS, IPAM_TYPE};
 
 use crate::error::{InstallError, Result};
 
@@ -12,6 +15,23 @@ use crate::error::{InstallError, Result};
 pub use tombstone_cni::suite::TOMBSTONE_TYPE;
 /// Main plugin types that make a network IPvlan-based.
 pub const IPVLAN_TYPES: [&str; 2] = ["ipvlan", tombstone_cni::suite::IPVLAN_TYPE];
+/// Terway's main plugin is IPvlan-based when its `eniip_virtual_type` says so (any case).
+pub const TERWAY_TYPE: &str = "terway";
+/// Multus's types: the thin plugin (with `delegates` or `clusterNetwork`) and the thick
+/// plugin's shim (whose daemon holds the configuration).
+pub const MULTUS_TYPES: [&str; 2] = ["multus", "multus-shim"];
+
+/// The `cniVersion`s the plugins serve: a list naming another is never given the entry.
+/// This must equal the plugins' own list (`supportedVersions` of their VERSION answer);
+/// it is kept here, in one place, until the plugins export it.
+pub const PLUGIN_CNI_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// One step of the way from the file's top to a nested network: a key or an array index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Key(String),
+    Index(usize),
+}
 
 /// What a configuration file holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,24 +49,143 @@ pub struct Network {
     pub shape: Shape,
     /// The `type` of every plugin, in order (one for a single-plugin config).
     pub types: Vec<String>,
-    /// Byte spans of the `plugins` array elements (lists only).
+    /// `cniVersion`, when it is a string.
+    pub cni_version: Option<String>,
+    /// Where the network is in its file: empty for the file itself.
+    pub path: Vec<Step>,
+    /// Byte spans of the `plugins` array elements (lists only), in the whole file's text.
     spans: Vec<(usize, usize)>,
     value: Map<String, Value>,
 }
 
 impl Network {
-    /// The main plugin's type: the first plugin of the list.
-    pub fn main_type(&self) -> Option<&str> {
-        self.types.first().map(String::as_str)
+    /// Index of the main plugin: the first plugin that is not a `tombstone` entry.
+    fn main_index(&self) -> Option<usize> {
+        self.types.iter().position(|t| t != TOMBSTONE_TYPE)
     }
 
+    fn plugin(&self, i: usize) -> Option<&Map<String, Value>> {
+        match self.shape {
+            Shape::Single => (i == 0).then_some(&self.value),
+            Shape::List => self.value.get("plugins")?.as_array()?.get(i)?.as_object(),
+        }
+    }
+
+    /// The main plugin's type.
+    pub fn main_type(&self) -> Option<&str> {
+        self.main_index().map(|i| self.types[i].as_str())
+    }
+
+    /// The main plugin is `ipvlan`, `tombstone-ipvlan`, or Terway in IPvlan mode.
     pub fn is_ipvlan_based(&self) -> bool {
-        self.main_type().is_some_and(|t| IPVLAN_TYPES.contains(&t))
+        let Some(i) = self.main_index() else {
+            return false;
+        };
+        let t = self.types[i].as_str();
+        IPVLAN_TYPES.contains(&t)
+            || (t == TERWAY_TYPE
+                && self
+                    .plugin(i)
+                    .and_then(|p| p.get("eniip_virtual_type"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.eq_ignore_ascii_case("ipvlan")))
+    }
+
+    /// Whether this is a Multus configuration.
+    pub fn is_multus(&self) -> bool {
+        self.shape == Shape::Single && MULTUS_TYPES.contains(&self.types[0].as_str())
     }
 
     /// Index of the first `tombstone` entry.
     pub fn tombstone_index(&self) -> Option<usize> {
         self.types.iter().position(|t| t == TOMBSTONE_TYPE)
+    }
+
+    /// A `tombstone` entry before the main plugin: its DEL would run after the main plugin
+    /// released the address.
+    pub fn misplaced(&self) -> bool {
+        matches!((self.tombstone_index(), self.main_index()), (Some(t), Some(m)) if t < m)
+    }
+
+    /// Why the plugins cannot serve this network's `cniVersion`, if they cannot.
+    pub fn version_problem(&self) -> Option<String> {
+        let served = format!("the plugins serve {}", PLUGIN_CNI_VERSIONS.join(", "));
+        match &self.cni_version {
+            Some(v) if PLUGIN_CNI_VERSIONS.contains(&v.as_str()) => None,
+            Some(v) => Some(format!("cniVersion {v:?}: {served}")),
+            None => Some(format!("no cniVersion: {served}")),
+        }
+    }
+
+    /// `reuseAfterSeconds` of a `tombstone-ipam` in the list (its default when not set).
+    pub fn ipam_reuse_after(&self) -> Option<u64> {
+        (0..self.types.len())
+            .filter_map(|i| self.plugin(i)?.get("ipam")?.as_object())
+            .find(|ipam| ipam.get("type").and_then(Value::as_str) == Some(IPAM_TYPE))
+            .map(|ipam| {
+                ipam.get("reuseAfterSeconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(DEFAULT_REUSE_AFTER_SECONDS)
+            })
+    }
+
+    /// The `holdSeconds` the entry will have once `new_entry` (a new entry's keys) or
+    /// `options` (the keys given) is applied.
+    pub fn hold_after(&self, options: &Map<String, Value>, new_entry: &Map<String, Value>) -> u64 {
+        let given = |m: &Map<String, Value>| m.get("holdSeconds").and_then(Value::as_u64);
+        match self.tombstone_index().and_then(|j| self.plugin(j)) {
+            Some(old) => given(options)
+                .or(given(old))
+                .unwrap_or(DEFAULT_HOLD_SECONDS),
+            None => given(new_entry).unwrap_or(DEFAULT_HOLD_SECONDS),
+        }
+    }
+
+    /// A hold not below the IPAM's reuse delay, said with both keys.
+    pub fn hold_problem(
+        &self,
+        options: &Map<String, Value>,
+        new_entry: &Map<String, Value>,
+    ) -> Option<String> {
+        let reuse = self.ipam_reuse_after()?;
+        let hold = self.hold_after(options, new_entry);
+        (hold >= reuse).then(|| {
+            format!(
+                "holdSeconds {hold} is not below the IPAM's reuseAfterSeconds {reuse}: an \
+                 address could be handed out again while its tombstone still stands"
+            )
+        })
+    }
+
+    /// A Multus configuration's references to other networks.
+    pub fn multus(&self) -> Option<Multus> {
+        if !self.is_multus() {
+            return None;
+        }
+        let v = &self.value;
+        let names = |k: &str| -> Vec<String> {
+            match v.get(k) {
+                Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let delegates = match v.get("delegates") {
+            Some(Value::Array(a)) => a.len(),
+            _ => 0,
+        };
+        Some(Multus {
+            delegates,
+            cluster_network: names("clusterNetwork"),
+            default_networks: names("defaultNetworks"),
+            conf_dir: v.get("confDir").and_then(Value::as_str).map(str::to_string),
+            kubeconfig: v.get("kubeconfig").is_some(),
+            shim: self.types[0] == "multus-shim",
+        })
     }
 
     /// Every type named anywhere in the config: plugin types and nested ones (`ipam.type`).
@@ -55,6 +194,19 @@ impl Network {
         collect_types(&Value::Object(self.value.clone()), &mut out);
         out
     }
+}
+
+/// What a Multus configuration names: inline delegates (parse them with [`parse_delegate`]),
+/// networks by name, file or NetworkAttachmentDefinition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Multus {
+    pub delegates: usize,
+    pub cluster_network: Vec<String>,
+    pub default_networks: Vec<String>,
+    pub conf_dir: Option<String>,
+    pub kubeconfig: bool,
+    /// The thick plugin's shim: its daemon's own configuration says what it loads.
+    pub shim: bool,
 }
 
 fn collect_types(v: &Value, out: &mut Vec<String>) {
@@ -83,6 +235,31 @@ pub enum Edit {
 pub fn parse(text: &str) -> Result<Network> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| InstallError::config(format!("invalid JSON: {e}")))?;
+    parse_value(text, value, Vec::new())
+}
+
+/// Multus's delegate `i` in `text`, as a network of its own (spans in the whole text).
+pub fn parse_delegate(text: &str, i: usize) -> Result<Network> {
+    parse_at(text, &[Step::Key("delegates".into()), Step::Index(i)])
+        .map_err(|e| e.context(format_args!("delegate {i}")))
+}
+
+/// The network at `path` in `text` (see [`Network::path`]).
+pub fn parse_at(text: &str, path: &[Step]) -> Result<Network> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| InstallError::config(format!("invalid JSON: {e}")))?;
+    let mut v = &value;
+    for step in path {
+        v = match step {
+            Step::Key(k) => v.get(k),
+            Step::Index(i) => v.get(i),
+        }
+        .ok_or_else(|| InstallError::config("not found"))?;
+    }
+    parse_value(text, v.clone(), path.to_vec())
+}
+
+fn parse_value(text: &str, value: Value, path: Vec<Step>) -> Result<Network> {
     let Value::Object(obj) = value else {
         return Err(InstallError::config("not a JSON object"));
     };
@@ -91,6 +268,10 @@ pub fn parse(text: &str) -> Result<Network> {
         Some(_) => return Err(InstallError::config("\"name\" is not a non-empty string")),
         None => return Err(InstallError::config("no \"name\"")),
     };
+    let cni_version = obj
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if let Some(plugins) = obj.get("plugins") {
         let Value::Array(plugins) = plugins else {
             return Err(InstallError::config("\"plugins\" is not an array"));
@@ -109,7 +290,9 @@ pub fn parse(text: &str) -> Result<Network> {
                 }
             }
         }
-        let spans = plugin_spans(text)
+        let mut plugins_path = path.clone();
+        plugins_path.push(Step::Key("plugins".into()));
+        let spans = element_spans(text, &plugins_path)
             .ok_or_else(|| InstallError::config("cannot locate the \"plugins\" array"))?;
         if spans.len() != types.len() {
             return Err(InstallError::config("cannot locate the \"plugins\" array"));
@@ -118,6 +301,8 @@ pub fn parse(text: &str) -> Result<Network> {
             name,
             shape: Shape::List,
             types,
+            cni_version,
+            path,
             spans,
             value: obj,
         })
@@ -127,6 +312,8 @@ pub fn parse(text: &str) -> Result<Network> {
                 name,
                 shape: Shape::Single,
                 types: vec![t.clone()],
+                cni_version,
+                path,
                 spans: Vec::new(),
                 value: obj,
             }),
@@ -151,6 +338,9 @@ pub fn entry(options: &Map<String, Value>) -> Map<String, Value> {
 
 /// Adds the entry after the main plugin of a list, or updates an existing entry's options
 /// (keys given win, other keys of the entry are kept). Unchanged when nothing differs.
+///
+/// An entry before the main plugin ([`Network::misplaced`]) is moved right after it, its keys
+/// kept.
 pub fn add(text: &str, net: &Network, options: &Map<String, Value>) -> Result<Edit> {
     if net.shape != Shape::List {
         return Err(InstallError::config("not a configuration list"));
@@ -158,6 +348,16 @@ pub fn add(text: &str, net: &Network, options: &Map<String, Value>) -> Result<Ed
     let Some(Value::Array(plugins)) = net.value.get("plugins") else {
         return Err(InstallError::config("\"plugins\" is not an array"));
     };
+    if net.misplaced() {
+        let j = net.tombstone_index().unwrap_or(0);
+        let mut keys = plugins[j].as_object().cloned().unwrap_or_default();
+        keys.extend(options.clone());
+        let Edit::Changed(without) = remove(text, net)? else {
+            return Err(InstallError::config("cannot take the misplaced entry out"));
+        };
+        let moved = parse_at(&without, &net.path)?;
+        return add(&without, &moved, &keys);
+    }
     if let Some(j) = net.tombstone_index() {
         let Value::Object(old) = &plugins[j] else {
             return Err(InstallError::config(format!("plugin {j} is not an object")));
@@ -380,39 +580,21 @@ fn separator(text: &str, spans: &[(usize, usize)]) -> String {
     }
 }
 
-/// Byte spans of the top-level `plugins` array's elements. `text` must be valid JSON.
-fn plugin_spans(text: &str) -> Option<Vec<(usize, usize)>> {
+/// Byte spans of the elements of the array at `path` (keys and indices from the top).
+/// `text` must be valid JSON.
+fn element_spans(text: &str, path: &[Step]) -> Option<Vec<(usize, usize)>> {
     let mut s = Scanner {
         b: text.as_bytes(),
         i: 0,
     };
     s.ws();
-    s.eat(b'{')?;
-    let mut found = None;
-    loop {
-        s.ws();
-        if s.peek()? == b'}' {
-            break;
-        }
-        let (ks, ke) = s.string()?;
-        let key: String = serde_json::from_str(&text[ks..ke]).ok()?;
-        s.ws();
-        s.eat(b':')?;
-        s.ws();
-        if key == "plugins" && s.peek()? == b'[' {
-            // Duplicate keys: serde_json keeps the last one, and so do we.
-            found = Some(s.array()?);
-        } else {
-            s.value()?;
-        }
-        s.ws();
-        match s.peek()? {
-            b',' => s.i += 1,
-            b'}' => break,
-            _ => return None,
+    for step in path {
+        match step {
+            Step::Key(k) => s.member(text, k)?,
+            Step::Index(n) => s.element(*n)?,
         }
     }
-    found
+    s.array()
 }
 
 struct Scanner<'a> {
@@ -488,6 +670,44 @@ impl Scanner<'_> {
             }
         }
         Some((start, self.i))
+    }
+
+    /// Moves to the value of the object member `key` (the last one, as serde_json keeps the
+    /// last of duplicate keys).
+    fn member(&mut self, text: &str, key: &str) -> Option<()> {
+        self.eat(b'{')?;
+        let mut found = None;
+        loop {
+            self.ws();
+            if self.peek()? == b'}' {
+                break;
+            }
+            let (ks, ke) = self.string()?;
+            let k: String = serde_json::from_str(&text[ks..ke]).ok()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            let at = self.i;
+            self.value()?;
+            if k == key {
+                found = Some(at);
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        self.i = found?;
+        Some(())
+    }
+
+    /// Moves to element `n` of the array here.
+    fn element(&mut self, n: usize) -> Option<()> {
+        let spans = self.array()?;
+        self.i = spans.get(n)?.0;
+        Some(())
     }
 
     fn array(&mut self) -> Option<Vec<(usize, usize)>> {

@@ -89,7 +89,8 @@ impl InstallError {
         parts.join(": ")
     }
 
-    /// The process exit code for this error: 2 for a usage error, else 1.
+    /// The process exit code for this error: 2 for a usage error, else 1 (3 is a run that
+    /// did not fail but left a network not ready: see `run::Outcome`).
     pub fn exit_code(&self) -> i32 {
         match self.kind {
             Kind::Usage => 2,

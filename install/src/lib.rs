@@ -2,12 +2,14 @@
 //!
 //! Floors, each importing only downward:
 //! - [`run`]: install and uninstall, planned then applied;
-//! - pure logic, no I/O: [`conflist`] (the conflist edit), [`diff`] (unified diffs for
-//!   `--dry-run`), [`host`] (protocol name and systemd unit texts), [`options`];
-//! - the edge: [`files`] (paths under `--root`, atomic replacement);
+//! - pure logic, no I/O: [`confdir`] (which files the runtime loads), [`conflist`] (the
+//!   conflist edit), [`diff`] (unified diffs for `--dry-run`), [`host`] (protocol name and
+//!   systemd unit texts), [`options`];
+//! - the edge: [`files`] (paths resolved under `--root`, atomic replacement);
 //! - under every floor: [`error`] (the one error type, with context and details).
 #![forbid(unsafe_code)]
 
+pub mod confdir;
 pub mod conflist;
 pub mod diff;
 pub mod error;

@@ -15,7 +15,18 @@ fn main() {
         }
         Ok(Parsed::Run(o)) => {
             match tombstone_install::run::run(&o, &mut std::io::stdout().lock()) {
-                Ok(()) => 0,
+                Ok(outcome) => {
+                    if !outcome.not_ready.is_empty() {
+                        eprintln!(
+                            "tombstone-install: {} not ready, left as it was:",
+                            outcome.not_ready.len()
+                        );
+                        for line in &outcome.not_ready {
+                            eprintln!("  {line}");
+                        }
+                    }
+                    outcome.exit_code()
+                }
                 Err(e) => {
                     eprintln!("tombstone-install: error: {e}");
                     e.exit_code()

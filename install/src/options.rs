@@ -8,7 +8,7 @@ use tombstone_cni::suite::MAX_HOLD_SECONDS;
 use crate::error::{InstallError, Result};
 
 pub const USAGE: &str = "\
-usage: tombstone-install [OPTIONS]
+usage: tombstone-install --root DIR [OPTIONS]
 
 Installs the tombstone CNI plugins on a node: copies the binaries into the CNI bin
 directory, adds the `tombstone` plugin right after the main plugin of IPvlan-based networks
@@ -16,24 +16,37 @@ directory, adds the `tombstone` plugin right after the main plugin of IPvlan-bas
 --systemd sets up the periodic sweep. Every step is idempotent; --uninstall undoes them.
 
 options:
-  --root DIR            prefix every path below with DIR (image builds, a DaemonSet's
-                        host mount, tests) [default: /]
+  --root DIR            the node's root directory, required: `--root /` for this host,
+                        `--root /host` for a DaemonSet's host mount; every path below is
+                        resolved under it as a chroot would (links never lead out of it)
   --from DIR            where the binaries to install are [default: this program's directory]
   --bin-dir DIR         the CNI bin directory [default: /opt/cni/bin]
   --conf-dir DIR        the CNI configuration directory [default: /etc/cni/net.d]
   --network NAME        edit only this network (repeatable) [default: every network whose
                         main plugin is `ipvlan` or `tombstone-ipvlan`]
-  --hold-seconds N      the plugin's holdSeconds (1..86400)
+  --hold-seconds N      the plugin's holdSeconds (1..86400) [default for a new entry: 30,
+                        below tombstone-ipam's default reuseAfterSeconds of 60]
   --route-type TYPE     the plugin's routeType: unreachable, blackhole or prohibit
   --table ID            a table to tombstone in, a number or `main` (repeatable)
   --no-flush-neighbors  the plugin's flushNeighbors: false
-  --plugin-state-dir D  the plugin's stateDir (absolute)
+  --plugin-state-dir D  the plugin's stateDir (absolute); the sweep must sweep the same one
+  --external-sweeper    the plugin's sweeper: false (a timer or a DaemonSet sweeps)
   --skip-binaries       leave the bin directory alone
   --systemd             also write the tombstone-sweep service and timer
   --dry-run             print what would change (unified diffs), write nothing
   --uninstall           remove the entries, binaries, protocol name and units
   -h, --help            this text
-  -V, --version         the installer's version";
+  -V, --version         the installer's version
+
+exit status: 0 done, 1 error, 2 bad command line, 3 done but some network not ready (each
+said on a `not ready` line: left as it was, the others were installed)";
+
+/// `holdSeconds` of a new entry when `--hold-seconds` is not given: below `tombstone-ipam`'s
+/// default `reuseAfterSeconds`, so the tombstone has ended (even one sweep period late) before
+/// the IPAM may hand the address out again. The plugin's own default equals the IPAM's.
+pub const NEW_ENTRY_HOLD_SECONDS: u64 = 30;
+const _: () =
+    assert!(NEW_ENTRY_HOLD_SECONDS + 10 < tombstone_cni::suite::DEFAULT_REUSE_AFTER_SECONDS);
 
 /// Paths on the node: every one is absolute and is joined under `root` before use.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +62,16 @@ pub struct Options {
     pub systemd: bool,
     pub dry_run: bool,
     pub uninstall: bool,
+}
+
+impl Options {
+    /// The keys of a new entry: the options given, and the installer's default hold.
+    pub fn new_entry(&self) -> Map<String, Value> {
+        let mut m = self.plugin.clone();
+        m.entry("holdSeconds")
+            .or_insert_with(|| NEW_ENTRY_HOLD_SECONDS.into());
+        m
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -72,6 +95,10 @@ pub fn parse(args: &[String]) -> Result<Parsed> {
         dry_run: false,
         uninstall: false,
     };
+    if args.is_empty() {
+        return Err(InstallError::usage("no arguments: nothing was done"));
+    }
+    let mut root_given = false;
     let mut tables = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -91,7 +118,10 @@ pub fn parse(args: &[String]) -> Result<Parsed> {
         match flag {
             "-h" | "--help" => return Ok(Parsed::Help),
             "-V" | "--version" => return Ok(Parsed::Version),
-            "--root" => o.root = value("a directory")?.into(),
+            "--root" => {
+                o.root = value("a directory")?.into();
+                root_given = true;
+            }
             "--from" => o.from = Some(value("a directory")?.into()),
             "--bin-dir" => o.bin_dir = value("a directory")?.into(),
             "--conf-dir" => o.conf_dir = value("a directory")?.into(),
@@ -155,6 +185,9 @@ pub fn parse(args: &[String]) -> Result<Parsed> {
                 }
                 o.plugin.insert("stateDir".into(), v.into());
             }
+            "--external-sweeper" => {
+                o.plugin.insert("sweeper".into(), false.into());
+            }
             "--skip-binaries" => o.skip_binaries = true,
             "--systemd" => o.systemd = true,
             "--dry-run" => o.dry_run = true,
@@ -168,6 +201,12 @@ pub fn parse(args: &[String]) -> Result<Parsed> {
                 "{name} must be an absolute path, not {p:?}"
             )));
         }
+    }
+    if !root_given {
+        return Err(InstallError::usage(
+            "--root is required: `--root /` to change this host, `--root DIR` for a node \
+             mounted at DIR",
+        ));
     }
     if o.root.as_os_str().is_empty() {
         return Err(InstallError::usage("--root must not be empty"));
@@ -189,16 +228,37 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let o = run(&[]).unwrap();
+        let o = run(&["--root", "/"]).unwrap();
         assert_eq!(o.root, PathBuf::from("/"));
         assert_eq!(o.bin_dir, PathBuf::from("/opt/cni/bin"));
         assert_eq!(o.conf_dir, PathBuf::from("/etc/cni/net.d"));
         assert!(o.plugin.is_empty() && o.networks.is_empty() && !o.dry_run);
+        assert_eq!(o.new_entry()["holdSeconds"], NEW_ENTRY_HOLD_SECONDS);
+        let o = run(&["--root", "/", "--hold-seconds", "5", "--external-sweeper"]).unwrap();
+        assert_eq!(
+            serde_json::to_string(&o.new_entry()).unwrap(),
+            r#"{"holdSeconds":5,"sweeper":false}"#
+        );
+    }
+
+    #[test]
+    fn the_root_is_never_implied() {
+        for args in [&[][..], &["--dry-run"], &["--uninstall", "--skip-binaries"]] {
+            let e = run(args).unwrap_err();
+            assert_eq!(e.kind(), crate::error::Kind::Usage, "{args:?}");
+        }
+        assert!(
+            run(&["--dry-run"])
+                .unwrap_err()
+                .to_string()
+                .contains("--root")
+        );
     }
 
     #[test]
     fn plugin_options_in_order() {
         let o = run(&[
+            "--root=/",
             "--route-type=blackhole",
             "--hold-seconds",
             "30",
@@ -236,7 +296,11 @@ mod tests {
             &["--network"],
             &["--frobnicate"],
         ] {
-            let e = run(bad).unwrap_err();
+            let with_root: Vec<&str> = ["--root", "/"]
+                .into_iter()
+                .chain(bad.iter().copied())
+                .collect();
+            let e = run(&with_root).unwrap_err();
             assert_eq!(e.kind(), crate::error::Kind::Usage, "{bad:?}");
             assert!(e.to_string().contains(bad[0]), "{bad:?}: {e}");
         }

@@ -1,9 +1,13 @@
 //! Install and uninstall: plan every change first (reading only), then, unless `--dry-run`,
-//! apply it. Nothing is written when any configuration file is malformed or any binary fails
-//! its VERSION check. Binaries go in before the conflists that name them, and come out after;
-//! an uninstall goes on past a failure where it safely can, and reports every one.
+//! apply it. Nothing is written when any binary fails its VERSION check; a network that
+//! cannot be given the entry (a malformed file, a cniVersion the plugins cannot serve, a
+//! hold not below the IPAM's reuse delay, ...) is reported `not ready` and left alone while
+//! the others are done ([`Outcome`]). Binaries go in before the conflists that name them, and
+//! come out after; an uninstall goes on past a failure where it safely can, and reports every
+//! one. [`reconcile_conf_dir`] is the configuration-directory half alone, for a caller that
+//! runs it again whenever the directory changes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tombstone_cni::state::{StateDir, encode_stem};
 
+use crate::confdir::{self, Listed, Target, Verdict};
 use crate::conflist::{self, Edit, Shape};
 use crate::diff::unified;
 use crate::error::{Context, InstallError, Kind, Result, collect};
-use crate::files::{self, mode_of, read_opt, under, write_atomic};
+use crate::files::{self, mode_of, read_opt, resolve, write_atomic};
 use crate::host;
 use crate::options::Options;
 
@@ -36,6 +41,38 @@ struct Manifest {
     binaries: BTreeSet<String>,
     converted: Vec<Converted>,
     systemd: bool,
+    /// Symbolic links of the conf dir replaced by the edited file.
+    #[serde(default)]
+    links: Vec<Link>,
+}
+
+/// A configuration file that was a symbolic link (file name in the conf dir, the link's
+/// target as it was written): the uninstall puts the link back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Link {
+    file: String,
+    target: PathBuf,
+}
+
+/// The exit code of a run that did all it could but left some network `not ready`.
+pub const NOT_READY_EXIT: i32 = 3;
+
+/// What a run that did not fail left undone.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// One line per file, or network, reported `not ready`.
+    pub not_ready: Vec<String>,
+}
+
+impl Outcome {
+    /// 0, or [`NOT_READY_EXIT`].
+    pub fn exit_code(&self) -> i32 {
+        if self.not_ready.is_empty() {
+            0
+        } else {
+            NOT_READY_EXIT
+        }
+    }
 }
 
 /// A single-plugin `.conf` turned into a `.conflist` (file names in the conf dir).
@@ -69,6 +106,12 @@ enum Change {
         shown: PathBuf,
         old: String,
     },
+    /// The file becomes a symbolic link to `target` again.
+    Link {
+        path: PathBuf,
+        shown: PathBuf,
+        target: PathBuf,
+    },
 }
 
 impl Change {
@@ -84,13 +127,20 @@ impl Change {
             Change::Remove { shown, old, .. } => {
                 unified(&format!("{}", shown.display()), "/dev/null", old, "")
             }
+            Change::Link { shown, target, .. } => format!(
+                "{}: a symbolic link to {} again\n",
+                shown.display(),
+                target.display()
+            ),
         }
     }
 
     /// The path as the node names it.
     fn shown(&self) -> &Path {
         match self {
-            Change::Write { shown, .. } | Change::Remove { shown, .. } => shown,
+            Change::Write { shown, .. }
+            | Change::Remove { shown, .. }
+            | Change::Link { shown, .. } => shown,
         }
     }
 
@@ -100,6 +150,7 @@ impl Change {
                 path, new, mode, ..
             } => write_atomic(path, new.as_bytes(), *mode, |_| Ok(())),
             Change::Remove { path, .. } => files::remove(path),
+            Change::Link { path, target, .. } => files::symlink_atomic(path, target),
         }
     }
 }
@@ -115,13 +166,23 @@ struct Paths {
 impl Paths {
     fn new(o: &Options) -> Result<Paths> {
         let root =
-            std::path::absolute(&o.root).context(format_args!("--root {}", o.root.display()))?;
+            fs::canonicalize(&o.root).context(format_args!("--root {}", o.root.display()))?;
+        if !root.is_dir() {
+            return Err(InstallError::refused("is not a directory")
+                .context(format_args!("--root {}", o.root.display())));
+        }
         Ok(Paths {
-            bin: under(&root, &o.bin_dir),
-            conf: under(&root, &o.conf_dir),
-            state: under(&root, Path::new(STATE_PATH)),
+            bin: resolve(&root, &o.bin_dir, true)?,
+            conf: resolve(&root, &o.conf_dir, true)?,
+            state: resolve(&root, Path::new(STATE_PATH), true)?,
             root,
         })
+    }
+
+    /// A file on the node, under the root: its directories resolved as the node sees them,
+    /// the file itself not followed (a link there is replaced, never written through).
+    fn file(&self, node_path: &str) -> Result<PathBuf> {
+        resolve(&self.root, Path::new(node_path), false)
     }
 
     fn is_host(&self) -> bool {
@@ -139,7 +200,7 @@ impl Paths {
 
 /// Runs the installer; progress goes to `out`. An error means nothing more was changed
 /// after the step that failed (and nothing at all when it failed during planning).
-pub fn run(o: &Options, out: &mut dyn Write) -> Result<()> {
+pub fn run(o: &Options, out: &mut dyn Write) -> Result<Outcome> {
     let p = Paths::new(o)?;
     if p.root != Path::new("/") {
         say(out, format!("root: {}", p.root.display()));
@@ -151,6 +212,23 @@ pub fn run(o: &Options, out: &mut dyn Write) -> Result<()> {
     }
 }
 
+/// The configuration directory alone, planned and applied: the entry in every network the
+/// runtime loads (or every one named), the manifest updated for the uninstall. What a loop
+/// watching the directory calls each time it changes.
+pub fn reconcile_conf_dir(o: &Options, out: &mut dyn Write) -> Result<Outcome> {
+    let p = Paths::new(o)?;
+    let plan = plan_conf_dir(o, &p, out)?;
+    if o.dry_run {
+        show_diffs(out, &plan.changes);
+    } else {
+        record_install(o, &p, &[], &plan)?;
+        apply_conflists(&plan.changes, out)?;
+    }
+    Ok(Outcome {
+        not_ready: plan.not_ready,
+    })
+}
+
 fn say(out: &mut dyn Write, line: String) {
     let _ = writeln!(out, "{line}");
 }
@@ -159,33 +237,48 @@ fn say(out: &mut dyn Write, line: String) {
 // Configuration files
 
 struct ConfFile {
+    /// The file in the conf dir (a symbolic link, when `link` says so).
     path: PathBuf,
-    file_name: String,
-    text: String,
     mode: u32,
-    symlink: bool,
-    net: conflist::Network,
+    /// The link's target as written, when the file is a symbolic link.
+    link: Option<PathBuf>,
 }
 
-impl ConfFile {
-    /// This file with new contents, same mode.
-    fn rewrite(&self, p: &Paths, new: String) -> Change {
+/// The conf dir as the runtime lists it: per file, where it is and what it holds.
+struct ConfDir {
+    files: Vec<ConfFile>,
+    listed: Vec<Listed>,
+}
+
+impl ConfDir {
+    fn shown(&self, p: &Paths, i: usize) -> String {
+        p.shown(&self.files[i].path).display().to_string()
+    }
+
+    /// This file with new contents, same mode (a symbolic link becomes a file).
+    fn rewrite(&self, p: &Paths, i: usize, new: String) -> Change {
         Change::Write {
-            shown: p.shown(&self.path),
-            path: self.path.clone(),
-            old: Some(self.text.clone()),
+            shown: p.shown(&self.files[i].path),
+            path: self.files[i].path.clone(),
+            old: Some(self.listed[i].text.clone()),
             new,
-            mode: self.mode,
+            mode: self.files[i].mode,
         }
     }
 }
 
-/// Every configuration file the runtime would load (`.conf`, `.conflist`, `.json`), sorted,
-/// parsed. Any malformed one is an error naming every such file.
-fn read_confs(dir: &Path) -> Result<Vec<ConfFile>> {
+/// Every configuration file the runtime would look at (`.conf`, `.conflist`, `.json`),
+/// sorted, parsed: one that cannot be read or parsed is listed with its error. A symbolic
+/// link is read through, its target resolved under the root.
+fn read_confs(p: &Paths) -> Result<ConfDir> {
+    let dir = &p.conf;
+    let mut out = ConfDir {
+        files: Vec::new(),
+        listed: Vec::new(),
+    };
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(e).context(format_args!("cannot list {}", dir.display())),
     };
     let mut names: Vec<String> = entries
@@ -199,54 +292,70 @@ fn read_confs(dir: &Path) -> Result<Vec<ConfFile>> {
         })
         .collect();
     names.sort();
-    let mut confs = Vec::new();
-    let mut errors = Vec::new();
     for name in names {
         let path = dir.join(&name);
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
-        let symlink = meta.file_type().is_symlink();
-        if !symlink && !meta.file_type().is_file() {
+        let link = if meta.file_type().is_symlink() {
+            Some(fs::read_link(&path).context(format_args!("cannot read {}", path.display()))?)
+        } else if meta.file_type().is_file() {
+            None
+        } else {
             continue;
-        }
-        let bytes = read_opt(&path)?.unwrap_or_default();
-        let parsed = String::from_utf8(bytes)
-            .map_err(|_| InstallError::config("not UTF-8 text"))
-            .and_then(|text| conflist::parse(&text).map(|net| (text, net)));
-        match parsed {
-            Ok((text, net)) => confs.push(ConfFile {
-                mode: fs::metadata(&path)
-                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
-                    .unwrap_or(0o644),
-                path,
-                file_name: name,
-                text,
-                symlink,
-                net,
-            }),
-            Err(e) => errors.push(
-                e.context("malformed network configuration")
-                    .context(path.display()),
-            ),
-        }
+        };
+        // A read that fails is this file's failure (not ready), not the run's.
+        let real = match &link {
+            Some(_) => resolve(&p.root, &p.shown(&path), true),
+            None => Ok(path.clone()),
+        };
+        let bytes = real
+            .clone()
+            .and_then(|real| match (read_opt(&real)?, &link) {
+                (Some(b), _) => Ok(b),
+                (None, Some(t)) => Err(InstallError::config(format!(
+                    "a symbolic link to {}, which is not there",
+                    t.display()
+                ))),
+                (None, None) => Err(InstallError::config("vanished while being read")),
+            });
+        let real = real.unwrap_or_else(|_| path.clone());
+        let text = bytes
+            .and_then(|b| String::from_utf8(b).map_err(|_| InstallError::config("not UTF-8 text")));
+        let net = text.clone().and_then(|t| conflist::parse(&t));
+        out.files.push(ConfFile {
+            mode: mode_of(&real).unwrap_or(0o644),
+            path,
+            link,
+        });
+        out.listed.push(Listed {
+            name,
+            text: text.unwrap_or_default(),
+            net,
+        });
     }
-    collect(format_args!("reading {}", dir.display()), errors)
-        .map_err(|e| e.detail("nothing was changed; fix or remove the file and run again"))?;
-    Ok(confs)
+    Ok(out)
 }
 
-fn wanted(o: &Options, c: &ConfFile) -> bool {
-    if o.networks.is_empty() {
-        c.net.is_ipvlan_based()
-    } else {
-        o.networks.contains(&c.net.name)
+/// The networks of `text`: the file's own and, in a Multus file, each inline delegate.
+fn networks_in(text: &str, top: &conflist::Network) -> Vec<conflist::Network> {
+    let mut out = vec![top.clone()];
+    if let Some(m) = top.multus() {
+        out.extend((0..m.delegates).filter_map(|d| conflist::parse_delegate(text, d).ok()));
     }
+    out
 }
 
-fn check_named(o: &Options, confs: &[ConfFile], conf_dir: &Path) -> Result<()> {
+fn check_named(o: &Options, dir: &ConfDir, conf_dir: &Path) -> Result<()> {
+    let names: BTreeSet<String> = dir
+        .listed
+        .iter()
+        .filter_map(|l| l.net.as_ref().ok().map(|n| networks_in(&l.text, n)))
+        .flatten()
+        .map(|n| n.name)
+        .collect();
     for n in &o.networks {
-        if !confs.iter().any(|c| &c.net.name == n) {
+        if !names.contains(n) {
             return Err(InstallError::refused(format!(
                 "no network named {n:?} in {}",
                 conf_dir.display()
@@ -255,21 +364,6 @@ fn check_named(o: &Options, confs: &[ConfFile], conf_dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn refuse_symlink(c: &ConfFile) -> Result<()> {
-    if c.symlink {
-        Err(
-            InstallError::refused("is a symbolic link: not replacing it")
-                .context(c.path.display())
-                .detail(
-                    "edit its target, or point --conf-dir at the target's directory; \
-                     nothing was changed",
-                ),
-        )
-    } else {
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,19 +462,20 @@ pub fn check_version(path: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // Install
 
-fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<()> {
+fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<Outcome> {
     // Plan, reading only.
-    let confs = read_confs(&p.conf)?;
-    check_named(o, &confs, &p.conf)?;
-    let lists = plan_conflists(o, p, &confs, out)?;
+    let lists = plan_conf_dir(o, p, out)?;
     let binaries = plan_binaries(o, p)?;
     let host_changes = plan_host_files(o, p, out)?;
+    let outcome = Outcome {
+        not_ready: lists.not_ready.clone(),
+    };
 
     show_binaries(o, p, &binaries, out);
     if o.dry_run {
         show_diffs(out, host_changes.iter().chain(&lists.changes));
         say(out, "dry run: nothing was written".into());
-        return Ok(());
+        return Ok(outcome);
     }
 
     // Apply: binaries, host files, the state that lets uninstall undo a conversion, then the
@@ -396,8 +491,15 @@ fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<()> {
             &[&["daemon-reload"], &["enable", "--now", host::TIMER_UNIT]],
         );
     }
-    say(out, "done".into());
-    Ok(())
+    say(out, done(&outcome));
+    Ok(outcome)
+}
+
+fn done(outcome: &Outcome) -> String {
+    match outcome.not_ready.len() {
+        0 => "done".into(),
+        n => format!("done, but {n} not ready (see the `not ready` lines)"),
+    }
 }
 
 /// The configuration-file side of an install.
@@ -409,85 +511,199 @@ struct ConflistPlan {
     /// Lists rewritten in place (file name, new text): a converted one's record of what was
     /// written follows.
     rewrites: Vec<(String, String)>,
+    /// Symbolic links replaced by their edited file.
+    links: Vec<Link>,
+    not_ready: Vec<String>,
 }
 
-/// The entry added to (or updated in) every wanted network; single-plugin files converted.
-fn plan_conflists(
-    o: &Options,
-    p: &Paths,
-    confs: &[ConfFile],
-    out: &mut dyn Write,
-) -> Result<ConflistPlan> {
+/// The installer's manifest, read only (none yet: empty).
+fn read_manifest(p: &Paths) -> Result<Manifest> {
+    if p.state.is_dir() {
+        load_manifest(&StateDir::open(&p.state)?)
+    } else {
+        Ok(Manifest::default())
+    }
+}
+
+/// The entry added to (or updated in) every network the runtime loads that is IPvlan-based
+/// (or every one named); single-plugin files converted. A network that cannot be given the
+/// entry is reported `not ready` and left as it is.
+fn plan_conf_dir(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<ConflistPlan> {
+    let dir = read_confs(p)?;
+    check_named(o, &dir, &p.conf)?;
+    let manifest = read_manifest(p)?;
     let mut plan = ConflistPlan::default();
-    for c in confs {
-        if !wanted(o, c) {
-            if o.networks.is_empty() {
-                say(
-                    out,
-                    format!(
-                        "skipped    {} (network {:?}: main plugin {:?} is not IPvlan-based)",
-                        p.shown(&c.path).display(),
-                        c.net.name,
-                        c.net.main_type().unwrap_or("")
-                    ),
-                );
+    // The text of each file as edited so far (a Multus file may take several edits).
+    let mut texts: BTreeMap<usize, String> = BTreeMap::new();
+    for v in confdir::select(&p.shown(&p.conf), &dir.listed, &o.networks) {
+        match v {
+            Verdict::Skipped { file, why } => {
+                say(out, format!("skipped    {} ({why})", dir.shown(p, file)))
             }
+            Verdict::Ignored { file, why } => {
+                say(out, format!("ignored    {} ({why})", dir.shown(p, file)))
+            }
+            Verdict::NotReady { file, why } => not_ready(&mut plan, out, &dir.shown(p, file), &why),
+            Verdict::Warning(w) => say(out, format!("warning: {w}")),
+            Verdict::Edit(t) => {
+                let shown = dir.shown(p, t.file);
+                if let Err(e) = plan_edit(o, p, &dir, &manifest, t, &mut texts, &mut plan, out) {
+                    not_ready(&mut plan, out, &shown, &e.to_string());
+                }
+            }
+        }
+    }
+    for (i, new) in texts {
+        if new == dir.listed[i].text {
             continue;
         }
-        match c.net.shape {
-            Shape::List => match conflist::add(&c.text, &c.net, &o.plugin)
-                .context(format_args!("cannot edit {}", c.path.display()))?
-            {
-                Edit::Unchanged => say(out, format!("unchanged  {}", p.shown(&c.path).display())),
-                Edit::Changed(new) => {
-                    refuse_symlink(c)?;
-                    plan.rewrites.push((c.file_name.clone(), new.clone()));
-                    plan.changes.push(c.rewrite(p, new));
-                }
-            },
-            Shape::Single => plan_conversion(o, p, c, &mut plan)?,
+        if let Some(target) = &dir.files[i].link {
+            say(
+                out,
+                format!(
+                    "note: {} is a symbolic link to {}: it becomes a file of its own with the \
+                     entry (the target is left as it is; --uninstall puts the link back)",
+                    dir.shown(p, i),
+                    target.display()
+                ),
+            );
+            plan.links.push(Link {
+                file: dir.listed[i].name.clone(),
+                target: target.clone(),
+            });
         }
+        plan.rewrites
+            .push((dir.listed[i].name.clone(), new.clone()));
+        plan.changes.push(dir.rewrite(p, i, new));
     }
     Ok(plan)
 }
 
-/// A single-plugin `.conf` becomes a `.conflist` beside it; the `.conf` goes.
-fn plan_conversion(o: &Options, p: &Paths, c: &ConfFile, plan: &mut ConflistPlan) -> Result<()> {
-    refuse_symlink(c)?;
-    let stem = c
-        .file_name
-        .rsplit_once('.')
-        .map_or(c.file_name.as_str(), |(s, _)| s);
-    let list_name = format!("{stem}.conflist");
-    let list_path = p.conf.join(&list_name);
-    let converting = format!("cannot convert {} to a list", c.path.display());
-    if fs::symlink_metadata(&list_path).is_ok() {
+fn not_ready(plan: &mut ConflistPlan, out: &mut dyn Write, shown: &str, why: &str) {
+    say(out, format!("not ready  {shown}: {why}"));
+    plan.not_ready.push(format!("{shown}: {why}"));
+}
+
+/// One network's edit, into `texts`; a conversion into `plan`. An error: that network is not
+/// ready.
+#[allow(clippy::too_many_arguments)]
+fn plan_edit(
+    o: &Options,
+    p: &Paths,
+    dir: &ConfDir,
+    manifest: &Manifest,
+    t: Target,
+    texts: &mut BTreeMap<usize, String>,
+    plan: &mut ConflistPlan,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let name = &t.net.name;
+    if let Some(why) = t.net.version_problem() {
+        return Err(InstallError::config(format!(
+            "network {name:?} not given the entry: {why}"
+        )));
+    }
+    if let Some(why) = t.net.hold_problem(&o.plugin, &o.new_entry()) {
         return Err(
-            InstallError::refused(format!("{} exists", list_path.display()))
-                .context(converting)
-                .detail("nothing was changed"),
+            InstallError::config(format!("network {name:?} not given the entry: {why}"))
+                .detail("choose a smaller --hold-seconds or a longer reuseAfterSeconds"),
         );
     }
-    let new = conflist::convert(&c.text, &c.net, &o.plugin).context(&converting)?;
+    if let Some(via) = &t.via {
+        say(out, format!("note: network {name:?}: {via}"));
+    }
+    let shown = dir.shown(p, t.file);
+    match t.net.shape {
+        Shape::List => {
+            let text = texts
+                .get(&t.file)
+                .cloned()
+                .unwrap_or_else(|| dir.listed[t.file].text.clone());
+            let net = conflist::parse_at(&text, &t.net.path)?;
+            let options = if net.tombstone_index().is_some() {
+                o.plugin.clone()
+            } else {
+                o.new_entry()
+            };
+            if net.misplaced() {
+                say(
+                    out,
+                    format!(
+                        "misplaced  {shown} (network {name:?}: the tombstone entry was before \
+                         the main plugin {:?}, so its DEL would run too late: moved right \
+                         after it)",
+                        net.main_type().unwrap_or("")
+                    ),
+                );
+            }
+            match conflist::add(&text, &net, &options)? {
+                Edit::Unchanged => say(out, format!("unchanged  {shown}")),
+                Edit::Changed(new) => {
+                    texts.insert(t.file, new);
+                }
+            }
+            Ok(())
+        }
+        Shape::Single => plan_conversion(o, p, dir, manifest, &t, plan, out),
+    }
+}
+
+/// A single-plugin `.conf` becomes a `.conflist` beside it; the `.conf` goes. A `.conf`
+/// written again after the installer converted it is converted again over the installer's
+/// own list.
+fn plan_conversion(
+    o: &Options,
+    p: &Paths,
+    dir: &ConfDir,
+    manifest: &Manifest,
+    t: &Target,
+    plan: &mut ConflistPlan,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let c = &dir.files[t.file];
+    let file_name = &dir.listed[t.file].name;
+    let text = &dir.listed[t.file].text;
+    let list_name = format!("{}.conflist", confdir::stem(file_name));
+    let list_path = p.conf.join(&list_name);
+    let old = if fs::symlink_metadata(&list_path).is_ok() {
+        if !manifest.converted.iter().any(|m| m.conflist == list_name) {
+            return Err(InstallError::refused(format!(
+                "cannot convert it to a list: {} exists and is not the installer's",
+                p.shown(&list_path).display()
+            )));
+        }
+        say(
+            out,
+            format!(
+                "note: {} was written again since it was converted: converting it again over {}",
+                p.shown(&c.path).display(),
+                p.shown(&list_path).display()
+            ),
+        );
+        read_opt(&list_path)?.map(|b| String::from_utf8_lossy(&b).into_owned())
+    } else {
+        None
+    };
+    let new = conflist::convert(text, &t.net, &o.new_entry())?;
     plan.changes.push(Change::Write {
         shown: p.shown(&list_path),
         path: list_path,
-        old: None,
+        old,
         new: new.clone(),
         mode: c.mode,
     });
     plan.changes.push(Change::Remove {
         shown: p.shown(&c.path),
         path: c.path.clone(),
-        old: c.text.clone(),
+        old: text.clone(),
     });
     plan.conversions.push((
         Converted {
-            conf: c.file_name.clone(),
+            conf: file_name.clone(),
             conflist: list_name,
             mode: c.mode,
         },
-        c.text.clone(),
+        text.clone(),
         new,
     ));
     Ok(())
@@ -495,17 +711,14 @@ fn plan_conversion(o: &Options, p: &Paths, c: &ConfFile, plan: &mut ConflistPlan
 
 /// The protocol name, and with `--systemd` the sweep's units: those not already in place.
 fn plan_host_files(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<Vec<Change>> {
-    let mut host_files = vec![(
-        under(&p.root, Path::new(host::RT_PROTOS_PATH)),
-        host::rt_protos(),
-    )];
+    let mut host_files = vec![(p.file(host::RT_PROTOS_PATH)?, host::rt_protos())];
     if o.systemd {
         let state_dir = o.plugin.get("stateDir").and_then(Value::as_str);
         host_files.push((
-            under(&p.root, Path::new(host::SERVICE_PATH)),
+            p.file(host::SERVICE_PATH)?,
             host::service(&o.bin_dir, state_dir),
         ));
-        host_files.push((under(&p.root, Path::new(host::TIMER_PATH)), host::timer()));
+        host_files.push((p.file(host::TIMER_PATH)?, host::timer()));
     }
     let mut changes = Vec::new();
     for (path, text) in host_files {
@@ -589,6 +802,11 @@ fn record_install(o: &Options, p: &Paths, binaries: &[Binary], lists: &ConflistP
         manifest.converted.retain(|c| c.conflist != conv.conflist);
         manifest.converted.push(conv.clone());
     }
+    for l in &lists.links {
+        if !manifest.links.iter().any(|m| m.file == l.file) {
+            manifest.links.push(l.clone());
+        }
+    }
     for (file_name, new) in &lists.rewrites {
         if manifest.converted.iter().any(|c| &c.conflist == file_name) {
             state
@@ -613,6 +831,7 @@ fn apply_conflists(changes: &[Change], out: &mut dyn Write) -> Result<()> {
                 out,
                 format!("moved      {shown} (converted; its original is kept for --uninstall)"),
             ),
+            Change::Link { .. } => say(out, format!("linked     {shown}")),
         }
     }
     Ok(())
@@ -667,9 +886,9 @@ fn systemctl(p: &Paths, out: &mut dyn Write, calls: &[&[&str]]) {
 // ---------------------------------------------------------------------------------------
 // Uninstall
 
-fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<()> {
+fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<Outcome> {
     // Plan, reading only.
-    let confs = read_confs(&p.conf)?;
+    let confs = read_confs(p)?;
     check_named(o, &confs, &p.conf)?;
     let state = if p.state.is_dir() {
         Some(StateDir::open(&p.state)?)
@@ -683,6 +902,9 @@ fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<()> {
     let lists = plan_restores(o, p, &confs, state.as_ref(), &manifest, out)?;
     let binaries = plan_binary_removal(p, &manifest, &lists.still_used, out);
     let host_gone = plan_host_removal(p, &lists.still_used, out)?;
+    let outcome = Outcome {
+        not_ready: lists.not_ready.clone(),
+    };
 
     if o.dry_run {
         show_diffs(out, lists.restores.iter().flat_map(|r| &r.changes));
@@ -691,7 +913,7 @@ fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<()> {
         }
         show_diffs(out, &host_gone);
         say(out, "dry run: nothing was written".into());
-        return Ok(());
+        return Ok(outcome);
     }
 
     // Apply, going on past a failure: configuration files first; the binaries and host files
@@ -719,8 +941,8 @@ fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<()> {
             e
         }
     })?;
-    say(out, "done".into());
-    Ok(())
+    say(out, done(&outcome));
+    Ok(outcome)
 }
 
 /// The configuration-file side of an uninstall.
@@ -729,66 +951,134 @@ struct RestorePlan {
     restores: Vec<Restore>,
     /// Types still named by a network once the entries are gone: those binaries stay.
     still_used: BTreeSet<String>,
+    not_ready: Vec<String>,
 }
 
 /// What undoes the install in one configuration file: changes applied in order (a restored
-/// `.conf` is written before its list goes), and the conversion it settles, if any.
+/// `.conf` is written before its list goes), and what of the manifest it settles.
+#[derive(Default)]
 struct Restore {
     changes: Vec<Change>,
     settles: Option<Converted>,
+    /// The file name of a link put back.
+    relinks: Option<String>,
+}
+
+/// Every `tombstone` entry of the networks selected in `text`: the file's own and its Multus
+/// delegates'. `None` when there is none.
+fn without_entries(o: &Options, text: &str, top: &conflist::Network) -> Result<Option<String>> {
+    let selected = |n: &conflist::Network| o.networks.is_empty() || o.networks.contains(&n.name);
+    let mut now = text.to_string();
+    let paths: Vec<Vec<conflist::Step>> = networks_in(text, top)
+        .into_iter()
+        .filter(|n| selected(n) && n.tombstone_index().is_some())
+        .map(|n| n.path)
+        .collect();
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    for path in paths {
+        let net = conflist::parse_at(&now, &path)?;
+        if let Edit::Changed(new) = conflist::remove(&now, &net)? {
+            now = new;
+        }
+    }
+    Ok(Some(now))
 }
 
 fn plan_restores(
     o: &Options,
     p: &Paths,
-    confs: &[ConfFile],
+    confs: &ConfDir,
     state: Option<&StateDir>,
     manifest: &Manifest,
     out: &mut dyn Write,
 ) -> Result<RestorePlan> {
     let mut plan = RestorePlan::default();
-    for c in confs {
-        let selected = o.networks.is_empty() || o.networks.contains(&c.net.name);
-        if !selected || c.net.tombstone_index().is_none() {
-            plan.still_used.extend(c.net.referenced_types());
+    for (i, (c, l)) in confs.files.iter().zip(&confs.listed).enumerate() {
+        let shown = confs.shown(p, i);
+        let net = match &l.net {
+            Ok(n) => n,
+            Err(e) => {
+                let why = format!(
+                    "malformed network configuration: {e}; left as it is, and the binaries \
+                     stay in case it names them"
+                );
+                say(out, format!("not ready  {shown}: {why}"));
+                plan.not_ready.push(format!("{shown}: {why}"));
+                plan.still_used.extend(
+                    REQUIRED_BINARIES
+                        .iter()
+                        .chain(OPTIONAL_BINARIES.iter())
+                        .map(|s| s.to_string()),
+                );
+                continue;
+            }
+        };
+        let Some(new) =
+            without_entries(o, &l.text, net).context(format_args!("cannot edit {shown}"))?
+        else {
+            plan.still_used.extend(net.referenced_types());
             continue;
-        }
-        refuse_symlink(c)?;
-        let conv = manifest
-            .converted
-            .iter()
-            .find(|m| m.conflist == c.file_name);
+        };
+        let conv = manifest.converted.iter().find(|m| m.conflist == l.name);
         if let (Some(conv), Some(state)) = (conv, state) {
-            if let Some(r) = plan_unconversion(p, c, conv, state, &mut plan.still_used)? {
+            if let Some(r) = plan_unconversion(p, c, &l.text, conv, state, &mut plan.still_used)? {
                 plan.restores.push(r);
                 continue;
             }
             say(
                 out,
                 format!(
-                    "note: {} was edited after it was converted from {}: removing the entry \
-                     only, it stays a list",
-                    p.shown(&c.path).display(),
+                    "note: {shown} was edited after it was converted from {}: removing the \
+                     entry only, it stays a list",
                     conv.conf
                 ),
             );
         }
-        let mut changes = Vec::new();
-        match conflist::remove(&c.text, &c.net)
-            .context(format_args!("cannot edit {}", c.path.display()))?
-        {
-            Edit::Unchanged => {}
-            Edit::Changed(new) => {
-                if let Ok(net) = conflist::parse(&new) {
-                    plan.still_used.extend(net.referenced_types());
+        if let Ok(net) = conflist::parse(&new) {
+            plan.still_used.extend(net.referenced_types());
+        }
+        let mut r = Restore {
+            settles: conv.filter(|_| state.is_some()).cloned(),
+            ..Restore::default()
+        };
+        // A link the install replaced comes back when the file is its target's text again.
+        let link = manifest.links.iter().find(|k| k.file == l.name);
+        let target_text = link.and_then(|k| {
+            let target = if k.target.is_absolute() {
+                k.target.clone()
+            } else {
+                p.shown(&p.conf).join(&k.target)
+            };
+            let real = resolve(&p.root, &target, true).ok()?;
+            read_opt(&real).ok().flatten()
+        });
+        match (link, target_text) {
+            (Some(k), Some(t)) if t == new.as_bytes() => {
+                r.changes.push(Change::Link {
+                    shown: p.shown(&c.path),
+                    path: c.path.clone(),
+                    target: k.target.clone(),
+                });
+                r.relinks = Some(k.file.clone());
+            }
+            (link, _) => {
+                if let Some(k) = link {
+                    say(
+                        out,
+                        format!(
+                            "note: {shown} differs from {} once the entry is out: it stays a \
+                             file",
+                            k.target.display()
+                        ),
+                    );
+                    r.relinks = Some(k.file.clone());
                 }
-                changes.push(c.rewrite(p, new));
+                r.changes.push(confs.rewrite(p, i, new));
             }
         }
-        plan.restores.push(Restore {
-            changes,
-            settles: conv.filter(|_| state.is_some()).cloned(),
-        });
+        plan.restores.push(r);
     }
     Ok(plan)
 }
@@ -798,6 +1088,7 @@ fn plan_restores(
 fn plan_unconversion(
     p: &Paths,
     c: &ConfFile,
+    text: &str,
     conv: &Converted,
     state: &StateDir,
     still_used: &mut BTreeSet<String>,
@@ -810,7 +1101,7 @@ fn plan_unconversion(
     let (Some(wrote), Some(orig)) = (wrote, orig) else {
         return Ok(None);
     };
-    if wrote != c.text.as_bytes() {
+    if wrote != text.as_bytes() {
         return Ok(None);
     }
     let orig = String::from_utf8(orig).map_err(|_| {
@@ -837,10 +1128,11 @@ fn plan_unconversion(
             Change::Remove {
                 shown: p.shown(&c.path),
                 path: c.path.clone(),
-                old: c.text.clone(),
+                old: text.to_string(),
             },
         ],
         settles: Some(conv.clone()),
+        relinks: None,
     }))
 }
 
@@ -891,7 +1183,7 @@ fn plan_host_removal(
         return Ok(gone);
     }
     for node_path in [host::RT_PROTOS_PATH, host::TIMER_PATH, host::SERVICE_PATH] {
-        let path = under(&p.root, Path::new(node_path));
+        let path = p.file(node_path)?;
         let Some(old) = read_opt(&path)? else {
             continue;
         };
@@ -921,8 +1213,8 @@ fn restore_conflists(
     restores: &[Restore],
     out: &mut dyn Write,
     failures: &mut Vec<InstallError>,
-) -> Vec<Converted> {
-    let mut settled = Vec::new();
+) -> Settled {
+    let mut settled = Settled::default();
     'files: for r in restores {
         for c in &r.changes {
             if let Err(e) = c.apply() {
@@ -932,11 +1224,21 @@ fn restore_conflists(
             match c {
                 Change::Write { .. } => say(out, format!("restored   {}", c.shown().display())),
                 Change::Remove { .. } => say(out, format!("removed    {}", c.shown().display())),
+                Change::Link { .. } => say(out, format!("linked     {}", c.shown().display())),
             }
         }
-        settled.extend(r.settles.clone());
+        settled.converted.extend(r.settles.clone());
+        settled.links.extend(r.relinks.clone());
     }
     settled
+}
+
+/// What the restored configuration files settle in the manifest.
+#[derive(Default)]
+struct Settled {
+    converted: Vec<Converted>,
+    /// File names of the links dealt with.
+    links: Vec<String>,
 }
 
 /// What the second half of an uninstall took away.
@@ -991,18 +1293,21 @@ fn update_state(
     p: &Paths,
     state: &StateDir,
     mut manifest: Manifest,
-    settled: &[Converted],
+    settled: &Settled,
     removed: &Removed,
     out: &mut dyn Write,
 ) -> Result<()> {
     let updating = format!("updating {}", p.shown(state.path()).display());
     let lock = state.lock(MANIFEST).context(&updating)?;
-    manifest.converted.retain(|c| !settled.contains(c));
+    manifest
+        .converted
+        .retain(|c| !settled.converted.contains(c));
+    manifest.links.retain(|l| !settled.links.contains(&l.file));
     manifest
         .binaries
         .retain(|n| !removed.binaries.iter().any(|b| b.ends_with(n)));
     manifest.systemd &= !removed.timer;
-    if manifest.converted.is_empty() && manifest.binaries.is_empty() {
+    if manifest.converted.is_empty() && manifest.binaries.is_empty() && manifest.links.is_empty() {
         drop(lock);
         fs::remove_dir_all(state.path())
             .context(format_args!("cannot remove {}", state.path().display()))?;
@@ -1013,7 +1318,7 @@ fn update_state(
         return Ok(());
     }
     let mut failures = Vec::new();
-    for conv in settled {
+    for conv in &settled.converted {
         for stem in [orig_stem(&conv.conf), wrote_stem(&conv.conflist)] {
             if let Err(e) = files::remove(&state.path().join(format!("{stem}.json"))) {
                 failures.push(e);

@@ -30,9 +30,13 @@ fn daemonset_manifest_has_what_the_installer_relies_on() {
     // What the installer side relies on, whatever the schema allows.
     for needle in [
         "kind: DaemonSet",
+        "kind: ConfigMap",
         "hostNetwork: true",
         "- /opt/tombstone/bin/tombstone-install\n            - --root\n            - /host\n",
-        "tombstone sweep --state-dir /run/cni/tombstone",
+        "- --plugin-state-dir\n            - $(STATE_DIR)\n",
+        "- --hold-seconds\n            - $(HOLD_SECONDS)\n",
+        "- --external-sweeper\n",
+        "tombstone sweep --state-dir \"$STATE_DIR\"",
         "add: [\"NET_ADMIN\"]",
         "mountPath: /host/opt/cni/bin",
         "mountPath: /host/etc/cni/net.d",
@@ -41,6 +45,26 @@ fn daemonset_manifest_has_what_the_installer_relies_on() {
     ] {
         assert!(text.contains(needle), "the manifest lacks {needle:?}");
     }
+    // One place for the settings both containers use: the ConfigMap, read by both.
+    assert_eq!(
+        text.matches("/run/cni/tombstone").count(),
+        1,
+        "the state directory is named more than once"
+    );
+    assert_eq!(
+        text.matches("configMapRef:\n                name: tombstone-settings")
+            .count(),
+        2,
+        "both containers read the settings"
+    );
+    // The hold stays below tombstone-ipam's default reuseAfterSeconds (60).
+    let hold: u64 = text
+        .split("HOLD_SECONDS: \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("HOLD_SECONDS in the ConfigMap");
+    assert!(hold < tombstone_cni::suite::DEFAULT_REUSE_AFTER_SECONDS);
 }
 
 #[test]
