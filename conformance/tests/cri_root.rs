@@ -266,9 +266,11 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
         assert!(args.contains(&want.as_str()), "CNI_ARGS lacks {want}: {args:?}");
     }
     let stdin = &add_a[0].stdin;
+    // containerd 1.6 (go-cni) writes the mapping with Go's field names, not the
+    // convention's camelCase ("hostPort", ...): plugins must not rely on either spelling.
     assert_eq!(
         stdin["runtimeConfig"]["portMappings"],
-        json!([{ "hostPort": 30081, "containerPort": 8080, "protocol": "tcp" }]),
+        json!([{ "HostPort": 30081, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": "" }]),
         "runtimeConfig of a's ADD: {stdin}"
     );
     assert_eq!(result_ips(&stdin["prevResult"]), vec![ip_a.to_string()], "{stdin}");
@@ -284,7 +286,7 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
     let del_a = calls_for(&del_a, "DEL", &a);
     assert_eq!(del_a.len(), 1, "one DEL for Stop: {del_a:?}");
     assert_eq!(result_ips(&del_a[0].stdin["prevResult"]), vec![ip_a.to_string()], "DEL's prevResult");
-    assert_eq!(del_a[0].stdin["runtimeConfig"]["portMappings"][0]["hostPort"], 30081);
+    assert_eq!(del_a[0].stdin["runtimeConfig"]["portMappings"][0]["HostPort"], 30081);
 
     // Stop a again: idempotent.
     ok(cri.stop(&a));
