@@ -42,16 +42,27 @@ fn our_binary(name: &str) -> String {
     path.display().to_string()
 }
 
+/// The pause image's archive, removed when dropped (even when the test fails).
+struct ImageFile(PathBuf);
+
+impl Drop for ImageFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
 /// Builds the pause image (our static `cni-pause`) in a fresh temporary file.
-fn pause_image(tag: &str) -> PathBuf {
+fn pause_image(tag: &str) -> ImageFile {
     let out = std::env::temp_dir().join(format!("cni-cri-{}-{tag}.oci.tar", std::process::id()));
-    cri::image::write_pause_image(Path::new(env!("CARGO_BIN_EXE_cni-pause")), &out);
-    out
+    let file = ImageFile(out);
+    cri::image::write_pause_image(Path::new(env!("CARGO_BIN_EXE_cni-pause")), &file.0);
+    file
 }
 
 /// A conflist: `bridge` with `ipam`, then `chained` plugins.
 fn conflist(name: &str, bridge: &str, ipam: Value, chained: Vec<Value>) -> String {
-    let mut plugins = vec![json!({ "type": "bridge", "bridge": bridge, "isGateway": true, "ipam": ipam })];
+    let mut plugins =
+        vec![json!({ "type": "bridge", "bridge": bridge, "isGateway": true, "ipam": ipam })];
     plugins.extend(chained);
     json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins }).to_string()
 }
@@ -69,7 +80,12 @@ fn recorded(dir: &Path) -> Vec<Call> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".env").map(str::to_string))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".env")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     names
@@ -160,16 +176,31 @@ fn cached_results(ctr: &Containerd) -> Vec<String> {
 
 /// What must be left once every sandbox is removed: nothing of the pods.
 fn assert_nothing_leaked(ctr: &Containerd, cri: &mut Cri, bridge: &str) {
-    assert_eq!(cri.list().expect("ListPodSandbox"), Vec::<String>::new(), "sandboxes left");
-    assert_eq!(node::bridge_ports(bridge), Vec::<String>::new(), "veths left on {bridge}");
-    assert_eq!(cached_results(ctr), Vec::<String>::new(), "libcni results left");
+    assert_eq!(
+        cri.list().expect("ListPodSandbox"),
+        Vec::<String>::new(),
+        "sandboxes left"
+    );
+    assert_eq!(
+        node::bridge_ports(bridge),
+        Vec::<String>::new(),
+        "veths left on {bridge}"
+    );
+    assert_eq!(
+        cached_results(ctr),
+        Vec::<String>::new(),
+        "libcni results left"
+    );
     assert!(
         eventually(10, || ctr.processes().is_empty()),
         "shims or sandbox processes left: {:?}",
         ctr.processes()
     );
-    let leaf_cgroups: Vec<PathBuf> =
-        ctr.cgroups().into_iter().filter(|p| !p.ends_with(ctr.cgroup_parent.trim_start_matches('/'))).collect();
+    let leaf_cgroups: Vec<PathBuf> = ctr
+        .cgroups()
+        .into_iter()
+        .filter(|p| !p.ends_with(ctr.cgroup_parent.trim_start_matches('/')))
+        .collect();
     assert_eq!(leaf_cgroups, Vec::<PathBuf>::new(), "sandbox cgroups left");
 }
 
@@ -225,15 +256,22 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
                 ("loopback".into(), format!("{REFERENCE}/loopback")),
             ],
         },
-        &image,
+        &image.0,
     );
     let mut cri = Cri::connect(&ctr.socket).unwrap_or_else(|e| panic!("{e}\n{}", ctr.log_tail()));
     let cg = ctr.cgroup_parent.clone();
-    let pod = |name: &'static str, port: i32| Pod { name, cgroup_parent: &cg, host_port: port };
-    let run = |cri: &mut Cri, p: &Pod| {
-        cri.run(p).unwrap_or_else(|e| panic!("{e}\ncontainerd:\n{}", ctr.log_tail()))
+    let pod = |name: &'static str, port: i32| Pod {
+        name,
+        cgroup_parent: &cg,
+        host_port: port,
     };
-    let ok = |r: Result<(), String>| r.unwrap_or_else(|e| panic!("{e}\ncontainerd:\n{}", ctr.log_tail()));
+    let run = |cri: &mut Cri, p: &Pod| {
+        cri.run(p)
+            .unwrap_or_else(|e| panic!("{e}\ncontainerd:\n{}", ctr.log_tail()))
+    };
+    let ok = |r: Result<(), String>| {
+        r.unwrap_or_else(|e| panic!("{e}\ncontainerd:\n{}", ctr.log_tail()))
+    };
     let mut netns_paths = Vec::new();
 
     // Run a and b: both reachable from the node.
@@ -253,9 +291,16 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
     let add_a = calls_for(&calls, "ADD", &a);
     assert_eq!(add_a.len(), 1, "one ADD of a: {calls:?}");
     let env = &add_a[0].env;
-    assert_eq!(env.get("CNI_IFNAME").map(String::as_str), Some("eth0"), "{env:?}");
+    assert_eq!(
+        env.get("CNI_IFNAME").map(String::as_str),
+        Some("eth0"),
+        "{env:?}"
+    );
     assert_eq!(env.get("CNI_NETNS"), Some(&st_a.netns), "{env:?}");
-    let args: Vec<&str> = env.get("CNI_ARGS").map(|s| s.split(';').collect()).unwrap_or_default();
+    let args: Vec<&str> = env
+        .get("CNI_ARGS")
+        .map(|s| s.split(';').collect())
+        .unwrap_or_default();
     for want in [
         "IgnoreUnknown=1".to_string(),
         format!("K8S_POD_NAMESPACE={POD_NAMESPACE}"),
@@ -263,7 +308,10 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
         format!("K8S_POD_INFRA_CONTAINER_ID={a}"),
         format!("K8S_POD_UID={}", pa.uid()),
     ] {
-        assert!(args.contains(&want.as_str()), "CNI_ARGS lacks {want}: {args:?}");
+        assert!(
+            args.contains(&want.as_str()),
+            "CNI_ARGS lacks {want}: {args:?}"
+        );
     }
     let stdin = &add_a[0].stdin;
     // containerd 1.6 (go-cni) writes the mapping with Go's field names, not the
@@ -273,24 +321,45 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
         json!([{ "HostPort": 30081, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": "" }]),
         "runtimeConfig of a's ADD: {stdin}"
     );
-    assert_eq!(result_ips(&stdin["prevResult"]), vec![ip_a.to_string()], "{stdin}");
+    assert_eq!(
+        result_ips(&stdin["prevResult"]),
+        vec![ip_a.to_string()],
+        "{stdin}"
+    );
     assert_eq!(stdin["cniVersion"], "1.0.0");
-    println!("a's ADD: CNI_ARGS={} runtimeConfig={}", env["CNI_ARGS"], stdin["runtimeConfig"]);
+    println!(
+        "a's ADD: CNI_ARGS={} runtimeConfig={}",
+        env["CNI_ARGS"], stdin["runtimeConfig"]
+    );
 
     // Stop a: a tombstone, the node's send fails at once.
     ok(cri.stop(&a));
     let route = node::tombstone_of(ip_a).unwrap_or_else(|| panic!("no tombstone for {ip_a}"));
     assert!(route.starts_with("unreachable "), "{route}");
-    assert_eq!(node::probe(ip_a), Probe::NoRouteToHost, "a's released {ip_a}");
+    assert_eq!(
+        node::probe(ip_a),
+        Probe::NoRouteToHost,
+        "a's released {ip_a}"
+    );
     let del_a = recorded(&rec);
     let del_a = calls_for(&del_a, "DEL", &a);
     assert_eq!(del_a.len(), 1, "one DEL for Stop: {del_a:?}");
-    assert_eq!(result_ips(&del_a[0].stdin["prevResult"]), vec![ip_a.to_string()], "DEL's prevResult");
-    assert_eq!(del_a[0].stdin["runtimeConfig"]["portMappings"][0]["HostPort"], 30081);
+    assert_eq!(
+        result_ips(&del_a[0].stdin["prevResult"]),
+        vec![ip_a.to_string()],
+        "DEL's prevResult"
+    );
+    assert_eq!(
+        del_a[0].stdin["runtimeConfig"]["portMappings"][0]["HostPort"],
+        30081
+    );
 
     // Stop a again: idempotent.
     ok(cri.stop(&a));
-    assert!(node::tombstone_of(ip_a).is_some(), "the second Stop removed the tombstone");
+    assert!(
+        node::tombstone_of(ip_a).is_some(),
+        "the second Stop removed the tombstone"
+    );
 
     // Run c: the pool's one free address is a's, still tombstoned: c's ADD lifts it.
     let pc = pod("c", 30083);
@@ -310,17 +379,41 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
     let ns_b = cri.status(&b).expect("status b").netns;
     netns_paths.push(ns_b.clone());
     let out = ctr.in_mount_ns(&["umount", &ns_b]);
-    assert!(out.status.success(), "umount {ns_b}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "umount {ns_b}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fs::remove_file(&ns_b).unwrap_or_else(|e| panic!("remove {ns_b}: {e}"));
     ok(cri.stop(&b));
-    assert!(node::tombstone_of(ip_b).is_some(), "no tombstone for b's {ip_b} after its netns went");
-    assert_eq!(node::probe(ip_b), Probe::NoRouteToHost, "b's released {ip_b}");
+    assert!(
+        node::tombstone_of(ip_b).is_some(),
+        "no tombstone for b's {ip_b} after its netns went"
+    );
+    assert_eq!(
+        node::probe(ip_b),
+        Probe::NoRouteToHost,
+        "b's released {ip_b}"
+    );
     let calls = recorded(&rec);
     let del_b = calls_for(&calls, "DEL", &b);
     assert_eq!(del_b.len(), 1, "{del_b:?}");
-    assert_eq!(del_b[0].env.get("CNI_NETNS").map(String::as_str).unwrap_or(""), "", "CNI_NETNS of a gone netns");
+    assert_eq!(
+        del_b[0]
+            .env
+            .get("CNI_NETNS")
+            .map(String::as_str)
+            .unwrap_or(""),
+        "",
+        "CNI_NETNS of a gone netns"
+    );
     ok(cri.remove(&b));
-    assert_eq!(node::bridge_ports(bridge).len(), 1, "only c's veth: {:?}", node::bridge_ports(bridge));
+    assert_eq!(
+        node::bridge_ports(bridge).len(),
+        1,
+        "only c's veth: {:?}",
+        node::bridge_ports(bridge)
+    );
 
     // d gets b's address; its Stop fails once after the release; e gets the address; the
     // runtime's retried Stop of d must not bury e.
@@ -335,7 +428,10 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
     let err = failed.expect_err("d's Stop should fail once");
     assert!(err.contains("injected DEL failure"), "{err}");
     assert!(!marker.exists(), "the failing DEL did not run");
-    assert!(node::tombstone_of(ip_d).is_some(), "no tombstone after the failed Stop of d");
+    assert!(
+        node::tombstone_of(ip_d).is_some(),
+        "no tombstone after the failed Stop of d"
+    );
     let pe = pod("e", 30085);
     let e = run(&mut cri, &pe);
     let ip_e = ip_of(&mut cri, &e);
@@ -352,8 +448,16 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
         vec![ip_e.to_string()],
         "the retried DEL carries the cached prevResult of d (now e's address)"
     );
-    assert_eq!(node::tombstone_of(ip_e), None, "the retried Stop of d buried e");
-    assert_eq!(node::probe(ip_e), Probe::Reachable, "e after d's retried Stop");
+    assert_eq!(
+        node::tombstone_of(ip_e),
+        None,
+        "the retried Stop of d buried e"
+    );
+    assert_eq!(
+        node::probe(ip_e),
+        Probe::Reachable,
+        "e after d's retried Stop"
+    );
     ok(cri.remove(&d));
     assert_eq!(node::probe(ip_e), Probe::Reachable, "e after d's Remove");
     assert_eq!(node::probe(ip_c), Probe::Reachable, "c at the end");
@@ -363,22 +467,33 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
         ok(cri.stop(id));
         ok(cri.remove(id));
     }
-    assert_eq!(node::tombstones(prefix).len(), 2, "{:?}", node::tombstones(prefix));
+    assert_eq!(
+        node::tombstones(prefix).len(),
+        2,
+        "{:?}",
+        node::tombstones(prefix)
+    );
     let waited = Instant::now();
     assert!(
         eventually(HOLD_SECONDS + 10, || node::tombstones(prefix).is_empty()),
         "tombstones past their hold: {:?}",
         node::tombstones(prefix)
     );
-    println!("tombstones gone {:.1} s after the last Stop (hold {HOLD_SECONDS} s)", waited.elapsed().as_secs_f64());
+    println!(
+        "tombstones gone {:.1} s after the last Stop (hold {HOLD_SECONDS} s)",
+        waited.elapsed().as_secs_f64()
+    );
     assert_nothing_leaked(&ctr, &mut cri, bridge);
-    assert_eq!(ipam_allocations(&ipam_dir), Vec::<String>::new(), "IPAM allocations left");
+    assert_eq!(
+        ipam_allocations(&ipam_dir),
+        Vec::<String>::new(),
+        "IPAM allocations left"
+    );
     for p in &netns_paths {
         assert!(!Path::new(p).exists(), "netns file {p} left");
     }
     println!("scenario: {:.1} s", t0.elapsed().as_secs_f64());
     drop(ctr);
-    let _ = fs::remove_file(image);
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -416,7 +531,7 @@ fn cri_root_timings_beside_the_reference_chain() {
                 loopback.clone(),
             ],
         },
-        &image,
+        &image.0,
     );
     let ref_dir = containerd::dir_of("reference");
     let reference = Containerd::start(
@@ -431,26 +546,44 @@ fn cri_root_timings_beside_the_reference_chain() {
             ),
             bridge: "cni-crib2",
             subnet_prefix: "172.30.83.",
-            plugins: vec![("bridge".into(), format!("{REFERENCE}/bridge")), ("host-local".into(), format!("{REFERENCE}/host-local")), loopback],
+            plugins: vec![
+                ("bridge".into(), format!("{REFERENCE}/bridge")),
+                ("host-local".into(), format!("{REFERENCE}/host-local")),
+                loopback,
+            ],
         },
-        &image,
+        &image.0,
     );
-    let mut runtimes = [(&ours, Cri::connect(&ours.socket).expect("connect")), (&reference, Cri::connect(&reference.socket).expect("connect"))];
+    let mut runtimes = [
+        (&ours, Cri::connect(&ours.socket).expect("connect")),
+        (
+            &reference,
+            Cri::connect(&reference.socket).expect("connect"),
+        ),
+    ];
     let mut times = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
     let names = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9"];
     // Interleaved: each round runs one pod on each runtime, so both see the same machine.
     for name in names.iter().take(RUNS + 1) {
         for (k, (ctr, cri)) in runtimes.iter_mut().enumerate() {
-            let p = Pod { name, cgroup_parent: &ctr.cgroup_parent, host_port: 0 };
+            let p = Pod {
+                name,
+                cgroup_parent: &ctr.cgroup_parent,
+                host_port: 0,
+            };
             let t = Instant::now();
-            let id = cri.run(&p).unwrap_or_else(|e| panic!("{e}\n{}", ctr.log_tail()));
+            let id = cri
+                .run(&p)
+                .unwrap_or_else(|e| panic!("{e}\n{}", ctr.log_tail()));
             let run = t.elapsed();
             let ip = ip_of(cri, &id);
             assert_eq!(node::probe(ip), Probe::Reachable, "{name} at {ip}");
             let t = Instant::now();
-            cri.stop(&id).unwrap_or_else(|e| panic!("{e}\n{}", ctr.log_tail()));
+            cri.stop(&id)
+                .unwrap_or_else(|e| panic!("{e}\n{}", ctr.log_tail()));
             let stop = t.elapsed();
-            cri.remove(&id).unwrap_or_else(|e| panic!("{e}\n{}", ctr.log_tail()));
+            cri.remove(&id)
+                .unwrap_or_else(|e| panic!("{e}\n{}", ctr.log_tail()));
             // The first round warms caches (image, binaries): not counted.
             if *name != "p0" {
                 times[k][0].push(run);
@@ -459,19 +592,34 @@ fn cri_root_timings_beside_the_reference_chain() {
         }
     }
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-    println!("| CRI call, median of {RUNS} (containerd 1.6, runc, bridge) | bridge + host-local | bridge + tombstone-ipam + tombstone |");
+    println!(
+        "| CRI call, median of {RUNS} (containerd 1.6, runc, bridge) | bridge + host-local | bridge + tombstone-ipam + tombstone |"
+    );
     println!("|---|---:|---:|");
     for (row, what) in ["RunPodSandbox", "StopPodSandbox"].iter().enumerate() {
-        println!("| {what} | {} | {} |", ms(median(&mut times[1][row])), ms(median(&mut times[0][row])));
+        println!(
+            "| {what} | {} | {} |",
+            ms(median(&mut times[1][row])),
+            ms(median(&mut times[0][row]))
+        );
     }
     for (ctr, cri) in runtimes.iter_mut() {
-        let bridge = if ctr.dir == ours_dir { "cni-crib1" } else { "cni-crib2" };
+        let bridge = if ctr.dir == ours_dir {
+            "cni-crib1"
+        } else {
+            "cni-crib2"
+        };
         assert_nothing_leaked(ctr, cri, bridge);
     }
-    assert_eq!(ipam_allocations(&ours_dir.join("ipam")), Vec::<String>::new());
-    assert_eq!(host_local_allocations(&ref_dir.join("ipam")), Vec::<String>::new());
+    assert_eq!(
+        ipam_allocations(&ours_dir.join("ipam")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        host_local_allocations(&ref_dir.join("ipam")),
+        Vec::<String>::new()
+    );
     drop(runtimes);
     drop(ours);
     drop(reference);
-    let _ = fs::remove_file(image);
 }

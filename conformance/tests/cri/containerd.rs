@@ -187,7 +187,14 @@ impl Containerd {
         let out = Command::new("ctr")
             .arg("-a")
             .arg(&socket)
-            .args(["-n", "k8s.io", "images", "import", "--snapshotter", "native"])
+            .args([
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                "--snapshotter",
+                "native",
+            ])
             .arg(pause_image)
             .output()
             .expect("spawn ctr images import");
@@ -227,13 +234,19 @@ impl Containerd {
         let mut shims = Vec::new();
         let mut parents = Vec::new();
         for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
             else {
                 continue;
             };
             let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            if args.windows(2).any(|w| w[0] == b"-address" && w[1] == socket.as_bytes()) {
+            if args
+                .windows(2)
+                .any(|w| w[0] == b"-address" && w[1] == socket.as_bytes())
+            {
                 shims.push(pid);
             }
             let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
@@ -246,14 +259,23 @@ impl Containerd {
             }
         }
         let mut all = shims.clone();
-        all.extend(parents.iter().filter(|(_, pp)| shims.contains(pp)).map(|(p, _)| *p));
+        all.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| shims.contains(pp))
+                .map(|(p, _)| *p),
+        );
         all
     }
 
     /// Cgroup directories under this instance's cgroup parent, in every hierarchy.
     pub fn cgroups(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
-        for h in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for h in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let base = h.path().join(self.cgroup_parent.trim_start_matches('/'));
             walk_dirs(&base, &mut found);
         }
@@ -303,7 +325,9 @@ impl Drop for Containerd {
         for cg in self.cgroups() {
             let _ = fs::remove_dir(cg);
         }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
         // Tombstones of our subnet (those the test's end did not see expire).
         let routes = Command::new("ip")
             .args(["-o", "route", "show", "table", "main", "proto", "84"])

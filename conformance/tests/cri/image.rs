@@ -70,7 +70,10 @@ fn sha256(data: &[u8]) -> String {
     let out = child.wait_with_output().expect("sha256sum");
     assert!(out.status.success(), "sha256sum failed");
     let hex = String::from_utf8_lossy(&out.stdout);
-    format!("sha256:{}", hex.split_whitespace().next().unwrap_or_default())
+    format!(
+        "sha256:{}",
+        hex.split_whitespace().next().unwrap_or_default()
+    )
 }
 
 /// The OCI architecture name of this machine.

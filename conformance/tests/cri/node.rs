@@ -70,7 +70,11 @@ pub fn tombstones(prefix: &str) -> Vec<String> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.split_whitespace().nth(1).is_some_and(|d| d.starts_with(prefix)))
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|d| d.starts_with(prefix))
+        })
         .map(str::to_string)
         .collect()
 }
