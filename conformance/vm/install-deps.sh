@@ -8,6 +8,8 @@
 #   iproute2                     `ip`, used by the jobs inside the guest
 #   strace                       the fault-injection tests (plugin/tests/faults.rs, ipam/tests/faults.rs)
 #   valgrind                     instruction counts in `make bench` (callgrind)
+#   containerd, runc             the CRI test's runtime (conformance/tests/cri_root.rs)
+#   protobuf-compiler            protoc, which the CRI client's bindings (k8s-cri) are built with
 # Debian/Ubuntu only (apt-get); needs root to install anything.
 set -euo pipefail
 
@@ -21,6 +23,9 @@ packages=(
     iproute2
     strace
     valgrind
+    containerd
+    runc
+    protobuf-compiler
 )
 
 missing=()

@@ -1,0 +1,348 @@
+//! One containerd of the test's own: its root, state, sockets, config and CNI directories in
+//! one temporary directory, run in a private mount namespace where that directory's `run/`
+//! and `varlib/` are mounted over `/run` and `/var/lib` (containerd 1.6 puts its shim
+//! sockets in `/run/containerd` and libcni its cache in `/var/lib/cni` whatever the config
+//! says). Nothing of the machine's containerd or CNI set-up is read or written.
+//!
+//! Dropping it (even when the test fails) kills its shims and their sandbox processes,
+//! stops containerd, removes its cgroups, links and tombstone routes, and the directory.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::image::PAUSE_IMAGE;
+
+/// What one instance is made of.
+pub struct Setup<'a> {
+    /// A short name: its directory's and cgroup parent's suffix.
+    pub name: &'a str,
+    /// The conflist (JSON text) written to its CNI conf dir.
+    pub conflist: String,
+    /// The bridge the conflist's main plugin creates (deleted on drop).
+    pub bridge: &'a str,
+    /// The pod subnet's prefix ("172.30.81."): routes of its addresses are ours to remove.
+    pub subnet_prefix: &'a str,
+    /// CNI plugins: (name in the bin dir, target). A target that is a script's text (it
+    /// starts with `#!`) is written as an executable file, else it is linked.
+    pub plugins: Vec<(String, String)>,
+}
+
+pub struct Containerd {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup_parent: String,
+    /// libcni's cache, as containerd's mount namespace sees at `/var/lib/cni`.
+    pub cni_cache: PathBuf,
+    bridge: String,
+    subnet_prefix: String,
+    child: Option<Child>,
+}
+
+/// The CNI plugin directory of a setup, inside its instance directory.
+pub fn dir_of(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("cni-cri-{}-{name}", std::process::id()))
+}
+
+fn config_toml(dir: &Path, socket: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+# Only what a CRI sandbox needs: no /opt plugin dir, no snapshotter but native, no tracing.
+disabled_plugins = [
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.overlayfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  # The sandbox's oom_score_adj (-998) is not lowered below the runtime's own: a test runner
+  # may lack CAP_SYS_RESOURCE (runc's nsexec then fails with EACCES).
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/bin"
+    conf_dir = "{d}/net.d"
+    max_conf_num = 1
+"#,
+        socket = socket.display()
+    )
+}
+
+/// Fails the test naming the package when a tool is missing.
+pub fn require_tools() {
+    for (tool, version, package) in [
+        ("containerd", "--version", "containerd"),
+        ("ctr", "--version", "containerd"),
+        ("runc", "--version", "runc"),
+        ("unshare", "--version", "util-linux"),
+        ("nsenter", "--version", "util-linux"),
+        ("ip", "-V", "iproute2"),
+    ] {
+        let found = Command::new(tool)
+            .arg(version)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "`{tool} {version}` failed: install {package} (conformance/vm/install-deps.sh, \
+             run by `make deps`)"
+        );
+    }
+    for plugin in ["bridge", "host-local", "loopback"] {
+        let p = Path::new("/usr/lib/cni").join(plugin);
+        assert!(
+            p.is_file(),
+            "{} not found: install containernetworking-plugins (make deps)",
+            p.display()
+        );
+    }
+}
+
+impl Containerd {
+    /// Lays out the directory, starts containerd and imports the pause image into it.
+    pub fn start(setup: Setup, pause_image: &Path) -> Containerd {
+        let dir = dir_of(setup.name);
+        let _ = fs::remove_dir_all(&dir);
+        for sub in ["bin", "net.d", "run", "varlib/cni", "root", "state"] {
+            fs::create_dir_all(dir.join(sub)).expect("create the instance's directories");
+        }
+        let socket = dir.join("containerd.sock");
+        let mut me = Containerd {
+            cni_cache: dir.join("varlib/cni"),
+            cgroup_parent: format!("/cni-cri-{}-{}", std::process::id(), setup.name),
+            socket: socket.clone(),
+            bridge: setup.bridge.to_string(),
+            subnet_prefix: setup.subnet_prefix.to_string(),
+            dir: dir.clone(),
+            child: None,
+        };
+        for (name, target) in &setup.plugins {
+            let path = dir.join("bin").join(name);
+            if target.starts_with("#!") {
+                fs::write(&path, target).expect("write a plugin script");
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                    .expect("chmod a plugin script");
+            } else {
+                std::os::unix::fs::symlink(target, &path).expect("link a plugin");
+            }
+        }
+        fs::write(dir.join("net.d/10-cri-test.conflist"), &setup.conflist)
+            .expect("write the conflist");
+        let config = dir.join("config.toml");
+        fs::write(&config, config_toml(&dir, &socket)).expect("write config.toml");
+        let log = fs::File::create(dir.join("containerd.log")).expect("create containerd.log");
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$1" /run && mount --bind "$2" /var/lib && exec containerd --config "$3""#)
+            .arg("sh")
+            .arg(dir.join("run"))
+            .arg(dir.join("varlib"))
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn unshare ... containerd");
+        me.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
+                panic!("containerd exited ({status}) at start:\n{}", me.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not open {} within 20 s:\n{}",
+                socket.display(),
+                me.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(&socket)
+            .args([
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                "--snapshotter",
+                "native",
+            ])
+            .arg(pause_image)
+            .output()
+            .expect("spawn ctr images import");
+        assert!(
+            out.status.success(),
+            "ctr images import: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        me
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Runs `args` in containerd's mount namespace (where the netns files are mounted).
+    pub fn in_mount_ns(&self, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--mount=/proc/{}/ns/mnt", self.pid()))
+            .arg("--")
+            .args(args)
+            .output()
+            .expect("spawn nsenter")
+    }
+
+    /// The shims serving this containerd (their command line names its socket), and their
+    /// children (the sandbox processes).
+    pub fn processes(&self) -> Vec<u32> {
+        let socket = self.socket.to_string_lossy().into_owned();
+        let mut shims = Vec::new();
+        let mut parents = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            if args
+                .windows(2)
+                .any(|w| w[0] == b"-address" && w[1] == socket.as_bytes())
+            {
+                shims.push(pid);
+            }
+            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((pid, ppid));
+            }
+        }
+        let mut all = shims.clone();
+        all.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| shims.contains(pp))
+                .map(|(p, _)| *p),
+        );
+        all
+    }
+
+    /// Cgroup directories under this instance's cgroup parent, in every hierarchy.
+    pub fn cgroups(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for h in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let base = h.path().join(self.cgroup_parent.trim_start_matches('/'));
+            walk_dirs(&base, &mut found);
+        }
+        found
+    }
+}
+
+/// `dir` and every directory under it, deepest first.
+fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_dirs(&e.path(), out);
+        }
+    }
+    out.push(dir.to_path_buf());
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // The sandbox processes and shims first: they outlive containerd otherwise.
+        for _ in 0..3 {
+            let pids = self.processes();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for cg in self.cgroups() {
+            let _ = fs::remove_dir(cg);
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        // Tombstones of our subnet (those the test's end did not see expire).
+        let routes = Command::new("ip")
+            .args(["-o", "route", "show", "table", "main", "proto", "84"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for line in routes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 1 && f[1].starts_with(&self.subnet_prefix) {
+                let mut args = vec!["route", "del"];
+                args.extend(&f);
+                let _ = Command::new("ip").args(&args).output();
+            }
+        }
+        // The mounts were made in containerd's mount namespace, gone with its last process.
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

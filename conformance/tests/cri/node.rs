@@ -1,0 +1,100 @@
+//! What the node sees of a pod address: a UDP probe from the host's own stack (a reply means
+//! the pod is reachable; a refused send means a route says it is not), and the routes of the
+//! `tombstone` plugin (protocol 84).
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The pod's kernel answered (ICMP port unreachable: nothing listens on the port).
+    Reachable,
+    /// The send failed at once with EHOSTUNREACH ("No route to host").
+    NoRouteToHost,
+    /// No answer within the wait.
+    Silent,
+}
+
+/// Sends one datagram to a closed port of `ip` from the node, up to 3 times (the first may
+/// wait for ARP), and says what came back.
+pub fn probe(ip: Ipv4Addr) -> Probe {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind a UDP socket");
+    sock.set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("set a read timeout");
+    if let Err(e) = sock.connect((ip, 9)) {
+        if e.raw_os_error() == Some(libc_ehostunreach()) {
+            return Probe::NoRouteToHost;
+        }
+        panic!("connect to {ip}: {e}");
+    }
+    for _ in 0..3 {
+        match sock.send(b"cri-test") {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc_ehostunreach()) => {
+                return Probe::NoRouteToHost;
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Probe::Reachable,
+            Err(e) => panic!("send to {ip}: {e}"),
+        }
+        let mut buf = [0u8; 16];
+        match sock.recv(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Probe::Reachable,
+            Err(e) if e.raw_os_error() == Some(libc_ehostunreach()) => {
+                return Probe::NoRouteToHost;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("recv from {ip}: {e}"),
+            Ok(_) => return Probe::Reachable,
+        }
+    }
+    Probe::Silent
+}
+
+fn libc_ehostunreach() -> i32 {
+    nix::errno::Errno::EHOSTUNREACH as i32
+}
+
+/// The tombstone routes (protocol 84) of the main table whose destination starts with
+/// `prefix`, as `ip -o route` prints them.
+pub fn tombstones(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "route", "show", "table", "main", "proto", "84"])
+        .output()
+        .expect("spawn ip route");
+    assert!(
+        out.status.success(),
+        "ip route show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|d| d.starts_with(prefix))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The tombstone route of `ip`, if any ("unreachable 172.30.81.10 proto 84 metric ...").
+pub fn tombstone_of(ip: Ipv4Addr) -> Option<String> {
+    let ip = ip.to_string();
+    tombstones(&ip)
+        .into_iter()
+        .find(|l| l.split_whitespace().nth(1) == Some(ip.as_str()))
+}
+
+/// The links enslaved to `bridge` (the pods' host-side veths).
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .expect("spawn ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
