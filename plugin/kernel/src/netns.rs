@@ -121,3 +121,23 @@ impl NetNs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sysctl_key_cannot_climb_out_of_net() {
+        let ns = NetNs::open(Path::new("/proc/self/ns/net")).expect("our own netns");
+        for bad in [
+            "",
+            "/ipv4/conf/all/arp_notify",
+            "ipv4/../../kernel/x",
+            "ipv4/./x",
+            "a//b",
+        ] {
+            let e = ns.set_sysctl(bad, "1").unwrap_err();
+            assert!(e.is_invalid_request(), "{bad:?}: {e}");
+        }
+    }
+}
