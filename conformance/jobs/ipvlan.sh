@@ -90,6 +90,8 @@ iv_mode() {
     say addr_a "$a"
     say addr_b "$b"
     say mode_a "$(pod_mode a)"
+    # Its IPv4 address is announced when the link comes up (gratuitous ARP).
+    say announce_a "$(ip netns exec a cat /proc/sys/net/ipv4/conf/eth0/arp_notify)"
     say gw_port "$(gw_port)"
     say gw_addr "$(ip -4 -o addr show dev "$(gw_port)" | awk '{ print $4 }' | tr '\n' ' ')"
     say gw_up "$(ip -o link show dev "$(gw_port)" | grep -c '[<,]UP[,>]')"

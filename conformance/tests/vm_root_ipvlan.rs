@@ -66,6 +66,7 @@ fn vm_root_ipvlan_modes_failures_concurrency_and_seed_chain() {
     // ADD/CHECK/DEL in each mode; the gateway port gives host<->pod; pod<->pod.
     for m in ["l2", "l3", "l3s"] {
         expect(&r, &out, m, "mode_a", m);
+        expect(&r, &out, m, "announce_a", "1");
         let gw = r.get(m, "gw_port");
         assert!(
             gw.starts_with("gw_") && gw.len() == 11,

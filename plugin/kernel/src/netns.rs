@@ -1,7 +1,8 @@
 //! Network-namespace entry: open a namespace by its path (checked to be one, without ever
 //! blocking on what the path names), and open a [`Netlink`] connection that lives inside
-//! it. A netlink socket belongs to the namespace it was created in, so the thread enters the
-//! target, opens the socket, and goes back at once.
+//! it, or write one of its sysctls. A netlink socket belongs to the namespace it was created
+//! in, and `/proc/sys/net` shows the namespace of the thread that looks, so the thread enters
+//! the target, does that one thing, and goes back at once.
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -77,8 +78,8 @@ impl NetNs {
         self.file.as_raw_fd()
     }
 
-    /// A netlink connection inside this namespace.
-    pub fn netlink(&self) -> Result<Netlink> {
+    /// Runs `f` with the calling thread inside this namespace, and brings it back.
+    fn inside<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let io = |what: String| {
             move |e: nix::Error| KernelError::new(what, Cause::Io(e as i32, e.desc().to_string()))
         };
@@ -88,9 +89,55 @@ impl NetNs {
             "enter network namespace {}",
             self.path.display()
         )))?;
-        let nl = Netlink::open();
+        let out = f();
         setns(home.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(io("return to the host network namespace".to_string()))?;
-        nl
+        out
+    }
+
+    /// A netlink connection inside this namespace.
+    pub fn netlink(&self) -> Result<Netlink> {
+        self.inside(Netlink::open)
+    }
+
+    /// Writes `value` to this namespace's sysctl `key`, a path under `/proc/sys/net` such as
+    /// `ipv4/conf/eth0/arp_notify` (one that climbs out of it is refused).
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let op = || format!("set net.{} to {value}", key.replace('/', "."));
+        if key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(Cause::Invalid(format!("{key:?} is no sysctl under net")).on(op()));
+        }
+        let path = Path::new("/proc/sys/net").join(key);
+        self.inside(|| {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
+                .map_err(|e| Cause::io(&e).on(op()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sysctl_key_cannot_climb_out_of_net() {
+        let ns = NetNs::open(Path::new("/proc/self/ns/net")).expect("our own netns");
+        for bad in [
+            "",
+            "/ipv4/conf/all/arp_notify",
+            "ipv4/../../kernel/x",
+            "ipv4/./x",
+            "a//b",
+        ] {
+            let e = ns.set_sysctl(bad, "1").unwrap_err();
+            assert!(e.is_invalid_request(), "{bad:?}: {e}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! ADD: validate everything first, then, as a transaction ([`undo`]), create the pod link
 //! under a temporary name directly in the pod's netns, ask IPAM, ensure the gateway port, put
-//! the addresses on, rename the link to `CNI_IFNAME`, set it up and add the routes. DEL never
+//! the addresses on (announced when the link comes up), rename the link to `CNI_IFNAME`, set
+//! it up and add the routes. DEL never
 //! needs the master, the netns or `prevResult`, always releases IPAM, and reports every
 //! failure.
 
@@ -176,10 +177,40 @@ fn ipam_add(inv: &Invocation, t: &str) -> Result<CniResult> {
     })
 }
 
-/// Puts the plan on the pod link: addresses, then the name (renamed last, while still down:
-/// the kernel refuses to rename a link that is up, and until here a killed ADD leaves only the
-/// temporary name, which a retried ADD or a DEL removes), up, routes.
-fn configure_pod_link(pod: &Netlink, link: &Link, plan: &Plan, ifname: &str) -> Result<Link> {
+/// Has the kernel announce the pod's addresses when `link` (still down) comes up: a
+/// gratuitous ARP for IPv4 (`arp_notify`), an unsolicited neighbour advertisement for IPv6
+/// once DAD is done (`ndisc_notify`), each for a family the plan has. A neighbour that still
+/// holds an old MAC for a reused address (a pod before this one, on another node) takes the
+/// new one at once instead of after its entry expires; as the reference ipvlan and macvlan do.
+/// A sysctl that cannot be written is a warning, not a failed ADD: the pod is reachable
+/// without the announcement, and the neighbours' entries expire.
+fn announce_on_up(ns: &NetNs, link: &Link, plan: &Plan) {
+    let families = [
+        (true, "ipv4", "arp_notify"),
+        (false, "ipv6", "ndisc_notify"),
+    ];
+    for (v4, family, key) in families {
+        if plan.addresses.iter().any(|a| a.is_ipv4() == v4)
+            && let Err(e) = ns.set_sysctl(&format!("{family}/conf/{}/{key}", link.name), "1")
+        {
+            log::warn!("{}: its addresses will not be announced: {e}", link.name);
+        }
+    }
+}
+
+/// Puts the plan on the pod link in `ns`: the announcement of its addresses
+/// ([`announce_on_up`]), the addresses, then the name (renamed last, while still down: the
+/// kernel refuses to rename a link that is up, and until here a killed ADD leaves only the
+/// temporary name, which a retried ADD or a DEL removes), up, routes. Nothing here depends on
+/// the link being IPvlan.
+pub fn configure_pod_link(
+    ns: &NetNs,
+    pod: &Netlink,
+    link: &Link,
+    plan: &Plan,
+    ifname: &str,
+) -> Result<Link> {
+    announce_on_up(ns, link, plan);
     for addr in &plan.addresses {
         pod.add_address(link.index, *addr)
             .map_err(|e| link_failure(e).context(format!("adding {addr}")))?;
@@ -300,7 +331,7 @@ impl Plugin for IpvlanPlugin {
                 ensure_gateway_port(&host, &name, &master, conf.mode, &plan.gateways)
                     .map_err(|e| e.context(format!("gateway port {name}")))?;
             }
-            let link = configure_pod_link(&pod, &link, &plan, &a.ifname)?;
+            let link = configure_pod_link(&ns, &pod, &link, &plan, &a.ifname)?;
             log::info!(
                 "{}/{}: {} on {} ({}), {}",
                 a.container_id,
