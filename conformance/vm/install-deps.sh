@@ -8,6 +8,8 @@
 #   iproute2                     `ip`, used by the jobs inside the guest
 #   strace                       the fault-injection tests (plugin/tests/faults.rs, ipam/tests/faults.rs)
 #   valgrind                     instruction counts in `make bench` (callgrind)
+#   conntrack, nftables          the Service test (plugin/tests/service.rs): an observer of the
+#                                conntrack table, and kube-proxy-like DNAT rules
 # Debian/Ubuntu only (apt-get); needs root to install anything.
 set -euo pipefail
 
@@ -21,6 +23,8 @@ packages=(
     iproute2
     strace
     valgrind
+    conntrack
+    nftables
 )
 
 missing=()

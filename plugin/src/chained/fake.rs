@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::port::{Edges, Kernel};
+use tombstone_kernel::conntrack::Flushed;
 use tombstone_kernel::{Cause, HostReject, KernelError, Lookup, RejectKind, Result, RouteEntry};
 
 fn kernel_error(op: &str) -> KernelError {
@@ -22,6 +23,7 @@ pub enum Call {
     Delete(HostReject),
     Dump { ipv6: bool },
     Flush(Vec<IpAddr>),
+    FlushConntrack(Vec<IpAddr>),
     Lookup(IpAddr),
 }
 
@@ -156,6 +158,13 @@ impl Kernel for Fake {
             return Err(kernel_error("flush neighbours"));
         }
         Ok(0)
+    }
+
+    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<Flushed> {
+        if self.call(Call::FlushConntrack(ips.to_vec())) {
+            return Err(kernel_error("flush conntrack entries"));
+        }
+        Ok(Flushed::default())
     }
 
     /// A FIB lookup over host routes only: the lowest metric wins; a reject route answers
