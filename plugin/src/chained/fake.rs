@@ -9,7 +9,6 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::port::{Edges, Kernel};
-use tombstone_kernel::conntrack::Flushed;
 use tombstone_kernel::{Cause, HostReject, KernelError, Lookup, RejectKind, Result, RouteEntry};
 
 fn kernel_error(op: &str) -> KernelError {
@@ -160,11 +159,11 @@ impl Kernel for Fake {
         Ok(0)
     }
 
-    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<Flushed> {
+    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<usize> {
         if self.call(Call::FlushConntrack(ips.to_vec())) {
             return Err(kernel_error("flush conntrack entries"));
         }
-        Ok(Flushed::default())
+        Ok(0)
     }
 
     /// A FIB lookup over host routes only: the lowest metric wins; a reject route answers

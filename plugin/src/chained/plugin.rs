@@ -197,15 +197,9 @@ impl Session {
     /// holder of the address); they stop once the entry times out.
     fn flush_conntrack(&self, ips: &[IpAddr]) {
         match self.kernel.flush_conntrack(ips) {
-            Ok(f) => log::debug!(
-                "conntrack entries of {} flushed ({}{} deleted one by one)",
-                join(ips.iter().copied()),
-                if f.by_filter {
-                    "IPv4 by kernel filter, "
-                } else {
-                    ""
-                },
-                f.deleted
+            Ok(n) => log::debug!(
+                "{n} conntrack entries of {} deleted",
+                join(ips.iter().copied())
             ),
             Err(e) => log::warn!(
                 "network {}: conntrack entries of {} not flushed (flows keep their old translation until they time out): {e}",

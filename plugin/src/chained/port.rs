@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 
-use tombstone_kernel::conntrack::Flushed;
 use tombstone_kernel::{Conntrack, HostReject, Lookup, Netlink, Result, RouteEntry};
 
 /// The kernel operations the tombstone verbs make, with the real facade's semantics.
@@ -20,7 +19,7 @@ pub trait Kernel {
     ) -> Result<Vec<RouteEntry>>;
     fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize>;
     /// Deletes the conntrack entries of `ips` (see [`Conntrack::flush`]).
-    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<Flushed>;
+    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<usize>;
     /// The route the kernel would use for `ip` (see [`Netlink::lookup_route`]).
     fn lookup_route(&self, ip: IpAddr) -> Result<Lookup>;
 }
@@ -45,7 +44,7 @@ impl Kernel for Netlink {
     }
     /// Over a ctnetlink connection of its own, opened in the calling thread's namespace
     /// (the one the routing connection was opened in: the verbs never change it).
-    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<Flushed> {
+    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<usize> {
         Conntrack::open()?.flush(ips)
     }
     fn lookup_route(&self, ip: IpAddr) -> Result<Lookup> {
