@@ -484,7 +484,7 @@ fn a_flush_deletes_the_released_addresses_entries_and_no_other() {
         sport,
         dport: 53,
     };
-    let doomed = vec![
+    let doomed = [
         t("10.20.1.2", "10.96.0.10", 1000),
         t("10.30.0.1", "10.20.1.2", 1001),
         t("fd20::2", "fd96::10", 1000),
