@@ -639,3 +639,64 @@ pub fn kernel_filters(ip: IpAddr) -> bool {
 fn refused_filter(errno: i32) -> bool {
     matches!(errno, libc::EOPNOTSUPP | libc::EINVAL)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tuple(src: &str, dst: &str) -> Tuple {
+        Tuple {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 17,
+            sport: 1000,
+            dport: 53,
+        }
+    }
+
+    #[test]
+    fn an_encoded_entry_reads_back() {
+        for (o, r) in [
+            (
+                tuple("10.0.0.1", "10.96.0.10"),
+                tuple("10.20.1.2", "10.0.0.1"),
+            ),
+            (tuple("fd00::1", "fd96::10"), tuple("fd20::2", "fd00::1")),
+        ] {
+            let mut m = Msg::new(IPCTNL_MSG_CT_NEW, 0, o.src.is_ipv6());
+            m.tuple(CTA_TUPLE_ORIG, &o)
+                .tuple(CTA_TUPLE_REPLY, &r)
+                .attr(CTA_ID, &7u32.to_be_bytes());
+            let bytes = m.finish(1, NLM_F_ACK);
+            assert_eq!(
+                u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize,
+                bytes.len()
+            );
+            let e = parse_entry(&bytes[20..]).unwrap();
+            assert_eq!((e.orig, e.reply, e.id, e.zone), (o, r, Some(7), None));
+            assert!(e.has(Place::ReplySrc, r.src) && !e.has(Place::OrigDst, r.src));
+        }
+    }
+
+    #[test]
+    fn a_filter_request_always_carries_a_tuple() {
+        // A kernel that knows no CTA_FILTER must see an incomplete tuple and refuse, never
+        // a request without one (a DELETE without a tuple flushes the whole family).
+        for place in PLACES {
+            let m = filtered(
+                IPCTNL_MSG_CT_DELETE,
+                NLM_F_REQUEST,
+                place,
+                "10.0.0.1".parse().unwrap(),
+            );
+            let bytes = m.finish(1, 0);
+            let kinds: Vec<u16> = attrs(&bytes[20..]).map(|(k, _)| k).collect();
+            assert!(kinds.contains(&CTA_FILTER), "{place:?}");
+            assert!(
+                kinds.contains(&CTA_TUPLE_ORIG) || kinds.contains(&CTA_TUPLE_REPLY),
+                "{place:?}"
+            );
+        }
+        assert!(!kernel_filters("fd00::1".parse().unwrap()));
+    }
+}
