@@ -41,5 +41,6 @@ lint:
 bench: deps
 	$(CARGO) build --release --workspace --bins --examples
 	$(RELEASE_DIR)/examples/tombstone-bench
+	$(RELEASE_DIR)/examples/tombstone-bench conntrack
 	$(RELEASE_DIR)/examples/ipam-bench
 	bash plugin/bench/startup.sh

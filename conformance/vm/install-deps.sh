@@ -10,6 +10,8 @@
 #   valgrind                     instruction counts in `make bench` (callgrind)
 #   containerd, runc             the CRI test's runtime (conformance/tests/cri_root.rs)
 #   protobuf-compiler            protoc, which the CRI client's bindings (k8s-cri) are built with
+#   conntrack, nftables          the Service test (plugin/tests/service.rs): an observer of the
+#                                conntrack table, and kube-proxy-like DNAT rules
 # Debian/Ubuntu only (apt-get); needs root to install anything.
 set -euo pipefail
 
@@ -26,6 +28,8 @@ packages=(
     containerd
     runc
     protobuf-compiler
+    conntrack
+    nftables
 )
 
 missing=()

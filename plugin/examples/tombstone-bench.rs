@@ -10,6 +10,11 @@
 //!   cargo build --release -p tombstone --bins --examples
 //!   target/<host tuple>/release/examples/tombstone-bench [RUNS]
 //!
+//! `tombstone-bench conntrack [RUNS]` instead prints DEL with `flushConntrack` on and off,
+//! on an empty conntrack table and on one of 100 000 entries (10 of them the released
+//! address's), and the flush's own ways at that size (the kernel's filtered DELETE,
+//! filtered dumps, a full dump matched in user space), timed in process.
+//!
 //! Peak RSS is measured from a small launcher (this program re-executed as `launch`, which
 //! forks the plugin and reads its rusage): a child that the benchmark itself spawned would
 //! report the benchmark's own peak, as exec keeps the high-water mark of the memory it
@@ -29,7 +34,8 @@ use tombstone::chained::ledger::Tombstone;
 use tombstone::chained::store::{self, Scope};
 use tombstone_cni::Attachment;
 use tombstone_cni::state::StateDir;
-use tombstone_kernel::{HostReject, Netlink, RejectKind};
+use tombstone_kernel::conntrack::{PLACES, Tuple};
+use tombstone_kernel::{Conntrack, HostReject, Netlink, RejectKind};
 
 fn bin() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
@@ -48,13 +54,14 @@ fn cid(tag: &str, i: usize) -> String {
 struct Bench {
     bin: PathBuf,
     state: PathBuf,
+    flush_conntrack: bool,
 }
 
 impl Bench {
     fn conf(&self, ip: IpAddr) -> Vec<u8> {
         serde_json::to_vec(&json!({
             "cniVersion": "1.1.0", "name": "bench", "type": "tombstone",
-            "stateDir": self.state, "sweeper": false,
+            "stateDir": self.state, "sweeper": false, "flushConntrack": self.flush_conntrack,
             "prevResult": {"cniVersion": "1.1.0", "ips": [{"address": format!("{ip}/8")}]}
         }))
         .unwrap()
@@ -232,6 +239,7 @@ fn main() {
         std::process::exit(2);
     }
     let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
+    // `conntrack [RUNS]`: the flushConntrack figures (see the top).
     // `sweep-only`: just the sweep comparison (for profiling it).
     let sweep_only = args.first().map(String::as_str) == Some("sweep-only");
     let bin = bin();
@@ -271,7 +279,17 @@ fn main() {
     let b = Bench {
         bin: bin.clone(),
         state: state.clone(),
+        flush_conntrack: true,
     };
+    if args.first().map(String::as_str) == Some("conntrack") {
+        let runs = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(30);
+        conntrack_bench(b, runs);
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = Command::new("umount").arg(&mnt).status();
+        let _ = std::fs::remove_dir(&mnt);
+        return;
+    }
     let dir = StateDir::open(&state).unwrap();
     let mark = tombstone::chained::dir_mark(dir.path());
     let nl = Netlink::open().unwrap();
@@ -466,4 +484,174 @@ fn main() {
         live_ms / batch_ms
     );
     println!("sweep said: [{report}]; routes left after both: {left}");
+}
+
+/// Unrelated entries the conntrack figures are taken beside.
+const CT_FILL: usize = 100_000;
+/// Entries of the released address at each DEL: its own flows, and flows to a Service
+/// DNAT-ed to it.
+const CT_OWN: usize = 10;
+
+fn udp(src: IpAddr, dst: IpAddr, sport: u16) -> Tuple {
+    Tuple {
+        src,
+        dst,
+        proto: 17,
+        sport,
+        dport: 53,
+    }
+}
+
+/// Creates `tuples`, asserting the kernel took each.
+fn ct_create(ct: &Conntrack, tuples: &[Tuple]) {
+    for chunk in tuples.chunks(4096) {
+        let answers = ct.create(chunk, 3600).expect("create conntrack entries");
+        assert!(
+            answers.iter().all(|&a| a == 0),
+            "create refused: {answers:?}"
+        );
+    }
+}
+
+/// The entries that name `ip` anywhere (a filtered dump per place).
+fn ct_of(ct: &Conntrack, ip: IpAddr) -> usize {
+    PLACES
+        .iter()
+        .map(|&p| ct.dump(false, Some((p, ip))).expect("dump").len())
+        .sum()
+}
+
+/// The `conntrack` mode: DEL's cost with `flushConntrack` on and off, at 0 and 100 000
+/// entries, then the flush's ways timed in process at 100 000.
+fn conntrack_bench(mut b: Bench, runs: usize) {
+    let ct = Conntrack::open().expect("open ctnetlink");
+    let mut next = 0usize;
+    // Half the released address's entries are its own flows, half a Service's DNAT-ed to
+    // it (created as flows to it: their reply source is the address either way).
+    let own = |ip: IpAddr, n: usize| -> Vec<Tuple> {
+        (0..CT_OWN)
+            .map(|i| {
+                let peer = v4(0x0e00_0000, n * CT_OWN + i);
+                if i % 2 == 0 {
+                    udp(ip, peer, 1000 + i as u16)
+                } else {
+                    udp(peer, ip, 1000 + i as u16)
+                }
+            })
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for fill in [0, CT_FILL] {
+        if fill > 0 {
+            let start = Instant::now();
+            let tuples: Vec<Tuple> = (0..fill)
+                .map(|i| {
+                    udp(
+                        v4(0x0f00_0000, i / 50_000),
+                        v4(0x1000_0000, i % 50_000),
+                        2000 + (i / 50_000) as u16,
+                    )
+                })
+                .collect();
+            ct_create(&ct, &tuples);
+            eprintln!("filled {fill} entries in {:?}", start.elapsed());
+        }
+        for flush in [true, false] {
+            b.flush_conntrack = flush;
+            let mut walls = Vec::new();
+            let mut instr = 0;
+            for r in 0..=runs {
+                let ip = v4(0x0c00_0000, next);
+                let (d, a) = (cid("d", next), cid("a", next));
+                ct_create(&ct, &own(ip, next));
+                next += 1;
+                if r == runs {
+                    instr = b.instructions("DEL", &d, ip);
+                } else {
+                    walls.push(b.run(&[], "DEL", &d, ip).0);
+                }
+                let left = ct_of(&ct, ip);
+                if flush {
+                    assert_eq!(left, 0, "entries of {ip} left after DEL");
+                } else {
+                    assert!(left >= CT_OWN, "flushConntrack false flushed {ip}");
+                    ct.flush(&[ip]).expect("clean up");
+                }
+                b.run(&[], "ADD", &a, ip);
+            }
+            rows.push((fill, flush, instr, median(walls)));
+        }
+    }
+    let total = ct.dump(false, None).expect("dump").len();
+    assert_eq!(total, CT_FILL, "the unrelated entries all stayed");
+
+    // The flush's ways at 100 000 entries, one address, in process.
+    let mut ways: Vec<(&str, f64)> = Vec::new();
+    let mut time = |name: &'static str, f: &mut dyn FnMut(IpAddr)| {
+        let mut t = Vec::new();
+        for _ in 0..runs {
+            let ip = v4(0x0c00_0000, next);
+            ct_create(&ct, &own(ip, next));
+            next += 1;
+            let start = Instant::now();
+            f(ip);
+            t.push(start.elapsed());
+            assert_eq!(ct_of(&ct, ip), 0, "{name} left entries of {ip}");
+        }
+        ways.push((name, median(t)));
+    };
+    time("3 DELETEs with CTA_FILTER (Linux 6.12+)", &mut |ip| {
+        assert!(ct.flush_by_filter(&[ip]).unwrap())
+    });
+    time(
+        "3 dumps with CTA_FILTER, then deletes (the plugin's way, Linux 5.8+)",
+        &mut |ip| assert_eq!(ct.flush_by_dump(&[ip], true).unwrap(), CT_OWN),
+    );
+    time(
+        "1 dump of every IPv4 entry, matched in user space, then deletes",
+        &mut |ip| assert_eq!(ct.flush_by_dump(&[ip], false).unwrap(), CT_OWN),
+    );
+    // An IPv6 address's way (the kernel's IPv6 filter is unusable): one dump of the IPv6
+    // entries, matched in user space; the 100 000 IPv4 entries are walked, not sent.
+    let mut t = Vec::new();
+    for i in 0..runs {
+        let ip6 = IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, i as u16));
+        let peers: Vec<Tuple> = (0..CT_OWN)
+            .map(|k| {
+                let peer = IpAddr::V6(std::net::Ipv6Addr::new(
+                    0xfd00, 0, 0, 0, 0, 2, i as u16, k as u16,
+                ));
+                udp(ip6, peer, 1000 + k as u16)
+            })
+            .collect();
+        ct_create(&ct, &peers);
+        let start = Instant::now();
+        let n = ct.flush(&[ip6]).unwrap();
+        t.push(start.elapsed());
+        assert_eq!(n, CT_OWN, "the IPv6 address's entries");
+    }
+    ways.push((
+        "1 dump of the IPv6 entries, matched in user space, then deletes (an IPv6 address's way)",
+        median(t),
+    ));
+
+    println!(
+        "tombstone conntrack benchmark: whole processes; wall medians of {runs} runs, {} cores; \
+         instructions by callgrind (user space only: the kernel's walk of the table is not counted); \
+         {CT_OWN} entries of the released address at each DEL",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!("| conntrack entries | flushConntrack | DEL instructions | DEL wall median ms |");
+    println!("|---:|---|---:|---:|");
+    for (fill, flush, instr, wall) in &rows {
+        println!("| {} | {flush} | {instr} | {wall:.2} |", fill + CT_OWN);
+    }
+    println!();
+    println!("| flushing one IPv4 address among {CT_FILL} entries, in process | median ms |");
+    println!("|---|---:|");
+    for (name, ms) in ways {
+        println!("| {name} | {ms:.2} |");
+    }
 }

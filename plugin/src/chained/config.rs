@@ -17,6 +17,7 @@ pub struct TombstoneConf {
     pub route_type: RejectKind,
     pub tables: Vec<u32>,
     pub flush_neighbors: bool,
+    pub flush_conntrack: bool,
     pub state_dir: PathBuf,
     pub sweeper: bool,
 }
@@ -28,6 +29,7 @@ struct Raw {
     route_type: Option<String>,
     tables: Option<Vec<Value>>,
     flush_neighbors: Option<bool>,
+    flush_conntrack: Option<Value>,
     state_dir: Option<PathBuf>,
     sweeper: Option<bool>,
 }
@@ -69,11 +71,21 @@ impl TombstoneConf {
                 "stateDir {state_dir:?} is not an absolute path"
             )));
         }
+        let flush_conntrack = match raw.flush_conntrack {
+            None => true,
+            Some(Value::Bool(b)) => b,
+            Some(other) => {
+                return Err(CniError::config(format!(
+                    "flushConntrack must be true or false, not {other}"
+                )));
+            }
+        };
         Ok(TombstoneConf {
             hold_seconds,
             route_type,
             tables,
             flush_neighbors: raw.flush_neighbors.unwrap_or(true),
+            flush_conntrack,
             state_dir,
             sweeper: raw.sweeper.unwrap_or(true),
         })
@@ -118,6 +130,7 @@ mod tests {
         assert_eq!(c.route_type, RejectKind::Unreachable);
         assert_eq!(c.tables, vec![254]);
         assert!(c.flush_neighbors);
+        assert!(c.flush_conntrack);
         assert_eq!(c.state_dir, PathBuf::from("/run/cni/tombstone"));
         assert!(c.sweeper);
     }
@@ -125,13 +138,14 @@ mod tests {
     #[test]
     fn every_key() {
         let c = parse(
-            r#","holdSeconds":5,"routeType":"blackhole","tables":["main",100,"200",100],"flushNeighbors":false,"stateDir":"/tmp/x","sweeper":false"#,
+            r#","holdSeconds":5,"routeType":"blackhole","tables":["main",100,"200",100],"flushNeighbors":false,"flushConntrack":false,"stateDir":"/tmp/x","sweeper":false"#,
         )
         .unwrap();
         assert_eq!(c.hold_seconds, 5);
         assert_eq!(c.route_type, RejectKind::Blackhole);
         assert_eq!(c.tables, vec![254, 100, 200]);
         assert!(!c.flush_neighbors);
+        assert!(!c.flush_conntrack);
         assert!(!c.sweeper);
         assert_eq!(
             parse(r#","routeType":"prohibit""#).unwrap().route_type,
@@ -154,10 +168,19 @@ mod tests {
             r#","tables":[4294967296]"#,
             r#","tables":100"#,
             r#","flushNeighbors":"yes""#,
+            r#","flushConntrack":"yes""#,
+            r#","flushConntrack":1"#,
             r#","stateDir":"relative/dir""#,
             r#","sweeper":1"#,
         ] {
             assert_eq!(parse(bad).unwrap_err().code, 7, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_flush_conntrack_of_another_type_is_named() {
+        let e = parse(r#","flushConntrack":"yes""#).unwrap_err();
+        assert!(e.msg.contains("flushConntrack"), "{}", e.msg);
+        assert!(parse(r#","flushConntrack":null"#).unwrap().flush_conntrack);
     }
 }

@@ -22,6 +22,7 @@ pub enum Call {
     Delete(HostReject),
     Dump { ipv6: bool },
     Flush(Vec<IpAddr>),
+    FlushConntrack(Vec<IpAddr>),
     Lookup(IpAddr),
 }
 
@@ -154,6 +155,13 @@ impl Kernel for Fake {
     fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize> {
         if self.call(Call::Flush(ips.to_vec())) {
             return Err(kernel_error("flush neighbours"));
+        }
+        Ok(0)
+    }
+
+    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<usize> {
+        if self.call(Call::FlushConntrack(ips.to_vec())) {
+            return Err(kernel_error("flush conntrack entries"));
         }
         Ok(0)
     }

@@ -91,7 +91,8 @@ impl Session {
     /// DEL); one whose hold has ended after this attachment's earlier DEL is not buried
     /// again. Tables holding an operator's route for the address are skipped (and logged).
     /// The ledger is written, then every route of the touched entries installed (so a
-    /// retry heals a DEL that failed half-way), then the neighbour entries deleted.
+    /// retry heals a DEL that failed half-way), then the neighbour entries deleted, then
+    /// the conntrack entries (whose failure is only a warning).
     fn bury(&mut self, conf: &TombstoneConf, a: &Attachment, ips: &[IpAddr]) -> Result<()> {
         let released_before = self.ledger.is_released(a);
         let mut candidates = Vec::new();
@@ -168,12 +169,15 @@ impl Session {
         if conf.sweeper {
             sweeper::ensure_running(&self.dir);
         }
+        let ips: Vec<IpAddr> = buried.iter().map(|t| t.ip).collect();
         if conf.flush_neighbors {
-            let ips: Vec<IpAddr> = buried.iter().map(|t| t.ip).collect();
             let n = self.kernel.flush_neighbours(&ips).cni()?;
             if n > 0 {
                 log::debug!("{n} neighbour entries deleted");
             }
+        }
+        if conf.flush_conntrack {
+            self.flush_conntrack(&ips);
         }
         log::info!(
             "network {}: {} of {}/{} tombstoned for {}s",
@@ -184,6 +188,25 @@ impl Session {
             conf.hold_seconds
         );
         Ok(())
+    }
+
+    /// Deletes the conntrack entries of `ips`, so that a flow to a Service address
+    /// DNAT-ed to a released pod is translated anew (to a live endpoint) at its next
+    /// packet. A failure is a warning, not a failed DEL: the tombstone routes are in place,
+    /// so a stale entry's packets meet the reject route (no loop, no delivery to a new
+    /// holder of the address); they stop once the entry times out.
+    fn flush_conntrack(&self, ips: &[IpAddr]) {
+        match self.kernel.flush_conntrack(ips) {
+            Ok(n) => log::debug!(
+                "{n} conntrack entries of {} deleted",
+                join(ips.iter().copied())
+            ),
+            Err(e) => log::warn!(
+                "network {}: conntrack entries of {} not flushed (flows keep their old translation until they time out): {e}",
+                self.ledger.network,
+                join(ips.iter().copied())
+            ),
+        }
     }
 
     /// The (address, table) pairs among ours where the route the kernel uses for the

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use tombstone_kernel::{HostReject, Lookup, Netlink, Result, RouteEntry};
+use tombstone_kernel::{Conntrack, HostReject, Lookup, Netlink, Result, RouteEntry};
 
 /// The kernel operations the tombstone verbs make, with the real facade's semantics.
 pub trait Kernel {
@@ -18,6 +18,8 @@ pub trait Kernel {
         protocol: Option<u8>,
     ) -> Result<Vec<RouteEntry>>;
     fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize>;
+    /// Deletes the conntrack entries of `ips` (see [`Conntrack::flush`]).
+    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<usize>;
     /// The route the kernel would use for `ip` (see [`Netlink::lookup_route`]).
     fn lookup_route(&self, ip: IpAddr) -> Result<Lookup>;
 }
@@ -39,6 +41,11 @@ impl Kernel for Netlink {
     }
     fn flush_neighbours(&self, ips: &[IpAddr]) -> Result<usize> {
         Netlink::flush_neighbours(self, ips)
+    }
+    /// Over a ctnetlink connection of its own, opened in the calling thread's namespace
+    /// (the one the routing connection was opened in: the verbs never change it).
+    fn flush_conntrack(&self, ips: &[IpAddr]) -> Result<usize> {
+        Conntrack::open()?.flush(ips)
     }
     fn lookup_route(&self, ip: IpAddr) -> Result<Lookup> {
         Netlink::lookup_route(self, ip)
