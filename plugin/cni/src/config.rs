@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::env::{Attachment, validate_network_name};
 use crate::error::{CniError, Result};
-use crate::version::{self, Version};
+use crate::version;
 
 /// A plugin's network configuration as the runtime sent it.
 #[derive(Debug, Clone)]
@@ -64,11 +64,6 @@ impl NetConf {
     pub fn view<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(Value::Object(self.raw.clone()))
             .map_err(|e| CniError::config(format!("invalid network config: {e}")))
-    }
-
-    /// Whether the config's version is at least 1.1.0 (GC and STATUS need it).
-    pub fn at_least_1_1(&self) -> bool {
-        version::at_least(&self.cni_version, Version(1, 1, 0))
     }
 
     pub fn prev_result(&self) -> Option<&Value> {
@@ -157,11 +152,14 @@ mod tests {
             7
         );
         assert_eq!(
-            conf(r#"{"cniVersion":"0.3.1","name":"n"}"#)
+            conf(r#"{"cniVersion":"0.3.2","name":"n"}"#)
                 .unwrap_err()
                 .code,
             1
         );
+        for v in version::SUPPORTED {
+            assert!(conf(&format!(r#"{{"cniVersion":"{v}","name":"n"}}"#)).is_ok(), "{v}");
+        }
         assert_eq!(
             conf(r#"{"cniVersion":"1.0.0","name":"n","type":3}"#)
                 .unwrap_err()
