@@ -1,4 +1,5 @@
-//! The plugin's config keys, validated (code 7) before anything is touched.
+//! The plugin's config keys, validated (code 7) before anything is touched. [`KEYS`] is the
+//! one list of them: any other key (beside the runtime's) is logged as unknown.
 
 use std::path::PathBuf;
 
@@ -6,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use tombstone_cni::suite::{DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS};
+use tombstone_cni::config::warn_unknown_keys;
 use tombstone_cni::{CniError, NetConf, Result};
 use tombstone_kernel::{MAIN_TABLE, RejectKind};
 
@@ -21,6 +23,16 @@ pub struct TombstoneConf {
     pub sweeper: bool,
 }
 
+/// Every key of `Raw`, as the config spells it.
+pub const KEYS: &[&str] = &[
+    "holdSeconds",
+    "routeType",
+    "tables",
+    "flushNeighbors",
+    "stateDir",
+    "sweeper",
+];
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Raw {
@@ -35,6 +47,7 @@ struct Raw {
 impl TombstoneConf {
     pub fn from_netconf(conf: &NetConf) -> Result<TombstoneConf> {
         let raw: Raw = conf.view()?;
+        warn_unknown_keys(&conf.raw, KEYS, "");
         let hold_seconds = raw.hold_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
         if !(1..=MAX_HOLD_SECONDS).contains(&hold_seconds) {
             return Err(CniError::config(format!(
@@ -43,7 +56,7 @@ impl TombstoneConf {
         }
         let mut tables = Vec::new();
         for t in raw.tables.unwrap_or_else(|| vec![Value::from(MAIN_TABLE)]) {
-            let id = table_id(&t)?;
+            let id = table_id(&t).map_err(|e| e.context("tables"))?;
             if !tables.contains(&id) {
                 tables.push(id);
             }
@@ -143,6 +156,7 @@ mod tests {
     fn invalid_values_are_code_7() {
         for bad in [
             r#","holdSeconds":0"#,
+            r#","holdSeconds":30.5"#,
             r#","holdSeconds":-1"#,
             r#","holdSeconds":"60""#,
             r#","holdSeconds":86401"#,
@@ -159,5 +173,38 @@ mod tests {
         ] {
             assert_eq!(parse(bad).unwrap_err().code, 7, "{bad}");
         }
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        let e = parse(r#","holdSeconds":"30""#).unwrap_err();
+        assert!(e.msg.contains("holdSeconds"), "{}", e.msg);
+        for key in KEYS {
+            for bad in [r#"{"x":1}"#, "-3", r#""/x/\u0000""#] {
+                let Err(e) = parse(&format!(r#","{key}":{bad}"#)) else {
+                    continue;
+                };
+                assert_eq!(e.code, 7);
+                assert!(e.msg.contains(key), "{key}={bad}: {}", e.msg);
+            }
+        }
+    }
+
+    #[test]
+    fn keys_is_every_key_read() {
+        let every = r#"{"cniVersion":"1.1.0","name":"n","type":"tombstone","holdSeconds":5,
+            "routeType":"blackhole","tables":["main"],"flushNeighbors":false,"stateDir":"/x",
+            "sweeper":false}"#;
+        let c = NetConf::parse(every.as_bytes()).unwrap();
+        assert!(tombstone_cni::config::unknown_keys(&c.raw, KEYS).is_empty());
+        // Each key of KEYS is read: a value of the wrong type for it is refused.
+        for key in KEYS {
+            assert_eq!(parse(&format!(r#","{key}":{{}}"#)).unwrap_err().code, 7, "{key}");
+        }
+        let typo = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","holdSecond":30}"#).unwrap();
+        assert_eq!(
+            tombstone_cni::config::unknown_keys(&typo.raw, KEYS),
+            vec![("holdSecond".to_string(), Some("holdSeconds"))]
+        );
     }
 }
