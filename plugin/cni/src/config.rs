@@ -181,9 +181,13 @@ pub fn unknown_keys(obj: &Map<String, Value>, known: &[&'static str]) -> Vec<(St
 /// config, so an unknown key cannot be an error; the warning names a likely typo's key.
 pub fn warn_unknown_keys(obj: &Map<String, Value>, known: &[&'static str], path: &str) {
     for (k, near) in unknown_keys(obj, known) {
+        let k = format!("{path}{k}");
         match near {
-            Some(n) => log::warn!("unknown config key {path}{k:?} (ignored): did you mean {path}{n:?}?"),
-            None => log::warn!("unknown config key {path}{k:?} (ignored)"),
+            Some(n) => log::warn!(
+                "unknown config key {k:?} (ignored): did you mean {:?}?",
+                format!("{path}{n}")
+            ),
+            None => log::warn!("unknown config key {k:?} (ignored)"),
         }
     }
 }
