@@ -409,9 +409,15 @@ mod tests {
     #[test]
     fn a_mistyped_value_names_its_key_and_keys_is_every_key_read() {
         for (ipam, key) in [
-            (r#"{"reuseAfterSeconds":"30","subnet":"10.1.0.0/24"}"#, "ipam.reuseAfterSeconds"),
+            (
+                r#"{"reuseAfterSeconds":"30","subnet":"10.1.0.0/24"}"#,
+                "ipam.reuseAfterSeconds",
+            ),
             (r#"{"dataDir":5,"subnet":"10.1.0.0/24"}"#, "ipam.dataDir"),
-            (r#"{"subnet":"10.1.0.0/24","routes":[{"dst":1}]}"#, "ipam.routes"),
+            (
+                r#"{"subnet":"10.1.0.0/24","routes":[{"dst":1}]}"#,
+                "ipam.routes",
+            ),
             (r#"{"ranges":{"subnet":"10.1.0.0/24"}}"#, "ipam.ranges"),
         ] {
             let e = conf(ipam, "").unwrap_err();
@@ -427,7 +433,10 @@ mod tests {
         .unwrap();
         assert!(tombstone_cni::config::unknown_keys(&every, KEYS).is_empty());
         for key in KEYS.iter().filter(|k| **k != "type") {
-            let e = conf(&format!(r#"{{"subnet":"10.1.0.0/24","{key}":{{"x":1}}}}"#), "");
+            let e = conf(
+                &format!(r#"{{"subnet":"10.1.0.0/24","{key}":{{"x":1}}}}"#),
+                "",
+            );
             assert_eq!(e.unwrap_err().code, 7, "{key}");
         }
         let typo: Map<String, Value> =

@@ -15,11 +15,17 @@ fn check(conf: &str, cid: &str) -> Out {
 
 #[test]
 fn version_lists_every_version() {
-    let o = run_with(&bin(), &[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"0.2.0"}"#);
+    let o = run_with(
+        &bin(),
+        &[("CNI_COMMAND", "VERSION")],
+        r#"{"cniVersion":"0.2.0"}"#,
+    );
     assert_eq!(o.rc, 0);
     assert_eq!(
         o.json["supportedVersions"],
-        serde_json::json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+        serde_json::json!([
+            "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+        ])
     );
     assert_eq!(o.json["cniVersion"], "0.2.0");
 }
@@ -42,8 +48,17 @@ fn a_0_3_x_add_answers_with_ip_versions_and_check_is_refused() {
         assert_eq!(o.json["ips"][1]["version"], "6");
         assert_eq!(o.json["routes"][0]["dst"], "0.0.0.0/0");
         let e = check(&c, "a");
-        assert_eq!((e.rc, e.json["code"].as_u64()), (1, Some(1)), "{v}: {}", e.stdout);
-        assert!(e.json["msg"].as_str().unwrap().contains("CHECK"), "{}", e.stdout);
+        assert_eq!(
+            (e.rc, e.json["code"].as_u64()),
+            (1, Some(1)),
+            "{v}: {}",
+            e.stdout
+        );
+        assert!(
+            e.json["msg"].as_str().unwrap().contains("CHECK"),
+            "{}",
+            e.stdout
+        );
         let o = del(&c, "a");
         assert_eq!((o.rc, o.stdout.as_str()), (0, ""), "{v}");
         assert!(state(&d, NET).unwrap().allocs.is_empty(), "{v}: released");
@@ -92,8 +107,20 @@ fn a_mistyped_value_names_its_key_and_an_unknown_key_is_a_warning() {
         r#""ranges":[[{"subnet":"10.4.0.0/29"}]],"reuseAfterSeconds":"30""#,
     );
     let o = add(&c, "a");
-    assert_eq!((o.rc, o.json["code"].as_u64()), (1, Some(7)), "{}", o.stdout);
-    assert!(o.json["msg"].as_str().unwrap().contains("ipam.reuseAfterSeconds"), "{}", o.stdout);
+    assert_eq!(
+        (o.rc, o.json["code"].as_u64()),
+        (1, Some(7)),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.json["msg"]
+            .as_str()
+            .unwrap()
+            .contains("ipam.reuseAfterSeconds"),
+        "{}",
+        o.stdout
+    );
 
     let c = conf(
         "0.3.1",
@@ -104,8 +131,10 @@ fn a_mistyped_value_names_its_key_and_an_unknown_key_is_a_warning() {
     let o = add(&c, "a");
     assert_eq!(o.rc, 0, "an unknown key does not fail ADD: {}", o.stdout);
     assert!(
-        o.stderr.contains(r#"unknown config key "ipam.reuseAfterSecond""#)
-            && o.stderr.contains(r#"did you mean "ipam.reuseAfterSeconds"?"#),
+        o.stderr
+            .contains(r#"unknown config key "ipam.reuseAfterSecond""#)
+            && o.stderr
+                .contains(r#"did you mean "ipam.reuseAfterSeconds"?"#),
         "{}",
         o.stderr
     );

@@ -20,7 +20,13 @@ use tombstone_cni::{CniError, Command, Env, Invocation, NetConf, Plugin};
 
 const BOOLS: Gen = Gen::Pick(&["true", "false"], &[r#""true""#, "1", "null"]);
 const VERSIONS: Gen = Gen::Pick(
-    &[r#""1.1.0""#, r#""1.0.0""#, r#""0.4.0""#, r#""0.3.1""#, r#""0.3.0""#],
+    &[
+        r#""1.1.0""#,
+        r#""1.0.0""#,
+        r#""0.4.0""#,
+        r#""0.3.1""#,
+        r#""0.3.0""#,
+    ],
     &[r#""0.3.2""#, r#""2.0.0""#, r#""1.1""#, r#""""#, "1", "null"],
 );
 const NAMES: Gen = Gen::Pick(
@@ -275,10 +281,9 @@ fn code_in(e: &CniError, codes: &[u32], what: &str) -> Result<(), TestCaseError>
 fn parse_netconf(bytes: &[u8]) -> Result<Option<NetConf>, TestCaseError> {
     match NetConf::parse(bytes) {
         Ok(c) => {
-            check(
-                tombstone_cni::version::supports(&c.cni_version),
-                || format!("accepted cniVersion {:?}", c.cni_version),
-            )?;
+            check(tombstone_cni::version::supports(&c.cni_version), || {
+                format!("accepted cniVersion {:?}", c.cni_version)
+            })?;
             let mut chars = c.name.chars();
             check(
                 chars.next().is_some_and(|ch| ch.is_ascii_alphanumeric())

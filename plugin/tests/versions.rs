@@ -52,7 +52,10 @@ fn root_a_0_3_x_list_adds_and_deletes_without_prev_result() {
         ns.run("DEL", "ctr-a", &del).ok_empty();
         assert_eq!(
             ns.tombstones(),
-            ["unreachable 10.10.0.5", "unreachable fd10::5 dev lo pref medium"],
+            [
+                "unreachable 10.10.0.5",
+                "unreachable fd10::5 dev lo pref medium"
+            ],
             "{v}"
         );
         ns.run("DEL", "ctr-a", &del).ok_empty();
@@ -80,7 +83,10 @@ fn root_a_1_x_prev_result_in_a_0_3_1_list_is_answered_in_0_3_1() {
 #[ignore = "needs root: network namespaces (ip netns)"]
 fn root_an_unknown_key_is_a_warning_naming_the_key_it_misspells() {
     let ns = Netns::for_root_test();
-    let mut add = ns.conf_with_prev(json!({"holdSecond": 30, "bandwidth": {"x": 1}}), &["10.10.0.5/24"]);
+    let mut add = ns.conf_with_prev(
+        json!({"holdSecond": 30, "bandwidth": {"x": 1}}),
+        &["10.10.0.5/24"],
+    );
     add["runtimeConfig"] = json!({"portMappings": []});
     add["capabilities"] = json!({"portMappings": true});
     let out = ns.run("ADD", "ctr-a", &add);
@@ -92,8 +98,18 @@ fn root_an_unknown_key_is_a_warning_naming_the_key_it_misspells() {
         out.stderr
     );
     assert!(out.stderr.contains(r#""bandwidth""#), "{}", out.stderr);
-    for runtime in ["runtimeConfig", "capabilities", "prevResult", "cniVersion", "stateDir"] {
-        assert!(!out.stderr.contains(&format!("{runtime:?}")), "{runtime}: {}", out.stderr);
+    for runtime in [
+        "runtimeConfig",
+        "capabilities",
+        "prevResult",
+        "cniVersion",
+        "stateDir",
+    ] {
+        assert!(
+            !out.stderr.contains(&format!("{runtime:?}")),
+            "{runtime}: {}",
+            out.stderr
+        );
     }
 }
 
@@ -102,12 +118,18 @@ fn root_an_unknown_key_is_a_warning_naming_the_key_it_misspells() {
 fn run(bin: &str, command: &str, stdin: &Value) -> tombstone_testkit::Outcome {
     let mut cmd = std::process::Command::new(bin);
     runtime_env(&mut cmd, &[("CNI_COMMAND", command)]);
-    tombstone_testkit::run(cmd, stdin.to_string().as_bytes(), std::time::Duration::from_secs(60))
+    tombstone_testkit::run(
+        cmd,
+        stdin.to_string().as_bytes(),
+        std::time::Duration::from_secs(60),
+    )
 }
 
 #[test]
 fn version_lists_each_binarys_versions() {
-    let all = json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
+    let all = json!([
+        "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+    ]);
     let chained = json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
     for (bin, want) in [(BIN, &chained), (IPVLAN, &all)] {
         let out = run(bin, "VERSION", &json!({"cniVersion": "0.3.1"}));
@@ -123,7 +145,11 @@ fn the_chained_plugin_refuses_lists_older_than_0_3_0() {
         let conf = json!({"cniVersion": v, "name": "pods", "type": "tombstone"});
         for verb in ["ADD", "DEL"] {
             let out = run(BIN, verb, &conf);
-            assert_eq!((out.code, out.json()["code"].as_u64()), (1, Some(1)), "{v} {verb}");
+            assert_eq!(
+                (out.code, out.json()["code"].as_u64()),
+                (1, Some(1)),
+                "{v} {verb}"
+            );
             let msg = out.json()["msg"].as_str().unwrap().to_string();
             assert!(msg.contains("0.3.0"), "{msg}");
         }
@@ -137,9 +163,17 @@ fn check_is_refused_before_0_4_0_by_every_binary() {
             let mut conf = json!({"cniVersion": v, "name": "pods", "type": "x", "master": "v0"});
             conf["prevResult"] = prev_0_3(v, &["10.10.0.5/24"]);
             let out = run(bin, "CHECK", &conf);
-            let want = if bin == BIN && v < "0.3.0" { "0.3.0" } else { "CHECK" };
+            let want = if bin == BIN && v < "0.3.0" {
+                "0.3.0"
+            } else {
+                "CHECK"
+            };
             assert_eq!(out.json()["code"], 1, "{bin} {v}: {}", out.stdout);
-            assert!(out.json()["msg"].as_str().unwrap().contains(want), "{bin} {v}: {}", out.stdout);
+            assert!(
+                out.json()["msg"].as_str().unwrap().contains(want),
+                "{bin} {v}: {}",
+                out.stdout
+            );
         }
     }
 }
@@ -158,7 +192,12 @@ fn a_mistyped_value_names_its_key() {
         conf["prevResult"] = prev_0_3("0.3.1", &["10.10.0.5/24"]);
         let out = run(bin, "ADD", &conf);
         let e = out.json();
-        assert_eq!((out.code, e["code"].as_u64()), (1, Some(7)), "{key}: {}", out.stdout);
+        assert_eq!(
+            (out.code, e["code"].as_u64()),
+            (1, Some(7)),
+            "{key}: {}",
+            out.stdout
+        );
         assert!(e["msg"].as_str().unwrap().contains(key), "{key}: {e}");
     }
 }

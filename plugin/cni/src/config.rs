@@ -169,7 +169,10 @@ pub fn view_of<T: DeserializeOwned>(obj: &Map<String, Value>, path: &str) -> Res
 
 /// The keys of `obj` that are neither in `known` nor in [`RUNTIME_KEYS`], in the config's
 /// order, each with the known key it most likely misspells (none when no known key is close).
-pub fn unknown_keys(obj: &Map<String, Value>, known: &[&'static str]) -> Vec<(String, Option<&'static str>)> {
+pub fn unknown_keys(
+    obj: &Map<String, Value>,
+    known: &[&'static str],
+) -> Vec<(String, Option<&'static str>)> {
     obj.keys()
         .filter(|k| !known.contains(&k.as_str()) && !RUNTIME_KEYS.contains(&k.as_str()))
         .map(|k| (k.clone(), closest(k, known)))
@@ -256,7 +259,10 @@ mod tests {
             1
         );
         for v in version::SUPPORTED {
-            assert!(conf(&format!(r#"{{"cniVersion":"{v}","name":"n"}}"#)).is_ok(), "{v}");
+            assert!(
+                conf(&format!(r#"{{"cniVersion":"{v}","name":"n"}}"#)).is_ok(),
+                "{v}"
+            );
         }
         assert_eq!(
             conf(r#"{"cniVersion":"1.0.0","name":"n","type":3}"#)

@@ -284,11 +284,16 @@ mod tests {
         assert!(new.get("ip4").is_none());
         // No cniVersion: the keys tell.
         let bare = serde_json::json!({"ip4": {"ip": "10.1.0.5/24"}});
-        assert_eq!(CniResult::from_value(&bare).unwrap().ips[0].address, "10.1.0.5/24");
         assert_eq!(
-            CniResult::from_value(&serde_json::json!({"cniVersion": "0.2.0", "ip4": {"gateway": "x"}}))
-                .unwrap_err()
-                .code,
+            CniResult::from_value(&bare).unwrap().ips[0].address,
+            "10.1.0.5/24"
+        );
+        assert_eq!(
+            CniResult::from_value(
+                &serde_json::json!({"cniVersion": "0.2.0", "ip4": {"gateway": "x"}})
+            )
+            .unwrap_err()
+            .code,
             6
         );
     }

@@ -71,8 +71,9 @@ pub fn about(name: &str, version: &str, versions: &[&str]) -> String {
 pub fn plugin_main(plugin: &dyn Plugin, version: &str) -> ! {
     start(|| {
         if std::env::var_os("CNI_COMMAND").is_none() {
-            let _ = std::io::stderr()
-                .write_all(format!("{}\n", about(plugin.name(), version, plugin.versions())).as_bytes());
+            let _ = std::io::stderr().write_all(
+                format!("{}\n", about(plugin.name(), version, plugin.versions())).as_bytes(),
+            );
             return 0;
         }
         run(plugin)
@@ -252,7 +253,10 @@ fn dispatch_inner(
     let env = env?;
     let decoded = decoded?;
     if env.command == Command::Version {
-        return Ok(Some(version::version_info(requested.as_deref(), plugin.versions())));
+        return Ok(Some(version::version_info(
+            requested.as_deref(),
+            plugin.versions(),
+        )));
     }
     let conf = NetConf::from_decoded(decoded)?;
     version::check_supported_by(&conf.cni_version, plugin.versions())?;
@@ -469,7 +473,9 @@ mod tests {
         assert_eq!(rc, 0);
         assert_eq!(
             v["supportedVersions"],
-            serde_json::json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+            serde_json::json!([
+                "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+            ])
         );
         let (v, _) = run_with("VERSION", r#"{"cniVersion":"1.0.0"}"#);
         assert_eq!(v["cniVersion"], "1.0.0");
@@ -543,11 +549,19 @@ mod tests {
         ]
         .into();
         let env = || Env::from_lookup(|k| m.get(k).map(|s| s.to_string()));
-        let o = dispatch(&Narrow, env(), Ok(br#"{"cniVersion":"0.2.0","name":"n"}"#.to_vec()));
+        let o = dispatch(
+            &Narrow,
+            env(),
+            Ok(br#"{"cniVersion":"0.2.0","name":"n"}"#.to_vec()),
+        );
         let v: Value = serde_json::from_str(&o.stdout).unwrap();
         assert_eq!((v["code"].as_u64(), o.exit_code), (Some(1), 1));
         assert_eq!(v["cniVersion"], LATEST, "0.2.0 is not one it speaks");
-        let o = dispatch(&Narrow, env(), Ok(br#"{"cniVersion":"0.3.1","name":"n"}"#.to_vec()));
+        let o = dispatch(
+            &Narrow,
+            env(),
+            Ok(br#"{"cniVersion":"0.3.1","name":"n"}"#.to_vec()),
+        );
         assert_eq!(o.exit_code, 0);
         let version = Env::from_lookup(|k| (k == "CNI_COMMAND").then(|| "VERSION".to_string()));
         let o = dispatch(&Narrow, version, Ok(vec![]));

@@ -7,7 +7,9 @@ use crate::error::{CniError, Result};
 
 /// The versions the main and IPAM binaries (`tombstone-ipvlan`, `tombstone-ipam`) support,
 /// oldest first: every version the reference plugins accept.
-pub const SUPPORTED: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const SUPPORTED: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 /// The versions the chained `tombstone` supports: from 0.3.0, the first that hands a chained
 /// plugin a `prevResult`. A network list `tombstone` is put into must have one of these
 /// ([`supports_chained`]).
@@ -137,7 +139,9 @@ mod tests {
     #[test]
     fn every_version_the_reference_plugins_accept() {
         // containernetworking/plugins' version.All.
-        for v in ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        for v in [
+            "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+        ] {
             assert!(supports(v) && check_supported(v).is_ok(), "{v}");
         }
         for v in ["0.3.2", "2.0.0", "", "1.1", "0.3"] {
@@ -202,10 +206,7 @@ mod tests {
             version_info(Some("9.9.9"), SUPPORTED)["cniVersion"],
             "1.1.0"
         );
-        assert_eq!(
-            version_info(Some("0.2.0"), CHAINED)["cniVersion"],
-            "1.1.0"
-        );
+        assert_eq!(version_info(Some("0.2.0"), CHAINED)["cniVersion"], "1.1.0");
         assert_eq!(
             version_info(None, SUPPORTED)["supportedVersions"],
             serde_json::json!(SUPPORTED)

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
-use tombstone_cni::suite::{DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS};
 use tombstone_cni::config::warn_unknown_keys;
+use tombstone_cni::suite::{DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS};
 use tombstone_cni::{CniError, NetConf, Result};
 use tombstone_kernel::{MAIN_TABLE, RejectKind};
 
@@ -199,7 +199,11 @@ mod tests {
         assert!(tombstone_cni::config::unknown_keys(&c.raw, KEYS).is_empty());
         // Each key of KEYS is read: a value of the wrong type for it is refused.
         for key in KEYS {
-            assert_eq!(parse(&format!(r#","{key}":{{}}"#)).unwrap_err().code, 7, "{key}");
+            assert_eq!(
+                parse(&format!(r#","{key}":{{}}"#)).unwrap_err().code,
+                7,
+                "{key}"
+            );
         }
         let typo = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","holdSecond":30}"#).unwrap();
         assert_eq!(

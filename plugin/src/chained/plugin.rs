@@ -23,7 +23,9 @@ use super::port::{Edges, Kernel};
 use super::store::Scope;
 use super::{ROUTE_PROTOCOL, dir_mark, store, sweep, sweeper};
 use tombstone_cni::state::{Lock, StateDir};
-use tombstone_cni::{Attachment, CniError, CniResult, Command, Invocation, Plugin, Result, code, version};
+use tombstone_cni::{
+    Attachment, CniError, CniResult, Command, Invocation, Plugin, Result, code, version,
+};
 use tombstone_kernel::{HostReject, Lookup};
 
 /// The chained plugin, over its edges (the real kernel and clock, or a test's).
@@ -267,13 +269,16 @@ fn prev_ips(inv: &Invocation) -> Result<Vec<IpAddr>> {
 }
 
 /// ADD's result: `prevResult` unchanged (every field, known or not) when it is in the
-/// config's version, as it is when every plugin of the list speaks it; else converted to that
-/// version's format, as the spec asks of a result.
+/// config's version, as it is when every plugin of the list speaks it, or names no version;
+/// else converted to the config's version and format, as the spec asks of a result.
 fn in_config_version(prev: Value, cni_version: &str) -> Result<Value> {
-    if prev.get("cniVersion").and_then(Value::as_str) == Some(cni_version) {
-        return Ok(prev);
+    match prev.get("cniVersion").and_then(Value::as_str) {
+        None => return Ok(prev),
+        Some(v) if v == cni_version => return Ok(prev),
+        Some(_) => {}
     }
-    let r = CniResult::from_value(&prev).map_err(|e| CniError::config(e.msg).context("prevResult"))?;
+    let r =
+        CniResult::from_value(&prev).map_err(|e| CniError::config(e.msg).context("prevResult"))?;
     Ok(r.to_value(cni_version))
 }
 

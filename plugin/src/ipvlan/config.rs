@@ -245,10 +245,14 @@ mod tests {
         .unwrap();
         assert!(tombstone_cni::config::unknown_keys(&c.raw, KEYS).is_empty());
         for key in KEYS {
-            assert_eq!(conf(&format!(r#","{key}":[]"#)).unwrap_err().code, 7, "{key}");
+            assert_eq!(
+                conf(&format!(r#","{key}":[]"#)).unwrap_err().code,
+                7,
+                "{key}"
+            );
         }
-        let typo = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","gatewayPorts":true}"#)
-            .unwrap();
+        let typo =
+            NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","gatewayPorts":true}"#).unwrap();
         assert_eq!(
             tombstone_cni::config::unknown_keys(&typo.raw, KEYS),
             vec![("gatewayPorts".to_string(), Some("gatewayPort"))]

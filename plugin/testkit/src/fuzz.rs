@@ -244,7 +244,9 @@ pub fn check_error_object(v: &Value) -> Result<u64, TestCaseError> {
 }
 
 /// Every spec version a binary of the suite speaks (the main and IPAM plugins).
-pub const SUITE_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const SUITE_VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 /// The versions of the chained `tombstone` (from 0.3.0, the first with `prevResult`).
 pub const CHAINED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 

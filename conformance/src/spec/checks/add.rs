@@ -35,7 +35,11 @@ fn schema(ctx: &Ctx, version: &str) -> CheckResult {
     }
     // Before 0.4.0 a runtime sends DEL without prevResult (libcni does): so does the runner.
     let prev = Value::Object(o.clone());
-    let d = s.del(&a, version, (!version_lt(version, "0.4.0")).then_some(&prev));
+    let d = s.del(
+        &a,
+        version,
+        (!version_lt(version, "0.4.0")).then_some(&prev),
+    );
     if !d.ok() {
         problems.push(format!("DEL after it failed: {}", d.describe()));
     }

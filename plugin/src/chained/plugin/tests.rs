@@ -444,4 +444,10 @@ fn add_answers_in_the_configs_version() {
     let out = add("1.1.0", "0.3.1");
     assert_eq!(out["cniVersion"], "1.1.0");
     assert!(out["ips"][0].get("version").is_none());
+    // One that names no version: passed through as it came.
+    let mut c = w.conf(json!({}), &[]);
+    c["cniVersion"] = "0.3.1".into();
+    c["prevResult"] = json!({"ips": [{"address": "10.0.0.5/24"}], "x": 1});
+    let out = w.plugin.add(&w.inv("ADD", "a", &c)).unwrap();
+    assert_eq!(out, c["prevResult"]);
 }
