@@ -82,7 +82,7 @@ fn root_correct_variant_passes_every_check() {
     for kind in [Kind::Ipam, Kind::Main, Kind::Chained] {
         let t = broken(kind, "none", "1.1.0");
         let (versions, runs) = run_target(&t, &[]);
-        assert_eq!(versions, ["0.4.0", "1.0.0", "1.1.0"]);
+        assert_eq!(versions, ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
         for r in &runs {
             let applicable = catalogue()
                 .iter()
@@ -149,7 +149,7 @@ fn root_version_gated_checks_are_not_applicable_to_a_1_0_plugin() {
     require_root("root_version_gated_checks_are_not_applicable_to_a_1_0_plugin");
     let t = broken(Kind::Ipam, "no-1.1", "1.0.0");
     let (versions, runs) = run_target(&t, &[]);
-    assert_eq!(versions, ["0.4.0", "1.0.0"]);
+    assert_eq!(versions, ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]);
     for r in &runs {
         let gated = ["ADD-03", "GC-01", "GC-02", "GC-03", "STATUS-01"].contains(&r.id);
         if gated {

@@ -21,10 +21,9 @@ pub const TERWAY_TYPE: &str = "terway";
 /// plugin's shim (whose daemon holds the configuration).
 pub const MULTUS_TYPES: [&str; 2] = ["multus", "multus-shim"];
 
-/// The `cniVersion`s the plugins serve: a list naming another is never given the entry.
-/// This must equal the plugins' own list (`supportedVersions` of their VERSION answer);
-/// it is kept here, in one place, until the plugins export it.
-pub const PLUGIN_CNI_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// The `cniVersion`s the chained `tombstone` serves (the plugins' own list, from
+/// `tombstone-cni`): a list naming another is never given the entry.
+pub const PLUGIN_CNI_VERSIONS: &[&str] = tombstone_cni::version::CHAINED;
 
 /// One step of the way from the file's top to a nested network: a key or an array index.
 #[derive(Debug, Clone, PartialEq)]

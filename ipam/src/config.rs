@@ -1,14 +1,17 @@
 //! The IPAM section of the network config, read exactly where host-local reads it
 //! (`ipam.ranges`, the legacy single range at `ipam.subnet`, `routes`, `dataDir`,
 //! `resolvConf`), plus `reuseAfterSeconds`, and the requested addresses from `CNI_ARGS`
-//! `IP=`, `args.cni.ips` and the `ips` runtime capability. No I/O.
+//! `IP=`, `args.cni.ips` and the `ips` runtime capability. No I/O. [`KEYS`] lists the keys of
+//! `ipam` it reads: any other is logged as unknown (the config's other keys are the main
+//! plugin's).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
-use serde_json::Map;
+use serde_json::{Map, Value};
+use tombstone_cni::config::{view_of, warn_unknown_keys};
 use tombstone_cni::result::Route;
 use tombstone_cni::version::{self, Version};
 use tombstone_cni::{CniError, NetConf, Result};
@@ -100,6 +103,20 @@ impl RangeView {
     }
 }
 
+/// Every key of `ipam` that `IpamView` reads, as the config spells it.
+pub const KEYS: &[&str] = &[
+    "type",
+    "subnet",
+    "rangeStart",
+    "rangeEnd",
+    "gateway",
+    "ranges",
+    "routes",
+    "dataDir",
+    "resolvConf",
+    "reuseAfterSeconds",
+];
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IpamView {
@@ -142,7 +159,7 @@ struct ArgsView {
 #[serde(rename_all = "camelCase")]
 struct NetView {
     #[serde(default)]
-    ipam: Option<IpamView>,
+    ipam: Option<Value>,
     #[serde(default)]
     runtime_config: Option<RuntimeView>,
     #[serde(default)]
@@ -164,9 +181,16 @@ impl IpamConfig {
     /// other mistake is code 7.
     pub fn from_conf(conf: &NetConf, env_ip: Option<&str>) -> Result<IpamConfig> {
         let view: NetView = conf.view()?;
-        let ipam = view
-            .ipam
-            .ok_or_else(|| CniError::config("IPAM config missing 'ipam' key"))?;
+        let ipam = match view.ipam {
+            None | Some(Value::Null) => {
+                return Err(CniError::config("IPAM config missing 'ipam' key"));
+            }
+            Some(Value::Object(m)) => m,
+            Some(_) => return Err(CniError::config("ipam must be an object")),
+        };
+        let ipam: IpamView = view_of(&ipam, "ipam.").inspect(|_| {
+            warn_unknown_keys(&ipam, KEYS, "ipam.");
+        })?;
 
         let mut requested = Vec::new();
         if let Some(ip) = env_ip {
@@ -380,5 +404,46 @@ mod tests {
         assert_eq!(d.domain.as_deref(), Some("x.local"));
         assert_eq!(d.search, ["a", "b"]);
         assert_eq!(d.options, ["ndots:5"]);
+    }
+
+    #[test]
+    fn a_mistyped_value_names_its_key_and_keys_is_every_key_read() {
+        for (ipam, key) in [
+            (
+                r#"{"reuseAfterSeconds":"30","subnet":"10.1.0.0/24"}"#,
+                "ipam.reuseAfterSeconds",
+            ),
+            (r#"{"dataDir":5,"subnet":"10.1.0.0/24"}"#, "ipam.dataDir"),
+            (
+                r#"{"subnet":"10.1.0.0/24","routes":[{"dst":1}]}"#,
+                "ipam.routes",
+            ),
+            (r#"{"ranges":{"subnet":"10.1.0.0/24"}}"#, "ipam.ranges"),
+        ] {
+            let e = conf(ipam, "").unwrap_err();
+            assert_eq!(e.code, 7, "{ipam}");
+            assert!(e.msg.contains(key), "{ipam}: {}", e.msg);
+        }
+        assert_eq!(conf(r#""x""#, "").unwrap_err().code, 7);
+        let every: Map<String, Value> = serde_json::from_str(
+            r#"{"type":"tombstone-ipam","subnet":"10.1.0.0/24","rangeStart":"10.1.0.2",
+                "rangeEnd":"10.1.0.9","gateway":"10.1.0.1","ranges":[],"routes":[],
+                "dataDir":"/x","resolvConf":"/etc/resolv.conf","reuseAfterSeconds":1}"#,
+        )
+        .unwrap();
+        assert!(tombstone_cni::config::unknown_keys(&every, KEYS).is_empty());
+        for key in KEYS.iter().filter(|k| **k != "type") {
+            let e = conf(
+                &format!(r#"{{"subnet":"10.1.0.0/24","{key}":{{"x":1}}}}"#),
+                "",
+            );
+            assert_eq!(e.unwrap_err().code, 7, "{key}");
+        }
+        let typo: Map<String, Value> =
+            serde_json::from_str(r#"{"reuseAfterSecond":30,"subnet":"10.1.0.0/24"}"#).unwrap();
+        assert_eq!(
+            tombstone_cni::config::unknown_keys(&typo, KEYS),
+            vec![("reuseAfterSecond".to_string(), Some("reuseAfterSeconds"))]
+        );
     }
 }

@@ -23,8 +23,16 @@ use tombstone_ipam::range::{canonical, to_u128};
 use tombstone_ipam::record::{self, CLOSING, Line, Record};
 
 const VERSIONS: Gen = Gen::Pick(
-    &[r#""1.1.0""#, r#""1.0.0""#, r#""0.4.0""#],
-    &[r#""0.3.1""#, r#""""#, "1"],
+    &[
+        r#""1.1.0""#,
+        r#""1.0.0""#,
+        r#""0.4.0""#,
+        r#""0.3.1""#,
+        r#""0.3.0""#,
+        r#""0.2.0""#,
+        r#""0.1.0""#,
+    ],
+    &[r#""0.3.2""#, r#""""#, "1"],
 );
 const NAMES: Gen = Gen::Pick(&[r#""pods""#, r#""a.b-c_1""#], &[r#""a/b""#, r#""""#, "5"]);
 const NUM: Gen = Gen::Pick(
@@ -584,7 +592,7 @@ const POISONS: &[(&str, &str)] = &[
     ("ipam.ranges", r#"[[{"subnet":"10.9.0.0/31"}]]"#),
     ("ipam", "5"),
     ("ipam", "null"),
-    ("cniVersion", r#""0.3.1""#),
+    ("cniVersion", r#""0.3.2""#),
     ("name", r#""a/b""#),
     ("logLevel", r#""loud""#),
     ("(stdin)", "[]"),

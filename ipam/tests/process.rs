@@ -351,9 +351,9 @@ fn bad_input_is_an_error_object_and_leaves_state_untouched() {
             7,
         ),
         (
-            "old cniVersion",
+            "unknown cniVersion",
             add_env.clone(),
-            good.replace("1.1.0", "0.3.1"),
+            good.replace("1.1.0", "0.3.2"),
             1,
         ),
         (

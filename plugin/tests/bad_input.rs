@@ -69,9 +69,9 @@ fn cases(ns: &Netns) -> Vec<Case> {
             code: 7,
         },
         Case {
-            name: "cniVersion 0.3.1",
+            name: "cniVersion 0.2.0 (no prevResult for a chained plugin)",
             env: del("DEL"),
-            stdin: with("cniVersion", "0.3.1".into()),
+            stdin: with("cniVersion", "0.2.0".into()),
             code: 1,
         },
         Case {

@@ -20,8 +20,14 @@ use tombstone_cni::{CniError, Command, Env, Invocation, NetConf, Plugin};
 
 const BOOLS: Gen = Gen::Pick(&["true", "false"], &[r#""true""#, "1", "null"]);
 const VERSIONS: Gen = Gen::Pick(
-    &[r#""1.1.0""#, r#""1.0.0""#, r#""0.4.0""#],
-    &[r#""0.3.1""#, r#""2.0.0""#, r#""1.1""#, r#""""#, "1", "null"],
+    &[
+        r#""1.1.0""#,
+        r#""1.0.0""#,
+        r#""0.4.0""#,
+        r#""0.3.1""#,
+        r#""0.3.0""#,
+    ],
+    &[r#""0.3.2""#, r#""2.0.0""#, r#""1.1""#, r#""""#, "1", "null"],
 );
 const NAMES: Gen = Gen::Pick(
     &[r#""pods""#, r#""a.b-c_1""#, r#""N0""#],
@@ -275,10 +281,9 @@ fn code_in(e: &CniError, codes: &[u32], what: &str) -> Result<(), TestCaseError>
 fn parse_netconf(bytes: &[u8]) -> Result<Option<NetConf>, TestCaseError> {
     match NetConf::parse(bytes) {
         Ok(c) => {
-            check(
-                ["0.4.0", "1.0.0", "1.1.0"].contains(&c.cni_version.as_str()),
-                || format!("accepted cniVersion {:?}", c.cni_version),
-            )?;
+            check(tombstone_cni::version::supports(&c.cni_version), || {
+                format!("accepted cniVersion {:?}", c.cni_version)
+            })?;
             let mut chars = c.name.chars();
             check(
                 chars.next().is_some_and(|ch| ch.is_ascii_alphanumeric())
@@ -811,7 +816,8 @@ const POISONS: &[(&str, &str)] = &[
     ("flushNeighbors", r#""yes""#),
     ("sweeper", "1"),
     ("logLevel", r#""loud""#),
-    ("cniVersion", r#""0.3.1""#),
+    ("cniVersion", r#""0.3.2""#),
+    ("cniVersion", r#""0.2.0""#),
     ("cniVersion", "1"),
     ("name", r#""a/b""#),
     ("name", r#""""#),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-const VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
+const VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 struct Plugin {
     brk: String,
@@ -107,7 +107,7 @@ impl Plugin {
     fn supported(&self) -> Vec<&'static str> {
         if self.is("no-1.1") {
             // Not a violation: a plugin of spec 1.0 (GC, STATUS, 1.1 results are not its business).
-            VERSIONS[..2].to_vec()
+            VERSIONS[..4].to_vec()
         } else {
             VERSIONS.to_vec()
         }
@@ -274,7 +274,11 @@ impl Plugin {
         };
         result["cniVersion"] = json!(self.version);
         match self.version.as_str() {
-            "0.4.0" if !self.is("result-v040") => {
+            "0.3.0" | "0.3.1" | "0.4.0"
+                if !(self.is("result-v040") && self.version == "0.4.0"
+                    || self.is("result-v030") && self.version == "0.3.0"
+                    || self.is("result-v031") && self.version == "0.3.1") =>
+            {
                 if let Some(ips) = result.get_mut("ips").and_then(Value::as_array_mut) {
                     for ip in ips {
                         ip["version"] = json!("4");
@@ -343,6 +347,9 @@ impl Plugin {
     fn check(&self, conf: &Map<String, Value>, mode: &str, dir: &Path) -> Res<()> {
         if self.is("check-fails") {
             return Err(fail(100, "CHECK always fails"));
+        }
+        if ["0.3.0", "0.3.1"].contains(&self.version.as_str()) && !self.is("check-before-0.4") {
+            return Err(fail(1, "config version does not allow CHECK"));
         }
         if conf.get("prevResult").is_none() {
             return Err(fail(7, "CHECK needs prevResult"));

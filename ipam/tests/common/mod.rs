@@ -43,6 +43,7 @@ pub struct Out {
     pub rc: i32,
     pub stdout: String,
     pub json: Value,
+    pub stderr: String,
 }
 
 /// `program` with exactly `env` (entries with an empty value left out) and logs on stderr.
@@ -68,6 +69,7 @@ pub fn run_with(program: &Path, env: &[(&str, &str)], stdin: &str) -> Out {
         rc: o.code,
         json: o.json_or_null(),
         stdout: o.stdout,
+        stderr: o.stderr,
     }
 }
 

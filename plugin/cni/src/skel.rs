@@ -37,6 +37,11 @@ impl Invocation {
 pub trait Plugin {
     /// The name logs carry.
     fn name(&self) -> &str;
+    /// The spec versions it speaks, oldest first (VERSION lists them; a config naming another
+    /// is refused with code 1).
+    fn versions(&self) -> &'static [&'static str] {
+        version::SUPPORTED
+    }
     fn add(&self, inv: &Invocation) -> Result<Value>;
     fn del(&self, inv: &Invocation) -> Result<()>;
     fn check(&self, inv: &Invocation) -> Result<()>;
@@ -53,10 +58,10 @@ pub struct Outcome {
 
 /// The text a plugin binary prints on stderr when run without `CNI_COMMAND`, in the
 /// reference plugins' words.
-pub fn about(name: &str, version: &str) -> String {
+pub fn about(name: &str, version: &str, versions: &[&str]) -> String {
     format!(
         "CNI {name} plugin v{version}\nCNI protocol versions supported: {}",
-        version::SUPPORTED.join(", ")
+        versions.join(", ")
     )
 }
 
@@ -66,8 +71,9 @@ pub fn about(name: &str, version: &str) -> String {
 pub fn plugin_main(plugin: &dyn Plugin, version: &str) -> ! {
     start(|| {
         if std::env::var_os("CNI_COMMAND").is_none() {
-            let _ = std::io::stderr()
-                .write_all(format!("{}\n", about(plugin.name(), version)).as_bytes());
+            let _ = std::io::stderr().write_all(
+                format!("{}\n", about(plugin.name(), version, plugin.versions())).as_bytes(),
+            );
             return 0;
         }
         run(plugin)
@@ -240,16 +246,20 @@ fn dispatch_inner(
     .map(str::to_string);
     // Errors before the config is read still answer in the runtime's version when we can.
     if let Some(v) = &requested
-        && version::check_supported(v).is_ok()
+        && version::check_supported_by(v, plugin.versions()).is_ok()
     {
         v.clone_into(version_for_errors);
     }
     let env = env?;
     let decoded = decoded?;
     if env.command == Command::Version {
-        return Ok(Some(version::version_info(requested.as_deref())));
+        return Ok(Some(version::version_info(
+            requested.as_deref(),
+            plugin.versions(),
+        )));
     }
     let conf = NetConf::from_decoded(decoded)?;
+    version::check_supported_by(&conf.cni_version, plugin.versions())?;
     let level = match conf.raw.get("logLevel") {
         None | Some(Value::Null) => log::LevelFilter::Info,
         Some(Value::String(s)) => logging::parse_level(s).ok_or_else(|| {
@@ -259,13 +269,7 @@ fn dispatch_inner(
         Some(_) => return Err(CniError::config("logLevel must be a string")),
     };
     log::set_max_level(level);
-    if matches!(env.command, Command::Gc | Command::Status) && !conf.at_least_1_1() {
-        return Err(CniError::version(format!(
-            "config version {} does not allow {}",
-            conf.cni_version,
-            env.command.as_str()
-        )));
-    }
+    version::check_allows(&conf.cni_version, env.command)?;
     let inv = Invocation { env, conf };
     match inv.env.command {
         Command::Add => plugin.add(&inv).map(Some),
@@ -469,7 +473,9 @@ mod tests {
         assert_eq!(rc, 0);
         assert_eq!(
             v["supportedVersions"],
-            serde_json::json!(["0.4.0", "1.0.0", "1.1.0"])
+            serde_json::json!([
+                "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"
+            ])
         );
         let (v, _) = run_with("VERSION", r#"{"cniVersion":"1.0.0"}"#);
         assert_eq!(v["cniVersion"], "1.0.0");
@@ -478,9 +484,89 @@ mod tests {
     #[test]
     fn about_names_the_plugin_and_every_version() {
         assert_eq!(
-            about("x", "1.2.3"),
-            "CNI x plugin v1.2.3\nCNI protocol versions supported: 0.4.0, 1.0.0, 1.1.0"
+            about("x", "1.2.3", version::CHAINED),
+            "CNI x plugin v1.2.3\nCNI protocol versions supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"
         );
+    }
+
+    #[test]
+    fn check_needs_0_4_0() {
+        for v in ["0.1.0", "0.2.0", "0.3.0", "0.3.1"] {
+            let (out, rc) = run_with("CHECK", &format!(r#"{{"cniVersion":"{v}","name":"n"}}"#));
+            assert_eq!((out["code"].as_u64(), rc), (Some(1), 1), "{v}");
+            assert_eq!(out["cniVersion"], v);
+            assert!(out["msg"].as_str().unwrap().contains("CHECK"), "{out}");
+        }
+        // 0.4.0 reaches the plugin (whose CHECK panics).
+        let (out, _) = run_with("CHECK", r#"{"cniVersion":"0.4.0","name":"n"}"#);
+        assert_eq!(out["code"], 999);
+    }
+
+    #[test]
+    fn every_old_version_reaches_add_and_del() {
+        for v in ["0.1.0", "0.2.0", "0.3.0", "0.3.1"] {
+            let (out, rc) = run_with("ADD", &format!(r#"{{"cniVersion":"{v}","name":"n"}}"#));
+            assert_eq!((out, rc), (Value::Null, 0), "{v}");
+            let (out, _) = run_with("DEL", &format!(r#"{{"cniVersion":"{v}","name":"n"}}"#));
+            assert_eq!(out["code"], 5, "{v}: the plugin's own error");
+        }
+    }
+
+    /// A plugin that speaks fewer versions than the suite.
+    struct Narrow;
+    impl Plugin for Narrow {
+        fn name(&self) -> &str {
+            "narrow"
+        }
+        fn versions(&self) -> &'static [&'static str] {
+            version::CHAINED
+        }
+        fn add(&self, _: &Invocation) -> Result<Value> {
+            Ok(Value::Null)
+        }
+        fn del(&self, _: &Invocation) -> Result<()> {
+            Ok(())
+        }
+        fn check(&self, _: &Invocation) -> Result<()> {
+            Ok(())
+        }
+        fn gc(&self, _: &Invocation) -> Result<()> {
+            Ok(())
+        }
+        fn status(&self, _: &Invocation) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_plugins_own_versions_are_what_it_accepts_and_lists() {
+        let m: HashMap<&str, &str> = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/n"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/bin"),
+        ]
+        .into();
+        let env = || Env::from_lookup(|k| m.get(k).map(|s| s.to_string()));
+        let o = dispatch(
+            &Narrow,
+            env(),
+            Ok(br#"{"cniVersion":"0.2.0","name":"n"}"#.to_vec()),
+        );
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!((v["code"].as_u64(), o.exit_code), (Some(1), 1));
+        assert_eq!(v["cniVersion"], LATEST, "0.2.0 is not one it speaks");
+        let o = dispatch(
+            &Narrow,
+            env(),
+            Ok(br#"{"cniVersion":"0.3.1","name":"n"}"#.to_vec()),
+        );
+        assert_eq!(o.exit_code, 0);
+        let version = Env::from_lookup(|k| (k == "CNI_COMMAND").then(|| "VERSION".to_string()));
+        let o = dispatch(&Narrow, version, Ok(vec![]));
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(v["supportedVersions"], serde_json::json!(version::CHAINED));
     }
 
     #[test]

@@ -10,13 +10,14 @@
 #[unsafe(no_mangle)]
 extern "C" fn main() -> std::ffi::c_int {
     use tombstone::chained::{cli, plugin::TombstonePlugin, port::Edges};
-    use tombstone_cni::skel;
+    use tombstone_cni::{skel, version};
     skel::start(|| {
         if std::env::var_os("CNI_COMMAND").is_some() {
             skel::run(&TombstonePlugin::new(Edges::real()))
         } else {
             let args: Vec<String> = std::env::args().skip(1).collect();
-            cli::run(&args, &skel::about("tombstone", env!("CARGO_PKG_VERSION")))
+            let about = skel::about("tombstone", env!("CARGO_PKG_VERSION"), version::CHAINED);
+            cli::run(&args, &about)
         }
     })
 }

@@ -1,10 +1,12 @@
-//! The plugin's config keys, validated (code 7) before anything is touched.
+//! The plugin's config keys, validated (code 7) before anything is touched. [`KEYS`] is the
+//! one list of them: any other key (beside the runtime's) is logged as unknown.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use tombstone_cni::config::warn_unknown_keys;
 use tombstone_cni::suite::{DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS};
 use tombstone_cni::{CniError, NetConf, Result};
 use tombstone_kernel::{MAIN_TABLE, RejectKind};
@@ -22,6 +24,17 @@ pub struct TombstoneConf {
     pub sweeper: bool,
 }
 
+/// Every key of `Raw`, as the config spells it.
+pub const KEYS: &[&str] = &[
+    "holdSeconds",
+    "routeType",
+    "tables",
+    "flushNeighbors",
+    "flushConntrack",
+    "stateDir",
+    "sweeper",
+];
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Raw {
@@ -29,7 +42,7 @@ struct Raw {
     route_type: Option<String>,
     tables: Option<Vec<Value>>,
     flush_neighbors: Option<bool>,
-    flush_conntrack: Option<Value>,
+    flush_conntrack: Option<bool>,
     state_dir: Option<PathBuf>,
     sweeper: Option<bool>,
 }
@@ -37,6 +50,7 @@ struct Raw {
 impl TombstoneConf {
     pub fn from_netconf(conf: &NetConf) -> Result<TombstoneConf> {
         let raw: Raw = conf.view()?;
+        warn_unknown_keys(&conf.raw, KEYS, "");
         let hold_seconds = raw.hold_seconds.unwrap_or(DEFAULT_HOLD_SECONDS);
         if !(1..=MAX_HOLD_SECONDS).contains(&hold_seconds) {
             return Err(CniError::config(format!(
@@ -45,7 +59,7 @@ impl TombstoneConf {
         }
         let mut tables = Vec::new();
         for t in raw.tables.unwrap_or_else(|| vec![Value::from(MAIN_TABLE)]) {
-            let id = table_id(&t)?;
+            let id = table_id(&t).map_err(|e| e.context("tables"))?;
             if !tables.contains(&id) {
                 tables.push(id);
             }
@@ -71,21 +85,12 @@ impl TombstoneConf {
                 "stateDir {state_dir:?} is not an absolute path"
             )));
         }
-        let flush_conntrack = match raw.flush_conntrack {
-            None => true,
-            Some(Value::Bool(b)) => b,
-            Some(other) => {
-                return Err(CniError::config(format!(
-                    "flushConntrack must be true or false, not {other}"
-                )));
-            }
-        };
         Ok(TombstoneConf {
             hold_seconds,
             route_type,
             tables,
             flush_neighbors: raw.flush_neighbors.unwrap_or(true),
-            flush_conntrack,
+            flush_conntrack: raw.flush_conntrack.unwrap_or(true),
             state_dir,
             sweeper: raw.sweeper.unwrap_or(true),
         })
@@ -157,6 +162,7 @@ mod tests {
     fn invalid_values_are_code_7() {
         for bad in [
             r#","holdSeconds":0"#,
+            r#","holdSeconds":30.5"#,
             r#","holdSeconds":-1"#,
             r#","holdSeconds":"60""#,
             r#","holdSeconds":86401"#,
@@ -182,5 +188,42 @@ mod tests {
         let e = parse(r#","flushConntrack":"yes""#).unwrap_err();
         assert!(e.msg.contains("flushConntrack"), "{}", e.msg);
         assert!(parse(r#","flushConntrack":null"#).unwrap().flush_conntrack);
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        let e = parse(r#","holdSeconds":"30""#).unwrap_err();
+        assert!(e.msg.contains("holdSeconds"), "{}", e.msg);
+        for key in KEYS {
+            for bad in [r#"{"x":1}"#, "-3", r#""/x/\u0000""#] {
+                let Err(e) = parse(&format!(r#","{key}":{bad}"#)) else {
+                    continue;
+                };
+                assert_eq!(e.code, 7);
+                assert!(e.msg.contains(key), "{key}={bad}: {}", e.msg);
+            }
+        }
+    }
+
+    #[test]
+    fn keys_is_every_key_read() {
+        let every = r#"{"cniVersion":"1.1.0","name":"n","type":"tombstone","holdSeconds":5,
+            "routeType":"blackhole","tables":["main"],"flushNeighbors":false,"flushConntrack":false,
+            "stateDir":"/x","sweeper":false}"#;
+        let c = NetConf::parse(every.as_bytes()).unwrap();
+        assert!(tombstone_cni::config::unknown_keys(&c.raw, KEYS).is_empty());
+        // Each key of KEYS is read: a value of the wrong type for it is refused.
+        for key in KEYS {
+            assert_eq!(
+                parse(&format!(r#","{key}":{{}}"#)).unwrap_err().code,
+                7,
+                "{key}"
+            );
+        }
+        let typo = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","holdSecond":30}"#).unwrap();
+        assert_eq!(
+            tombstone_cni::config::unknown_keys(&typo.raw, KEYS),
+            vec![("holdSecond".to_string(), Some("holdSeconds"))]
+        );
     }
 }

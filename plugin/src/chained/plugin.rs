@@ -23,7 +23,9 @@ use super::port::{Edges, Kernel};
 use super::store::Scope;
 use super::{ROUTE_PROTOCOL, dir_mark, store, sweep, sweeper};
 use tombstone_cni::state::{Lock, StateDir};
-use tombstone_cni::{Attachment, CniError, Invocation, Plugin, Result, code};
+use tombstone_cni::{
+    Attachment, CniError, CniResult, Command, Invocation, Plugin, Result, code, version,
+};
 use tombstone_kernel::{HostReject, Lookup};
 
 /// The chained plugin, over its edges (the real kernel and clock, or a test's).
@@ -275,6 +277,11 @@ fn join(ips: impl Iterator<Item = IpAddr>) -> String {
 
 /// The addresses of `prevResult`, without prefix, each once.
 fn prev_ips(inv: &Invocation) -> Result<Vec<IpAddr>> {
+    if inv.env.command == Command::Del && !version::del_has_prev_result(&inv.conf.cni_version) {
+        // Before 0.4.0 a DEL has no prevResult (a runtime sends none; one that did would be
+        // outside its version's spec): the addresses are the ones the ADD recorded.
+        return Ok(vec![]);
+    }
     let mut out: Vec<IpAddr> = Vec::new();
     for net in inv.conf.prev_result_ips()? {
         if !out.contains(&net.ip()) {
@@ -284,9 +291,27 @@ fn prev_ips(inv: &Invocation) -> Result<Vec<IpAddr>> {
     Ok(out)
 }
 
+/// ADD's result: `prevResult` unchanged (every field, known or not) when it is in the
+/// config's version, as it is when every plugin of the list speaks it, or names no version;
+/// else converted to the config's version and format, as the spec asks of a result.
+fn in_config_version(prev: Value, cni_version: &str) -> Result<Value> {
+    match prev.get("cniVersion").and_then(Value::as_str) {
+        None => return Ok(prev),
+        Some(v) if v == cni_version => return Ok(prev),
+        Some(_) => {}
+    }
+    let r =
+        CniResult::from_value(&prev).map_err(|e| CniError::config(e.msg).context("prevResult"))?;
+    Ok(r.to_value(cni_version))
+}
+
 impl Plugin for TombstonePlugin {
     fn name(&self) -> &str {
         "tombstone"
+    }
+
+    fn versions(&self) -> &'static [&'static str] {
+        version::CHAINED
     }
 
     fn add(&self, inv: &Invocation) -> Result<Value> {
@@ -326,7 +351,7 @@ impl Plugin for TombstonePlugin {
         }
         s.ledger.lift(&ips);
         s.save()?;
-        Ok(prev)
+        in_config_version(prev, &inv.conf.cni_version)
     }
 
     fn del(&self, inv: &Invocation) -> Result<()> {

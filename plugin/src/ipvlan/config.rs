@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use tombstone_cni::config::warn_unknown_keys;
 use tombstone_cni::delegate;
 use tombstone_cni::env::validate_ifname;
 use tombstone_cni::{Attachment, CniError, NetConf, Result};
@@ -24,6 +25,17 @@ pub struct IpvlanConf {
     pub gateway_port: bool,
 }
 
+/// Every key of `Raw`, as the config spells it: any other (beside the runtime's) is logged as
+/// unknown. `ipam`'s contents are the IPAM plugin's.
+pub const KEYS: &[&str] = &[
+    "master",
+    "mode",
+    "mtu",
+    "linkInContainer",
+    "ipam",
+    "gatewayPort",
+];
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Raw {
@@ -38,6 +50,7 @@ struct Raw {
 impl IpvlanConf {
     pub fn from_netconf(conf: &NetConf) -> Result<IpvlanConf> {
         let raw: Raw = conf.view()?;
+        warn_unknown_keys(&conf.raw, KEYS, "");
         let master = match raw.master.as_deref() {
             None | Some("") => None,
             Some(m) => {
@@ -215,8 +228,35 @@ mod tests {
             r#","ipam":{"type":""}"#,
             r#","ipam":{"type":7}"#,
         ] {
-            assert_eq!(conf(bad).unwrap_err().code, 7, "{bad}");
+            let e = conf(bad).unwrap_err();
+            assert_eq!(e.code, 7, "{bad}");
+            let key = bad[2..].split('"').next().unwrap();
+            assert!(e.msg.contains(key), "{bad}: {}", e.msg);
         }
+    }
+
+    #[test]
+    fn keys_is_every_key_read() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"tombstone-ipvlan","master":"eth0",
+                "mode":"l2","mtu":1400,"linkInContainer":false,"gatewayPort":true,
+                "ipam":{"type":"host-local"},"runtimeConfig":{}}"#,
+        )
+        .unwrap();
+        assert!(tombstone_cni::config::unknown_keys(&c.raw, KEYS).is_empty());
+        for key in KEYS {
+            assert_eq!(
+                conf(&format!(r#","{key}":[]"#)).unwrap_err().code,
+                7,
+                "{key}"
+            );
+        }
+        let typo =
+            NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","gatewayPorts":true}"#).unwrap();
+        assert_eq!(
+            tombstone_cni::config::unknown_keys(&typo.raw, KEYS),
+            vec![("gatewayPorts".to_string(), Some("gatewayPort"))]
+        );
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub fn check_error_object(v: &Value) -> Result<u64, TestCaseError> {
     check(
         v["cniVersion"]
             .as_str()
-            .is_some_and(|s| ["0.4.0", "1.0.0", "1.1.0"].contains(&s)),
+            .is_some_and(|s| SUITE_VERSIONS.contains(&s)),
         || {
             format!(
                 "error cniVersion not a supported version string: {}",
@@ -243,13 +243,22 @@ pub fn check_error_object(v: &Value) -> Result<u64, TestCaseError> {
     Ok(code.unwrap())
 }
 
-/// A VERSION reply: a supported `cniVersion` and exactly the suite's versions.
+/// Every spec version a binary of the suite speaks (the main and IPAM plugins).
+pub const SUITE_VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+/// The versions of the chained `tombstone` (from 0.3.0, the first with `prevResult`).
+pub const CHAINED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// A VERSION reply: a supported `cniVersion` and exactly the versions of one of the suite's
+/// binaries.
 pub fn check_version_reply(v: &Value) -> Result<(), TestCaseError> {
     check(
-        v["supportedVersions"] == serde_json::json!(["0.4.0", "1.0.0", "1.1.0"])
+        (v["supportedVersions"] == serde_json::json!(SUITE_VERSIONS)
+            || v["supportedVersions"] == serde_json::json!(CHAINED_VERSIONS))
             && v["cniVersion"]
                 .as_str()
-                .is_some_and(|s| ["0.4.0", "1.0.0", "1.1.0"].contains(&s)),
+                .is_some_and(|s| SUITE_VERSIONS.contains(&s)),
         || format!("not a VERSION reply: {v}"),
     )
 }
@@ -273,6 +282,8 @@ pub const NASTY_STRINGS: &[&str] = &[
     "1.0.0",
     "1.1.0",
     "0.3.1",
+    "0.2.0",
+    "0.3.2",
     "10.1.0.5/24",
     "10.1.0.500/24",
     "fd00::5/64",

@@ -33,7 +33,13 @@ fn schema(ctx: &Ctx, version: &str) -> CheckResult {
     if ctx.target.kind == Kind::Main && !a.netns.has_link(&a.ifname) {
         problems.push(format!("no link {} in the container netns", a.ifname));
     }
-    let d = s.del(&a, version, Some(&Value::Object(o.clone())));
+    // Before 0.4.0 a runtime sends DEL without prevResult (libcni does): so does the runner.
+    let prev = Value::Object(o.clone());
+    let d = s.del(
+        &a,
+        version,
+        (!version_lt(version, "0.4.0")).then_some(&prev),
+    );
     if !d.ok() {
         problems.push(format!("DEL after it failed: {}", d.describe()));
     }
@@ -47,6 +53,14 @@ fn schema(ctx: &Ctx, version: &str) -> CheckResult {
         })
         .unwrap_or_default();
     Ok(verdict(problems, &format!("ips {ips:?}")))
+}
+
+pub fn schema_030(ctx: &Ctx) -> CheckResult {
+    schema(ctx, "0.3.0")
+}
+
+pub fn schema_031(ctx: &Ctx) -> CheckResult {
+    schema(ctx, "0.3.1")
 }
 
 pub fn schema_040(ctx: &Ctx) -> CheckResult {
@@ -173,7 +187,7 @@ pub fn validate_result(
                     match ip.get("version").and_then(Value::as_str) {
                         Some(v) if Some(v) == want => {}
                         other => p.push(format!(
-                            "ips[{i}].version {other:?}: 0.4.0 requires \"4\" or \"6\" matching the address"
+                            "ips[{i}].version {other:?}: {version} requires \"4\" or \"6\" matching the address"
                         )),
                     }
                 }

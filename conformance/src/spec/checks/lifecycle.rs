@@ -36,6 +36,29 @@ pub fn check_after_add(ctx: &Ctx) -> CheckResult {
     ))
 }
 
+/// CHECK exists from 0.4.0: a config of an older version the plugin lists (0.3.1, else 0.3.0)
+/// is refused, with code 1 as libcni's skeleton answers, after an ADD of that version.
+pub fn check_before_0_4_0(ctx: &Ctx) -> CheckResult {
+    let Some(v) = ["0.3.1", "0.3.0"].into_iter().find(|v| ctx.supports(v)) else {
+        return Ok(Outcome::na(format!(
+            "neither 0.3.0 nor 0.3.1 in supportedVersions {:?}",
+            ctx.versions
+        )));
+    };
+    let mut s = ctx.session()?;
+    let a = s.attachment()?;
+    let prev = match ctx.add_ok(&s, &a, v) {
+        Ok(p) => p,
+        Err(o) => return Ok(o),
+    };
+    let r = s.check(&a, v, Some(&prev));
+    let _ = s.del(&a, v, None);
+    Ok(verdict(
+        super::expect_code(&r, 1).into_iter().collect(),
+        &r.describe(),
+    ))
+}
+
 /// Two attachments A and B added with 1.1.0, for the GC checks.
 struct Pair<'t> {
     s: Session<'t>,

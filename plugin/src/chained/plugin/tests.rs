@@ -487,4 +487,66 @@ fn add_and_check_never_touch_conntrack() {
         !calls.iter().any(|c| matches!(c, Call::FlushConntrack(_))),
         "{calls:?}"
     );
+
+/// A 0.3.x runtime (libcni before 0.4.0) sends DEL without `prevResult`: the addresses are
+/// the ones the ADD recorded in the ledger; a `prevResult` such a DEL carried anyway is not
+/// the spec's, and not read.
+#[test]
+fn a_0_3_x_del_buries_what_the_add_recorded() {
+    for v in ["0.3.0", "0.3.1"] {
+        let w = world(&format!("v{v}"));
+        let mut add = w.conf(json!({}), &["10.0.0.5", "fd00::5"]);
+        add["cniVersion"] = v.into();
+        add["prevResult"]["cniVersion"] = v.into();
+        w.run("ADD", "a", &add).unwrap();
+        assert!(w.fake.keys().is_empty());
+        let mut del = w.conf(json!({}), &[]);
+        del["cniVersion"] = v.into();
+        w.run("DEL", "a", &del).unwrap();
+        assert!(w.ledger().tombstone(ip("10.0.0.5")).is_some(), "{v}");
+        assert!(w.ledger().tombstone(ip("fd00::5")).is_some(), "{v}");
+        assert_eq!(w.fake.keys().len(), 2, "{v}");
+        w.assert_ledger_names_every_route();
+
+        // Another attachment's DEL carrying someone else's addresses buries nothing of them.
+        let mut stray = w.conf(json!({}), &["10.0.0.9"]);
+        stray["cniVersion"] = v.into();
+        w.run("DEL", "b", &stray).unwrap();
+        assert!(w.ledger().tombstone(ip("10.0.0.9")).is_none(), "{v}");
+    }
+}
+
+#[test]
+fn add_answers_in_the_configs_version() {
+    let w = world("answer");
+    let prev = |v: &str| {
+        json!({
+            "cniVersion": v, "custom": 1,
+            "interfaces": [{"name": "eth0", "sandbox": "/n"}],
+            "ips": [{"address": "10.0.0.5/24", "interface": 0}],
+        })
+    };
+    let add = |conf_v: &str, prev_v: &str| {
+        let mut c = w.conf(json!({}), &[]);
+        c["cniVersion"] = conf_v.into();
+        c["prevResult"] = prev(prev_v);
+        w.plugin.add(&w.inv("ADD", "a", &c)).unwrap()
+    };
+    // The prevResult of the same version: unchanged, every field.
+    assert_eq!(add("1.0.0", "1.0.0"), prev("1.0.0"));
+    // Another version: converted.
+    let out = add("0.3.1", "1.0.0");
+    assert_eq!(out["cniVersion"], "0.3.1");
+    assert_eq!(out["ips"][0]["version"], "4");
+    assert_eq!(out["ips"][0]["interface"], 0);
+    assert_eq!(out["custom"], 1);
+    let out = add("1.1.0", "0.3.1");
+    assert_eq!(out["cniVersion"], "1.1.0");
+    assert!(out["ips"][0].get("version").is_none());
+    // One that names no version: passed through as it came.
+    let mut c = w.conf(json!({}), &[]);
+    c["cniVersion"] = "0.3.1".into();
+    c["prevResult"] = json!({"ips": [{"address": "10.0.0.5/24"}], "x": 1});
+    let out = w.plugin.add(&w.inv("ADD", "a", &c)).unwrap();
+    assert_eq!(out, c["prevResult"]);
 }
