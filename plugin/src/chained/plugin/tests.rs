@@ -487,6 +487,7 @@ fn add_and_check_never_touch_conntrack() {
         !calls.iter().any(|c| matches!(c, Call::FlushConntrack(_))),
         "{calls:?}"
     );
+}
 
 /// A 0.3.x runtime (libcni before 0.4.0) sends DEL without `prevResult`: the addresses are
 /// the ones the ADD recorded in the ledger; a `prevResult` such a DEL carried anyway is not
