@@ -564,7 +564,13 @@ impl Conntrack {
     /// reply source: each IPv4 address's found by three dumps the kernel filters, the IPv6
     /// addresses' by one dump of the IPv6 entries matched here (see [`kernel_filters`]),
     /// then deleted one by one. Returns how many were deleted.
+    /// A namespace whose table holds no entry (its `nf_conntrack_count` is 0, or conntrack
+    /// is not loaded) is not dumped: each dump walks every bucket of the kernel's table,
+    /// shared by all namespaces, whatever it finds.
     pub fn flush(&self, ips: &[IpAddr]) -> Result<usize> {
+        if table_is_empty() {
+            return Ok(0);
+        }
         self.flush_by_dump(ips, true)
     }
 
@@ -624,6 +630,15 @@ impl Conntrack {
             .collect();
         self.acked(requests)
             .map_err(|c| c.on(format!("create {} conntrack entries", tuples.len())))
+    }
+}
+
+/// Whether the calling thread's namespace tracks no connection now: its
+/// `nf_conntrack_count` is 0, or there is none (conntrack not loaded, so no entry either).
+pub fn table_is_empty() -> bool {
+    match std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count") {
+        Ok(n) => n.trim() == "0",
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 
