@@ -1,7 +1,9 @@
 //! `cni-conformance`: runs the real-kernel scenarios in a qemu VM and prints their tables.
 //!
 //! ```text
-//! cni-conformance demo [--hand-made]   seed scenario: reference plugins vs + tombstone
+//! cni-conformance demo [--hand-made]   seed scenario: reference plugins vs + tombstone, then
+//!                                      the Service scenario
+//! cni-conformance service              the Service scenario alone (ClusterIP, NodePort)
 //! cni-conformance dual-stack           the seed in an IPv4+IPv6 pod subnet
 //! cni-conformance modes                the seed in IPvlan modes l3 and l3s
 //! cni-conformance churn [--seed N]     50 pods added/deleted in random order
@@ -19,7 +21,7 @@ use cni_conformance::harness::vm::VmConfig;
 use cni_conformance::{Error, Result};
 
 const USAGE: &str = "usage: cni-conformance [--verbose] [--timeout SECS] \
-                     demo [--hand-made] | dual-stack | modes | churn [--seed N] | job '<shell>'";
+                     demo [--hand-made] | service | dual-stack | modes | churn [--seed N] | job '<shell>'";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -91,8 +93,14 @@ fn run(args: Vec<String>) -> Result<()> {
                 forwarded(&variants[1].name),
                 variants[1].name
             );
-            r
+            if !r.results.failures.is_empty() {
+                r
+            } else {
+                println!();
+                service(&lab, verbose)?
+            }
         }
+        "service" => service(&lab, verbose)?,
         "dual-stack" => {
             let variants = [
                 Variant::new("baseline", Mode::L2, true, Chain::Reference),
@@ -145,6 +153,33 @@ fn run(args: Vec<String>) -> Result<()> {
             report.results.failures.join("; ")
         )))
     }
+}
+
+/// The Service scenario's variants: the reference chain without and with `tombstone`, and
+/// our three plugins.
+fn service_variants() -> [Variant; 3] {
+    [
+        Variant::new("baseline", Mode::L2, false, Chain::Reference),
+        Variant::new("tombstone", Mode::L2, false, Chain::Tombstone),
+        Variant::new("ours", Mode::L2, false, Chain::Ours),
+    ]
+}
+
+fn service(lab: &Lab, verbose: bool) -> Result<Report> {
+    let settings = Settings {
+        hold_seconds: 30,
+        ..Settings::default()
+    };
+    println!(
+        "Service scenario on kernel {}: the host reaches pod a through a ClusterIP and a NodePort,\n\
+         pod c through the ClusterIP (kube-proxy-like nftables DNAT, masquerade for the NodePort);\n\
+         a is deleted, {:.0} s later the Service is switched to pod b ...\n",
+        lab.vm.kernel.version,
+        f64::from(settings.svc_watch_del_ms) / 1000.0
+    );
+    let r = scenario::run_service(lab, &service_variants(), &settings)?;
+    print_report(&r, verbose, Report::service_table);
+    Ok(r)
 }
 
 fn print_report(r: &Report, verbose: bool, table: fn(&Report) -> String) {

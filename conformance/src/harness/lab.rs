@@ -12,6 +12,10 @@ use crate::harness::vm::{Vm, VmConfig};
 
 /// The workspace binaries a "with tombstone" run puts on `CNI_PATH`.
 pub const OUR_PLUGINS: &[&str] = &["tombstone"];
+/// Our three plugins, for a run on `tombstone-ipvlan` + `tombstone-ipam` + `tombstone`.
+pub const ALL_OUR_PLUGINS: &[&str] = &["tombstone", "tombstone-ipvlan", "tombstone-ipam"];
+/// The Service scenario's traffic program (this crate's `cni-svc-probe`).
+pub const SVC_PROBE: &str = "cni-svc-probe";
 
 /// A VM ready to boot and a libcni client built for it.
 pub struct Lab {
@@ -41,6 +45,45 @@ impl Lab {
         } else {
             tools::plugin_dir("reference", &[])
         }
+    }
+
+    /// A `CNI_PATH` directory with the reference plugins and our three.
+    pub fn all_plugins_dir(&self) -> Result<PathBuf> {
+        build_our_plugins()?;
+        tools::plugin_dir("ipvlan", ALL_OUR_PLUGINS)
+    }
+
+    /// The Service scenario's traffic program, rebuilt first when run under cargo.
+    pub fn svc_probe(&self) -> Result<PathBuf> {
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            let out = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "cni-conformance",
+                    "--bin",
+                    SVC_PROBE,
+                ])
+                .current_dir(paths::workspace_root())
+                .output()
+                .context("run cargo build for cni-svc-probe")?;
+            if !out.status.success() {
+                return Err(Error::new(format!(
+                    "cargo build --release -p cni-conformance --bin {SVC_PROBE} failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+        }
+        let path = paths::release_dir().join(SVC_PROBE);
+        if !path.is_file() {
+            return Err(Error::new(format!(
+                "{} not found: build it first (`cargo build --release -p cni-conformance`)",
+                path.display()
+            )));
+        }
+        Ok(path)
     }
 }
 

@@ -5,7 +5,9 @@
 //!   (from b and from the host), its reuse by new pods, and the tombstone's lifetime;
 //! - the seed in IPv6 dual-stack, and in modes l3 and l3s;
 //! - churn: pods added and deleted in random order with address reuse, then reachability,
-//!   tombstone expiry and leak checks.
+//!   tombstone expiry and leak checks;
+//! - service: the host reaches pod a through a ClusterIP and a NodePort (kube-proxy-like DNAT,
+//!   masquerade), a is deleted, the Service is switched to pod b.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,6 +21,7 @@ use crate::harness::vm::JobOutput;
 const LIB_SH: &str = include_str!("../../jobs/lib.sh");
 const SEED_SH: &str = include_str!("../../jobs/seed.sh");
 const CHURN_SH: &str = include_str!("../../jobs/churn.sh");
+const SERVICE_SH: &str = include_str!("../../jobs/service.sh");
 
 /// Where the guest writes network configuration lists (a tmpfs in the guest).
 const NETCONFPATH: &str = "/tmp/netconf";
@@ -53,6 +56,9 @@ pub enum Chain {
     /// hand at each DEL (and removes it before each reuse): the hand-made measurement of the
     /// fix described in `docs/DESIGN.md` (section 1).
     HandMade,
+    /// Not the reference plugins: our three, `tombstone-ipvlan` (which makes its own gateway
+    /// port) + `tombstone-ipam` + `tombstone`.
+    Ours,
 }
 
 /// One run of a scenario on a fresh node topology.
@@ -88,6 +94,10 @@ pub struct Settings {
     /// The tombstone's `holdSeconds` in the seed scenarios: long enough to cover the
     /// measurements after a DEL (pings, the host-side sender: a few seconds under emulation).
     pub hold_seconds: u32,
+    /// The Service scenario: how long after pod a's DEL the Service is switched to pod b,
+    /// and how long after that is watched.
+    pub svc_watch_del_ms: u32,
+    pub svc_watch_switch_ms: u32,
 }
 
 impl Default for Settings {
@@ -95,12 +105,32 @@ impl Default for Settings {
         Settings {
             pings: 5,
             hold_seconds: 10,
+            svc_watch_del_ms: 2000,
+            svc_watch_switch_ms: 3000,
         }
     }
 }
 
 /// The network configuration list of a variant (host-local ranges as given).
 pub fn conflist(net: &str, v: &Variant, settings: &Settings, v4_range: &str) -> String {
+    if v.chain == Chain::Ours {
+        return format!(
+            r#"{{
+  "cniVersion": "1.0.0",
+  "name": "{net}",
+  "plugins": [
+    {{ "type": "tombstone-ipvlan", "mode": "{mode}", "capabilities": {{ "ips": true }},
+      "ipam": {{ "type": "tombstone-ipam", "dataDir": "/var/lib/cni/networks", "reuseAfterSeconds": 60,
+                "ranges": [[{{ "subnet": "10.10.0.0/24", "gateway": "10.10.0.1"{v4_range} }}]],
+                "routes": [{{ "dst": "0.0.0.0/0" }}] }} }},
+    {{ "type": "tombstone", "holdSeconds": {hold}, "stateDir": "/run/cni/tombstone" }}
+  ]
+}}
+"#,
+            mode = v.mode.as_str(),
+            hold = settings.hold_seconds
+        );
+    }
     let mut ranges = vec![format!(
         r#"[{{ "subnet": "10.10.0.0/24", "gateway": "10.10.0.1"{v4_range} }}]"#
     )];
@@ -187,10 +217,12 @@ fn job_header(lab: &Lab, settings: &Settings) -> String {
     format!(
         "#!/bin/sh\n{LIB_SH}\n{SEED_SH}\n{CHURN_SH}\n\
          CNITOOL={cnitool}\nexport NETCONFPATH={NETCONFPATH}\nPINGS={pings}\nHOLD={hold}\n\
-         VARIANT=setup\n",
+         SVC_WATCH_DEL_MS={del_ms}\nSVC_WATCH_SWITCH_MS={switch_ms}\nVARIANT=setup\n",
         cnitool = shell_path(&lab.cnitool),
         pings = settings.pings,
         hold = settings.hold_seconds,
+        del_ms = settings.svc_watch_del_ms,
+        switch_ms = settings.svc_watch_switch_ms,
     )
 }
 
@@ -203,16 +235,21 @@ fn variant_header(lab: &Lab, v: &Variant, settings: &Settings, v4_range: &str) -
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let plugin_dir = lab.plugin_dir(v.chain == Chain::Tombstone)?;
+    let plugin_dir = match v.chain {
+        Chain::Ours => lab.all_plugins_dir()?,
+        chain => lab.plugin_dir(chain == Chain::Tombstone)?,
+    };
     Ok(format!(
         "\n# ---- variant {name}\nVARIANT={name}\nNET={net}\nMODE={mode}\nFAMILIES=\"{families}\"\n\
-         HANDMADE={handmade}\nexport CNI_PATH={plugin_dir}\nnode_down\nmkdir -p \"$NETCONFPATH\"\n\
+         HANDMADE={handmade}\nOWN_PORT={own_port}\nexport CNI_PATH={plugin_dir}\nnode_down\n\
+         mkdir -p \"$NETCONFPATH\"\n\
          cat > \"$NETCONFPATH/$NET.conflist\" <<'CONFLIST'\n{conflist}CONFLIST\n\
          echo \"# [$VARIANT] conflist:\"; sed 's/^/#   /' \"$NETCONFPATH/$NET.conflist\"\n",
         name = v.name,
         mode = v.mode.as_str(),
         families = v.families(),
         handmade = u8::from(v.chain == Chain::HandMade),
+        own_port = u8::from(v.chain == Chain::Ours),
         plugin_dir = shell_path(&plugin_dir),
         conflist = conflist(&net, v, settings, v4_range),
     ))
@@ -234,6 +271,21 @@ pub fn run_seed(lab: &Lab, variants: &[Variant], settings: &Settings) -> Result<
     }
     script.push_str("exit 0\n");
     run(lab, "seed", &script, variants, settings)
+}
+
+/// Runs the Service scenario for each variant, all in one boot.
+pub fn run_service(lab: &Lab, variants: &[Variant], settings: &Settings) -> Result<Report> {
+    let mut script = job_header(lab, settings);
+    script.push_str(SERVICE_SH);
+    script.push_str(&format!("\nPROBE={}\n", shell_path(&lab.svc_probe()?)));
+    for v in variants {
+        script.push_str(&variant_header(lab, v, settings, "")?);
+        script.push_str(
+            "( svc_variant ) || echo \"FAIL $VARIANT svc_variant exited $?\"\nnode_down\n",
+        );
+    }
+    script.push_str("exit 0\n");
+    run(lab, "service", &script, variants, settings)
 }
 
 fn run(
@@ -454,6 +506,103 @@ impl Report {
         out
     }
 
+    /// The Service table: one column per variant.
+    pub fn service_table(&self) -> String {
+        let r = &self.results;
+        let s = &self.settings;
+        let watch = |ms: u32| format!("{:.0} s", f64::from(ms) / 1000.0);
+        let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+        let mut row = |label: String, f: &dyn Fn(&str) -> String| {
+            rows.push((label, self.column(f)));
+        };
+        row(
+            format!(
+                "datagrams the host forwarded, DEL to the switch ({}; Ip: ForwDatagrams)",
+                watch(s.svc_watch_del_ms)
+            ),
+            &|v| r.get(v, "forwarded_4").to_string(),
+        );
+        row(
+            format!(
+                "forwarded to a's address, DEL to the end (+ {} after the switch): host ClusterIP UDP / NodePort UDP / TCP, pod c ClusterIP UDP",
+                watch(s.svc_watch_switch_ms)
+            ),
+            &|v| {
+                format!(
+                    "{} / {} / {}, {}",
+                    r.get(v, "forwarded_clusterip_udp"),
+                    r.get(v, "forwarded_nodeport_udp"),
+                    r.get(v, "forwarded_clusterip_tcp"),
+                    r.get(v, "forwarded_pod_udp")
+                )
+            },
+        );
+        for (p, what) in [
+            ("clusterip", "host -> ClusterIP"),
+            ("nodeport", "host -> NodePort (SNAT to the gateway port)"),
+            ("pod", "pod c -> ClusterIP"),
+        ] {
+            row(
+                format!("{what} UDP client after DEL: first error (errors, replies)"),
+                &|v| {
+                    format!(
+                        "{} ({} errors, {} replies)",
+                        client_saw(r.get(v, &format!("{p}_sees"))),
+                        r.get(v, &format!("{p}_errors")),
+                        r.get(v, &format!("{p}_replies_del_to_switch")),
+                    )
+                },
+            );
+            row(
+                format!("{what} UDP: first datagram at pod b after the switch"),
+                &|v| match r.get(v, &format!("{p}_to_b_ms")) {
+                    "none" => format!("none within {}", watch(s.svc_watch_switch_ms)),
+                    ms => format!("{ms} ms"),
+                },
+            );
+        }
+        row(
+            "host's TCP connection to the ClusterIP after DEL: the client sees".into(),
+            &|v| client_saw(r.get(v, "tcp_sees")),
+        );
+        row(
+            "conntrack entries of a's address: before DEL / after DEL / at the switch / end".into(),
+            &|v| {
+                format!(
+                    "{} / {} / {} / {}",
+                    r.get(v, "conntrack_a_before"),
+                    r.get(v, "conntrack_a_after_del"),
+                    r.get(v, "conntrack_a_at_switch"),
+                    r.get(v, "conntrack_a_end")
+                )
+            },
+        );
+        row(
+            "source pod a saw: host ClusterIP / NodePort / pod c".into(),
+            &|v| {
+                format!(
+                    "{} / {} / {}",
+                    r.get(v, "clusterip_src_at_a"),
+                    r.get(v, "nodeport_src_at_a"),
+                    r.get(v, "pod_src_at_a")
+                )
+            },
+        );
+        row(
+            "DEL of pod a took / the switch (nft -f) took".into(),
+            &|v| format!("{} ms / {} ms", r.get(v, "del_ms"), r.get(v, "switch_ms")),
+        );
+        let headers: Vec<String> = self.variants.iter().map(describe_variant).collect();
+        let mut out = render_table(&headers, &rows);
+        if !r.failures.is_empty() {
+            let _ = writeln!(out, "\nFailed steps:");
+            for f in &r.failures {
+                let _ = writeln!(out, "  {f}");
+            }
+        }
+        out
+    }
+
     /// The summary of a churn run.
     pub fn churn_table(&self) -> String {
         let r = &self.results;
@@ -527,8 +676,20 @@ fn describe_variant(v: &Variant) -> String {
         Chain::Reference => "ipvlan + host-local",
         Chain::Tombstone => "+ tombstone",
         Chain::HandMade => "+ hand-made route",
+        Chain::Ours => {
+            return format!("{} (tombstone-ipvlan + -ipam + tombstone)", v.mode.as_str());
+        }
     };
     format!("{} ({chain})", v.mode.as_str())
+}
+
+/// "12 EHOSTUNREACH" -> "EHOSTUNREACH after 12 ms"; "none" -> "nothing".
+fn client_saw(raw: &str) -> String {
+    match raw.split_once(' ') {
+        Some((ms, what)) if ms.parse::<i64>().is_ok() => format!("{what} after {ms} ms"),
+        _ if raw == "none" => "nothing".into(),
+        _ => raw.to_string(),
+    }
 }
 
 /// "5012 no reply (timeout)" -> "5.0 s: no reply (timeout)".
