@@ -175,11 +175,14 @@ svc_variant() {
     say conntrack_a_before "$(ct_count "$a")"
     conntrack -L 2>/dev/null | grep -F "=$a " | sed 's/^/#   before: /'
 
-    nft reset counters table ip kube-proxy > /dev/null || fail "nft reset counters"
-    n0=$(forwarded 4)
+    nd=$(forwarded 4)
     t_del=$(now_ms)
     pod_del a > /tmp/svc-del-a.log 2>&1 || { cat /tmp/svc-del-a.log; fail "DEL of pod a"; }
     t_del_end=$(now_ms)
+    # Counted from the DEL's end: during it a still answers (pod c's flow is forwarded to it).
+    nft reset counters table ip kube-proxy > /dev/null || fail "nft reset counters"
+    n0=$(forwarded 4)
+    say forwarded_during_del "$((n0 - nd))"
     say del_ms "$((t_del_end - t_del))"
     say conntrack_a_after_del "$(ct_count "$a")"
     say route_at_del "$(route_kind "$a")"

@@ -517,14 +517,14 @@ impl Report {
         };
         row(
             format!(
-                "datagrams the host forwarded, DEL to the switch ({}; Ip: ForwDatagrams)",
+                "datagrams the host forwarded, end of DEL to the switch ({}; Ip: ForwDatagrams)",
                 watch(s.svc_watch_del_ms)
             ),
             &|v| r.get(v, "forwarded_4").to_string(),
         );
         row(
             format!(
-                "forwarded to a's address, DEL to the end (+ {} after the switch): host ClusterIP UDP / NodePort UDP / TCP, pod c ClusterIP UDP",
+                "forwarded to a's address, end of DEL to the end (+ {} after the switch): host ClusterIP UDP / NodePort UDP / TCP, pod c ClusterIP UDP",
                 watch(s.svc_watch_switch_ms)
             ),
             &|v| {
