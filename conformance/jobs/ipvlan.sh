@@ -478,6 +478,8 @@ iv_bench() {
             CNI_CONTAINERID=bench-$net-$i "$CNITOOL" del "$net" "/run/netns/$ns" > /dev/null 2> /tmp/bench.err || { cat /tmp/bench.err; echo "FAIL bench DEL $net"; }
             t2=$(date +%s%N)
             echo "$net dellib $(awk '$1 == "libcni_us" { print $2 }' /tmp/bench.err)" >> /tmp/bench.txt
+            # The pod's ADD+DEL inside libcni, this run's two calls summed.
+            tail -2 /tmp/bench.txt | awk -v n="$net" '{ s += $3 } END { print n, "podlib", s }' >> /tmp/bench.txt
             ip netns del "$ns"
             echo "$net add $(((t1 - t0) / 1000))" >> /tmp/bench.txt
             echo "$net del $(((t2 - t1) / 1000))" >> /tmp/bench.txt
@@ -486,7 +488,7 @@ iv_bench() {
     done
     unset CNITOOL_TIMING
     for net in reference ours ourchain; do
-        for op in add del addlib dellib; do
+        for op in add del addlib dellib podlib; do
             # median and mean, microseconds
             awk -v n="$net" -v o="$op" '$1 == n && $2 == o { print $3 }' /tmp/bench.txt | sort -n > /tmp/b.sorted
             say "${net}_${op}_median_us" "$(awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }' /tmp/b.sorted)"
@@ -515,4 +517,61 @@ iv_exec_cost() {
         done
         say "exec_${bin}_median_us" "$(sort -n /tmp/exec.txt | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
     done
+}
+
+# ---- instructions: every process of a chain's ADD and DEL under callgrind
+# iv_callgrind: after one unmeasured ADD+DEL of each chain (the gateway port, the data and
+# state directories made, as on a node that already runs pods), one ADD and one DEL of a fresh
+# netns through cnitool with CNI_PATH on a wrapper directory: each plugin name there execs
+# valgrind's callgrind on the real binary (GODEBUG=asyncpreemptoff=1, as plugin/bench/startup.sh
+# counts the Go plugins), so a plugin's delegated IPAM runs under it too. Says per chain and
+# verb the sum of user-space instructions over its processes, and how many there were.
+# The background sweeper a burying DEL starts (one per state directory, shared by every pod
+# of the node, not run per pod) is started by the unmeasured DEL and not counted.
+iv_callgrind() {
+    VARIANT=bench
+    command -v valgrind > /dev/null || fail "valgrind is missing in the guest (conformance/vm/install-deps.sh)"
+    iv_node_up
+    iv_conflist ourchain l2 tombstone-ipam "" /var/lib/cni/networks 1
+    iv_reference_conflist reference
+    real=${CNI_PATH%%:*}
+    wrap=/tmp/cg-bin
+    mkdir -p "$wrap"
+    for bin in ipvlan host-local tombstone-ipvlan tombstone-ipam tombstone; do
+        cat > "$wrap/$bin" <<WRAP
+#!/bin/sh
+exec env GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+    --log-file="\$CG_DIR/$bin.\$\$.log" "$real/$bin" "\$@"
+WRAP
+        chmod +x "$wrap/$bin"
+    done
+    for net in reference ourchain; do
+        ip netns add "cw-$net"
+        CNI_CONTAINERID=cgwarm-$net "$CNITOOL" add "$net" "/run/netns/cw-$net" > /dev/null 2> /tmp/cg.err || { cat /tmp/cg.err; fail "warm-up ADD $net"; }
+        CNI_CONTAINERID=cgwarm-$net "$CNITOOL" del "$net" "/run/netns/cw-$net" > /dev/null 2> /tmp/cg.err || { cat /tmp/cg.err; fail "warm-up DEL $net"; }
+        ip netns del "cw-$net"
+        ip netns add "cg-$net"
+        for op in add del; do
+            export CG_DIR=/tmp/cg-$net-$op
+            rm -rf "$CG_DIR"
+            mkdir -p "$CG_DIR"
+            CNI_PATH=$wrap CNI_CONTAINERID=cg-$net "$CNITOOL" "$op" "$net" "/run/netns/cg-$net" > /dev/null 2> /tmp/cg.err || { cat /tmp/cg.err; fail "$op $net under callgrind"; }
+            total=0
+            n=0
+            for log in "$CG_DIR"/*.log; do
+                [ -e "$log" ] || fail "$op $net: no valgrind log"
+                c=$(sed -n 's/^==[0-9]*== Collected : \([0-9]*\).*/\1/p' "$log" | head -1)
+                [ -n "$c" ] || { cat "$log"; fail "$op $net: no 'Collected' line in $log"; }
+                note "$op $net: $(basename "$log" .log) $c"
+                total=$((total + c))
+                n=$((n + 1))
+            done
+            say "${net}_${op}_instr" "$total"
+            say "${net}_${op}_procs" "$n"
+        done
+        unset CG_DIR
+        ip netns del "cg-$net"
+    done
+    say cg_stray_links "$(iv_stray_links)"
+    iv_node_down
 }
