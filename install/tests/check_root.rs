@@ -91,14 +91,7 @@ fn a_healthy_node_then_a_rule_that_shadows_the_pod_subnet() {
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["ok"], true);
     assert_eq!(report["problems"], 0);
-    for c in [
-        "position",
-        "version",
-        "hold",
-        "state",
-        "tombstones",
-        "sweeper",
-    ] {
+    for c in ["position", "version", "state", "tombstones", "sweeper"] {
         assert_eq!(findings(&report, c)[0].0, "ok", "{c}: {report:#}");
     }
     assert_eq!(
