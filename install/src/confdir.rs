@@ -32,6 +32,9 @@ pub enum Verdict {
     Skipped {
         file: usize,
         why: String,
+        /// The network, and how the runtime comes to load it (as in [`Target`]).
+        net: Box<Network>,
+        via: Option<String>,
     },
     /// A file the runtime does not load.
     Ignored {
@@ -176,6 +179,8 @@ pub fn select(dir: &Path, files: &[Listed], named: &[String]) -> Vec<Verdict> {
                         t.via.as_ref().map_or(String::new(), |v| format!(", {v}")),
                         t.net.main_type().unwrap_or("")
                     ),
+                    net: Box::new(t.net),
+                    via: t.via,
                 });
             } else {
                 edits.push(t);

@@ -63,11 +63,17 @@ impl Network {
         self.types.iter().position(|t| t != TOMBSTONE_TYPE)
     }
 
-    fn plugin(&self, i: usize) -> Option<&Map<String, Value>> {
+    /// Plugin `i`'s object (the whole configuration for a single-plugin one).
+    pub fn plugin(&self, i: usize) -> Option<&Map<String, Value>> {
         match self.shape {
             Shape::Single => (i == 0).then_some(&self.value),
             Shape::List => self.value.get("plugins")?.as_array()?.get(i)?.as_object(),
         }
+    }
+
+    /// Index of the main plugin: the first plugin that is not a `tombstone` entry.
+    pub fn main_plugin(&self) -> Option<usize> {
+        self.main_index()
     }
 
     /// The main plugin's type.

@@ -13,6 +13,7 @@ fn main() {
             println!("tombstone-install {}", env!("CARGO_PKG_VERSION"));
             0
         }
+        Ok(Parsed::Run(o)) if o.check => check(&o),
         Ok(Parsed::Run(o)) => {
             match tombstone_install::run::run(&o, &mut std::io::stdout().lock()) {
                 Ok(outcome) => {
@@ -39,4 +40,28 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// `--check`: the report on stdout; 0 no problem, 1 a problem (or a check that could not run).
+fn check(o: &options::Options) -> i32 {
+    use std::io::Write;
+    match tombstone_install::check::check(o) {
+        Ok(report) => {
+            let text = if o.json {
+                format!("{:#}\n", report.json())
+            } else {
+                report.table()
+            };
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                eprintln!("tombstone-install: cannot write the report: {e}");
+                return 1;
+            }
+            report.exit_code()
+        }
+        Err(e) => {
+            eprintln!("tombstone-install: error: {e}");
+            1
+        }
+    }
 }

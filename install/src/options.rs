@@ -9,6 +9,7 @@ use crate::error::{InstallError, Result};
 
 pub const USAGE: &str = "\
 usage: tombstone-install --root DIR [OPTIONS]
+       tombstone-install --check [--root DIR] [--conf-dir DIR] [--network NAME] [--json]
 
 Installs the tombstone CNI plugins on a node: copies the binaries into the CNI bin
 directory, adds the `tombstone` plugin right after the main plugin of IPvlan-based networks
@@ -35,11 +36,16 @@ options:
   --systemd             also write the tombstone-sweep service and timer
   --dry-run             print what would change (unified diffs), write nothing
   --uninstall           remove the entries, binaries, protocol name and units
+  --check               change nothing: check the node (each network the runtime loads,
+                        the tombstone entry, versions, state directory, live tombstones,
+                        sweeper, policy rules, gateway port) [--root default: /]
+  --json                with --check: the report as JSON
   -h, --help            this text
   -V, --version         the installer's version
 
 exit status: 0 done, 1 error, 2 bad command line, 3 done but some network not ready (each
-said on a `not ready` line: left as it was, the others were installed)";
+said on a `not ready` line: left as it was, the others were installed); with --check: 0 no
+problem found, 1 a problem found (or a check that could not run), 2 bad command line";
 
 /// `holdSeconds` of a new entry when `--hold-seconds` is not given: below `tombstone-ipam`'s
 /// default `reuseAfterSeconds`, so the tombstone has ended (even one sweep period late) before
@@ -62,6 +68,9 @@ pub struct Options {
     pub systemd: bool,
     pub dry_run: bool,
     pub uninstall: bool,
+    /// `--check`, and its `--json`.
+    pub check: bool,
+    pub json: bool,
 }
 
 impl Options {
@@ -94,6 +103,8 @@ pub fn parse(args: &[String]) -> Result<Parsed> {
         systemd: false,
         dry_run: false,
         uninstall: false,
+        check: false,
+        json: false,
     };
     if args.is_empty() {
         return Err(InstallError::usage("no arguments: nothing was done"));
@@ -192,6 +203,8 @@ pub fn parse(args: &[String]) -> Result<Parsed> {
             "--systemd" => o.systemd = true,
             "--dry-run" => o.dry_run = true,
             "--uninstall" => o.uninstall = true,
+            "--check" => o.check = true,
+            "--json" => o.json = true,
             other => return Err(InstallError::usage(format!("unknown option {other:?}"))),
         }
     }
@@ -202,7 +215,15 @@ pub fn parse(args: &[String]) -> Result<Parsed> {
             )));
         }
     }
-    if !root_given {
+    if o.json && !o.check {
+        return Err(InstallError::usage("--json goes with --check"));
+    }
+    if o.check && (o.uninstall || o.dry_run || o.systemd) {
+        return Err(InstallError::usage(
+            "--check changes nothing: not with --uninstall, --dry-run or --systemd",
+        ));
+    }
+    if !root_given && !o.check {
         return Err(InstallError::usage(
             "--root is required: `--root /` to change this host, `--root DIR` for a node \
              mounted at DIR",
@@ -305,5 +326,20 @@ mod tests {
             assert!(e.to_string().contains(bad[0]), "{bad:?}: {e}");
         }
         assert_eq!(parse(&["-h".into()]).unwrap(), Parsed::Help);
+    }
+
+    #[test]
+    fn check_takes_the_host_root_by_default() {
+        let o = run(&["--check", "--json"]).unwrap();
+        assert!(o.check && o.json);
+        assert_eq!(o.root, PathBuf::from("/"));
+        for bad in [
+            &["--json"][..],
+            &["--check", "--uninstall"],
+            &["--check", "--dry-run"],
+        ] {
+            let e = run(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::Kind::Usage, "{bad:?}");
+        }
     }
 }

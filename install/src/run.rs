@@ -156,15 +156,15 @@ impl Change {
 }
 
 /// The paths of one run, all under `--root`.
-struct Paths {
-    root: PathBuf,
-    bin: PathBuf,
-    conf: PathBuf,
+pub(crate) struct Paths {
+    pub(crate) root: PathBuf,
+    pub(crate) bin: PathBuf,
+    pub(crate) conf: PathBuf,
     state: PathBuf,
 }
 
 impl Paths {
-    fn new(o: &Options) -> Result<Paths> {
+    pub(crate) fn new(o: &Options) -> Result<Paths> {
         let root =
             fs::canonicalize(&o.root).context(format_args!("--root {}", o.root.display()))?;
         if !root.is_dir() {
@@ -181,7 +181,7 @@ impl Paths {
 
     /// A file on the node, under the root: its directories resolved as the node sees them,
     /// the file itself not followed (a link there is replaced, never written through).
-    fn file(&self, node_path: &str) -> Result<PathBuf> {
+    pub(crate) fn file(&self, node_path: &str) -> Result<PathBuf> {
         resolve(&self.root, Path::new(node_path), false)
     }
 
@@ -190,7 +190,7 @@ impl Paths {
     }
 
     /// A path under the root, as the node names it (for messages and diffs).
-    fn shown(&self, p: &Path) -> PathBuf {
+    pub(crate) fn shown(&self, p: &Path) -> PathBuf {
         match p.strip_prefix(&self.root) {
             Ok(rel) => Path::new("/").join(rel),
             Err(_) => p.to_path_buf(),
@@ -236,18 +236,18 @@ fn say(out: &mut dyn Write, line: String) {
 // ---------------------------------------------------------------------------------------
 // Configuration files
 
-struct ConfFile {
+pub(crate) struct ConfFile {
     /// The file in the conf dir (a symbolic link, when `link` says so).
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     mode: u32,
     /// The link's target as written, when the file is a symbolic link.
     link: Option<PathBuf>,
 }
 
 /// The conf dir as the runtime lists it: per file, where it is and what it holds.
-struct ConfDir {
-    files: Vec<ConfFile>,
-    listed: Vec<Listed>,
+pub(crate) struct ConfDir {
+    pub(crate) files: Vec<ConfFile>,
+    pub(crate) listed: Vec<Listed>,
 }
 
 impl ConfDir {
@@ -270,7 +270,7 @@ impl ConfDir {
 /// Every configuration file the runtime would look at (`.conf`, `.conflist`, `.json`),
 /// sorted, parsed: one that cannot be read or parsed is listed with its error. A symbolic
 /// link is read through, its target resolved under the root.
-fn read_confs(p: &Paths) -> Result<ConfDir> {
+pub(crate) fn read_confs(p: &Paths) -> Result<ConfDir> {
     let dir = &p.conf;
     let mut out = ConfDir {
         files: Vec::new(),
@@ -537,7 +537,7 @@ fn plan_conf_dir(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<Conflist
     let mut texts: BTreeMap<usize, String> = BTreeMap::new();
     for v in confdir::select(&p.shown(&p.conf), &dir.listed, &o.networks) {
         match v {
-            Verdict::Skipped { file, why } => {
+            Verdict::Skipped { file, why, .. } => {
                 say(out, format!("skipped    {} ({why})", dir.shown(p, file)))
             }
             Verdict::Ignored { file, why } => {
