@@ -432,3 +432,109 @@ fn tombstones_are_counted_from_the_state_directory() {
     );
     assert_eq!(n.terminate(), 0);
 }
+
+fn tool(name: &str) -> String {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing: run `bash conformance/vm/install-deps.sh` (Debian's prometheus)"
+            )
+        })
+        .display()
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs promtool and prometheus (Debian's prometheus package)"]
+fn promtool_accepts_the_metrics_and_prometheus_scrapes_them() {
+    let (promtool, prometheus) = (tool("promtool"), tool("prometheus"));
+    let mut n = Node::new("prom");
+    fs::write(n.conf_path("10-pods.conflist"), PODS).unwrap();
+    n.start(&["--sweep-every", "0"]);
+    n.bury("pods", "10.10.0.7", Duration::from_secs(600));
+    n.until(Duration::from_secs(3), "a live tombstone", |n| {
+        n.metric("tombstone_live{network=\"pods\"}") == Some(1.0)
+    });
+
+    let (_, body) = n.get("/metrics");
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real server on loopback, scraping the agent every second.
+    let dir = n.root.join("prometheus");
+    fs::create_dir_all(dir.join("data")).unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tombstone\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        n.port
+    );
+    fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let web = free_port();
+    let mut server = Command::new(&prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let query = |q: &str| -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", web)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET /api/v1/query?query={q} HTTP/1.0\r\n\r\n").ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        Some(resp.split_once("\r\n\r\n")?.1.to_string())
+    };
+    let value = |body: &str| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some(v["data"]["result"][0]["value"][1].as_str()?.to_string())
+    };
+    let started = Instant::now();
+    let (mut up, mut live) = (None, None);
+    while started.elapsed() < Duration::from_secs(60)
+        && (up.as_deref() != Some("1") || live.as_deref() != Some("1"))
+    {
+        assert!(server.try_wait().unwrap().is_none(), "prometheus exited");
+        up = query("up%7Bjob%3D%22tombstone%22%7D").and_then(|b| value(&b));
+        live = query("tombstone_live%7Bnetwork%3D%22pods%22%7D").and_then(|b| value(&b));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(up.as_deref(), Some("1"), "up of the agent's target");
+    assert_eq!(
+        live.as_deref(),
+        Some("1"),
+        "tombstone_live{{network=\"pods\"}}"
+    );
+    assert_eq!(n.terminate(), 0);
+}
