@@ -12,6 +12,8 @@
 #   protobuf-compiler            protoc, which the CRI client's bindings (k8s-cri) are built with
 #   conntrack, nftables          the Service test (plugin/tests/service.rs): an observer of the
 #                                conntrack table, and kube-proxy-like DNAT rules
+#   prometheus                   promtool and a real server scraping the node agent
+#                                (install/tests/agent.rs)
 # Debian/Ubuntu only (apt-get); needs root to install anything.
 set -euo pipefail
 
@@ -30,6 +32,7 @@ packages=(
     protobuf-compiler
     conntrack
     nftables
+    prometheus
 )
 
 missing=()

@@ -1,6 +1,7 @@
 //! `tombstone-install`: puts the tombstone CNI plugins on a node and takes them off again.
 //!
 //! Floors, each importing only downward:
+//! - [`agent`]: the node agent (install, watch, sweep, HTTP), over [`run`];
 //! - [`run`]: install and uninstall, planned then applied; [`check`]: `--check`, the node
 //!   read (through [`run`]'s reader, the plugin's store, netlink) for [`doctor`]'s checks;
 //! - pure logic, no I/O: [`confdir`] (which files the runtime loads), [`conflist`] (the
@@ -10,6 +11,7 @@
 //! - under every floor: [`error`] (the one error type, with context and details).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod check;
 pub mod confdir;
 pub mod conflist;

@@ -4,6 +4,9 @@ use tombstone_install::options::{self, Parsed};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "agent") {
+        std::process::exit(tombstone_install::agent::main(&args[1..]));
+    }
     let code = match options::parse(&args) {
         Ok(Parsed::Help) => {
             println!("{}", options::USAGE);

@@ -62,6 +62,11 @@ pub const NOT_READY_EXIT: i32 = 3;
 pub struct Outcome {
     /// One line per file, or network, reported `not ready`.
     pub not_ready: Vec<String>,
+    /// The networks that have the entry once the run is done (`file: network`), edited or
+    /// found in place.
+    pub managed: Vec<String>,
+    /// Configuration files written (or moved, or linked again) by the run.
+    pub changed: usize,
 }
 
 impl Outcome {
@@ -225,7 +230,9 @@ pub fn reconcile_conf_dir(o: &Options, out: &mut dyn Write) -> Result<Outcome> {
         apply_conflists(&plan.changes, out)?;
     }
     Ok(Outcome {
+        changed: if o.dry_run { 0 } else { plan.changes.len() },
         not_ready: plan.not_ready,
+        managed: plan.managed,
     })
 }
 
@@ -469,6 +476,8 @@ fn install(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<Outcome> {
     let host_changes = plan_host_files(o, p, out)?;
     let outcome = Outcome {
         not_ready: lists.not_ready.clone(),
+        managed: lists.managed.clone(),
+        changed: if o.dry_run { 0 } else { lists.changes.len() },
     };
 
     show_binaries(o, p, &binaries, out);
@@ -514,6 +523,7 @@ struct ConflistPlan {
     /// Symbolic links replaced by their edited file.
     links: Vec<Link>,
     not_ready: Vec<String>,
+    managed: Vec<String>,
 }
 
 /// The installer's manifest, read only (none yet: empty).
@@ -547,8 +557,10 @@ fn plan_conf_dir(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<Conflist
             Verdict::Warning(w) => say(out, format!("warning: {w}")),
             Verdict::Edit(t) => {
                 let shown = dir.shown(p, t.file);
-                if let Err(e) = plan_edit(o, p, &dir, &manifest, t, &mut texts, &mut plan, out) {
-                    not_ready(&mut plan, out, &shown, &e.to_string());
+                let managed = format!("{shown}: {}", t.net.name);
+                match plan_edit(o, p, &dir, &manifest, t, &mut texts, &mut plan, out) {
+                    Ok(()) => plan.managed.push(managed),
+                    Err(e) => not_ready(&mut plan, out, &shown, &e.to_string()),
                 }
             }
         }
@@ -904,6 +916,7 @@ fn uninstall(o: &Options, p: &Paths, out: &mut dyn Write) -> Result<Outcome> {
     let host_gone = plan_host_removal(p, &lists.still_used, out)?;
     let outcome = Outcome {
         not_ready: lists.not_ready.clone(),
+        ..Outcome::default()
     };
 
     if o.dry_run {

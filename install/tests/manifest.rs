@@ -32,12 +32,15 @@ fn daemonset_manifest_has_what_the_installer_relies_on() {
         "kind: DaemonSet",
         "kind: ConfigMap",
         "hostNetwork: true",
-        "- /opt/tombstone/bin/tombstone-install\n            - --root\n            - /host\n",
+        "- /opt/tombstone/bin/tombstone-install\n            - agent\n            - --root\n            - /host\n",
         "- --plugin-state-dir\n            - $(STATE_DIR)\n",
         "- --hold-seconds\n            - $(HOLD_SECONDS)\n",
-        "- --external-sweeper\n",
-        "tombstone sweep --state-dir \"$STATE_DIR\"",
-        "add: [\"NET_ADMIN\"]",
+        "- --sweep-every\n            - $(SWEEP_EVERY)\n",
+        "- --listen\n            - $(LISTEN)\n",
+        "path: /healthz\n              port: 9465\n",
+        "path: /readyz\n              port: 9465\n",
+        "add: [\"NET_ADMIN\", \"CHOWN\", \"DAC_OVERRIDE\", \"FOWNER\"]",
+        "mountPath: /run/cni\n",
         "mountPath: /host/opt/cni/bin",
         "mountPath: /host/etc/cni/net.d",
         "mountPath: /host/etc/iproute2",
@@ -45,7 +48,7 @@ fn daemonset_manifest_has_what_the_installer_relies_on() {
     ] {
         assert!(text.contains(needle), "the manifest lacks {needle:?}");
     }
-    // One place for the settings both containers use: the ConfigMap, read by both.
+    // One place for the settings: the ConfigMap, read by the agent.
     assert_eq!(
         text.matches("/run/cni/tombstone").count(),
         1,
@@ -54,8 +57,8 @@ fn daemonset_manifest_has_what_the_installer_relies_on() {
     assert_eq!(
         text.matches("configMapRef:\n                name: tombstone-settings")
             .count(),
-        2,
-        "both containers read the settings"
+        1,
+        "the agent reads the settings"
     );
     // The hold stays below tombstone-ipam's default reuseAfterSeconds (60).
     let hold: u64 = text
@@ -64,7 +67,13 @@ fn daemonset_manifest_has_what_the_installer_relies_on() {
         .and_then(|s| s.split('"').next())
         .and_then(|s| s.parse().ok())
         .expect("HOLD_SECONDS in the ConfigMap");
-    assert!(hold < tombstone_cni::suite::DEFAULT_REUSE_AFTER_SECONDS);
+    let sweep: u64 = text
+        .split("SWEEP_EVERY: \"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("SWEEP_EVERY in the ConfigMap");
+    assert!(hold + sweep < tombstone_cni::suite::DEFAULT_REUSE_AFTER_SECONDS);
 }
 
 #[test]
