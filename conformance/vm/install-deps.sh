@@ -13,6 +13,7 @@
 #                                its conmon comes with it). The package drops a default
 #                                network in /etc/cni/net.d, which the test's podman never
 #                                reads (it has a config dir of its own)
+#   jq                           the README's podman GC, which the podman test runs as written
 #   protobuf-compiler            protoc, which the CRI client's bindings (k8s-cri) are built with
 #   conntrack, nftables          the Service test (plugin/tests/service.rs): an observer of the
 #                                conntrack table, and kube-proxy-like DNAT rules
@@ -32,6 +33,7 @@ packages=(
     containerd
     runc
     podman
+    jq
     protobuf-compiler
     conntrack
     nftables

@@ -49,6 +49,8 @@ pub fn require_tools() {
         ("podman", "--version", "podman"),
         ("conmon", "--version", "conmon"),
         ("runc", "--version", "runc"),
+        ("jq", "--version", "jq"),
+        ("bash", "--version", "bash"),
         ("unshare", "--version", "util-linux"),
         ("nsenter", "--version", "util-linux"),
         ("ip", "-V", "iproute2"),
@@ -170,25 +172,54 @@ impl Podman {
         cmd
     }
 
+    /// The environment and global flags of the instance's podman commands.
+    fn podman_env_and_flags(&self) -> (Vec<(&'static str, String)>, Vec<String>) {
+        let d = |p: &str| self.dir.join(p).display().to_string();
+        let env = vec![
+            ("CONTAINERS_CONF", d("containers.conf")),
+            ("CONTAINERS_STORAGE_CONF", d("storage.conf")),
+            ("CONTAINERS_REGISTRIES_CONF", d("registries.conf")),
+        ];
+        let mut flags = vec![
+            "--root".to_string(),
+            d("root"),
+            "--runroot".into(),
+            d("runroot"),
+            "--tmpdir".into(),
+            d("tmp"),
+            "--network-backend".into(),
+            "cni".into(),
+            "--network-config-dir".into(),
+            d("net.d"),
+        ];
+        flags
+            .extend(["--cgroup-manager", "cgroupfs", "--events-backend", "file"].map(String::from));
+        (env, flags)
+    }
+
     /// `podman ARGS` with the instance's configuration, as a podman user's shell runs it.
     pub fn podman(&self, args: &[&str]) -> Output {
-        let d = &self.dir;
+        let (env, flags) = self.podman_env_and_flags();
         self.in_ns("podman")
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", d.join("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", d.join("registries.conf"))
-            .arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("runroot"))
-            .arg("--tmpdir")
-            .arg(d.join("tmp"))
-            .args(["--network-backend", "cni", "--network-config-dir"])
-            .arg(d.join("net.d"))
-            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .envs(env)
+            .args(flags)
             .args(args)
             .output()
             .expect("spawn nsenter ... podman")
+    }
+
+    /// A shell function `podman` running this instance's podman (for a script written for a
+    /// machine's own podman).
+    pub fn shell_function(&self) -> String {
+        let (env, flags) = self.podman_env_and_flags();
+        let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}='{v}'")).collect();
+        let flags: Vec<String> = flags.iter().map(|f| format!("'{f}'")).collect();
+        format!(
+            "podman() {{ env {} nsenter --mount=/proc/{}/ns/mnt -- podman {} \"$@\"; }}\n",
+            env.join(" "),
+            self.holder_pid(),
+            flags.join(" ")
+        )
     }
 
     /// `podman ARGS`, its stdout when it succeeds, else its stderr in the error.
