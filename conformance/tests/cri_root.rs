@@ -12,7 +12,6 @@
 
 mod cri;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -23,6 +22,7 @@ use cni_conformance::harness::paths;
 use cri::client::{Cri, POD_NAMESPACE, Pod};
 use cri::containerd::{self, Containerd, Setup};
 use cri::node::{self, Probe};
+use cri::record::{self, calls_for, ipam_allocations, recorded, result_ips};
 use serde_json::{Value, json};
 use tombstone_testkit::{eventually, require_root};
 
@@ -67,87 +67,12 @@ fn conflist(name: &str, bridge: &str, ipam: Value, chained: Vec<Value>) -> Strin
     json!({ "cniVersion": "1.0.0", "name": name, "plugins": plugins }).to_string()
 }
 
-/// What one plugin run was given: its CNI_* environment and its stdin.
-#[derive(Debug)]
-struct Call {
-    env: BTreeMap<String, String>,
-    stdin: Value,
-}
-
-/// The runs of `tombstone` the recording wrapper saw, in order.
-fn recorded(dir: &Path) -> Vec<Call> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".env")
-                .map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .map(|n| {
-            let env = fs::read_to_string(dir.join(format!("{n}.env"))).unwrap_or_default();
-            let stdin = fs::read_to_string(dir.join(format!("{n}.stdin"))).unwrap_or_default();
-            Call {
-                env: env
-                    .lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                stdin: serde_json::from_str(&stdin).unwrap_or(Value::Null),
-            }
-        })
-        .collect()
-}
-
-fn calls_for<'a>(calls: &'a [Call], command: &str, id: &str) -> Vec<&'a Call> {
-    calls
-        .iter()
-        .filter(|c| {
-            c.env.get("CNI_COMMAND").map(String::as_str) == Some(command)
-                && c.env.get("CNI_CONTAINERID").map(String::as_str) == Some(id)
-        })
-        .collect()
-}
-
-/// The IPv4 addresses of a result (`prevResult`).
-fn result_ips(v: &Value) -> Vec<String> {
-    v["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["address"].as_str())
-        .map(|a| a.split('/').next().unwrap_or(a).to_string())
-        .collect()
-}
-
 fn ip_of(cri: &mut Cri, id: &str) -> Ipv4Addr {
     let st = cri.status(id).unwrap_or_else(|e| panic!("{e}"));
     assert!(st.ready, "sandbox {id} is not ready: {st:?}");
     st.ip
         .parse()
         .unwrap_or_else(|_| panic!("sandbox {id}: no IPv4 pod IP in its status: {st:?}"))
-}
-
-/// Every allocation `tombstone-ipam` records in `dir` (files `ip-*` holding an `"a"` record).
-fn ipam_allocations(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for net in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let state = net.path().join("tombstone-ipam.d");
-        for f in fs::read_dir(&state).into_iter().flatten().flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            let text = fs::read_to_string(f.path()).unwrap_or_default();
-            if name.starts_with("ip-") && text.starts_with("[\"a\"") {
-                found.push(format!("{name}: {text}"));
-            }
-        }
-    }
-    found
 }
 
 /// Every address file `host-local` keeps in `dir` (named by the address).
@@ -232,12 +157,7 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
     });
     // `tombstone` behind a recorder of its environment and stdin; `bridge` behind a DEL
     // that fails once, after the real DEL released the address, while the marker exists.
-    let recorder = format!(
-        "#!/bin/sh\nset -e\nmkdir -p '{rec}'\nn=\"$(date +%s%N)-$$\"\nenv | grep '^CNI_' > '{rec}'/\"$n.env\" || true\n\
-         cat > '{rec}'/\"$n.stdin\"\nexec '{bin}' < '{rec}'/\"$n.stdin\"\n",
-        rec = rec.display(),
-        bin = our_binary("tombstone")
-    );
+    let recorder = record::recorder(&rec, &our_binary("tombstone"));
     let fail_once = format!(
         "#!/bin/sh\nif [ \"$CNI_COMMAND\" = DEL ] && [ -e '{m}' ]; then\n  {REFERENCE}/bridge >/dev/null || exit $?\n  rm -f '{m}'\n  \
          echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"injected DEL failure, after the release\"}}'\n  exit 1\nfi\nexec {REFERENCE}/bridge\n",
@@ -297,10 +217,7 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
         "{env:?}"
     );
     assert_eq!(env.get("CNI_NETNS"), Some(&st_a.netns), "{env:?}");
-    let args: Vec<&str> = env
-        .get("CNI_ARGS")
-        .map(|s| s.split(';').collect())
-        .unwrap_or_default();
+    let args = record::cni_args(add_a[0]);
     for want in [
         "IgnoreUnknown=1".to_string(),
         format!("K8S_POD_NAMESPACE={POD_NAMESPACE}"),
@@ -308,10 +225,7 @@ fn cri_root_containerd_drives_the_tombstone_chain() {
         format!("K8S_POD_INFRA_CONTAINER_ID={a}"),
         format!("K8S_POD_UID={}", pa.uid()),
     ] {
-        assert!(
-            args.contains(&want.as_str()),
-            "CNI_ARGS lacks {want}: {args:?}"
-        );
+        assert!(args.contains(&want), "CNI_ARGS lacks {want}: {args:?}");
     }
     let stdin = &add_a[0].stdin;
     // containerd 1.6 (go-cni) writes the mapping with Go's field names, not the

@@ -9,6 +9,11 @@
 #   strace                       the fault-injection tests (plugin/tests/faults.rs, ipam/tests/faults.rs)
 #   valgrind                     instruction counts in `make bench` (callgrind)
 #   containerd, runc             the CRI test's runtime (conformance/tests/cri_root.rs)
+#   podman                       the podman test's runtime (conformance/tests/podman_root.rs;
+#                                its conmon comes with it). The package drops a default
+#                                network in /etc/cni/net.d, which the test's podman never
+#                                reads (it has a config dir of its own)
+#   jq                           the README's podman GC, which the podman test runs as written
 #   protobuf-compiler            protoc, which the CRI client's bindings (k8s-cri) are built with
 #   conntrack, nftables          the Service test (plugin/tests/service.rs): an observer of the
 #                                conntrack table, and kube-proxy-like DNAT rules
@@ -29,6 +34,8 @@ packages=(
     valgrind
     containerd
     runc
+    podman
+    jq
     protobuf-compiler
     conntrack
     nftables

@@ -1,0 +1,102 @@
+//! What a runtime passed to a plugin: a wrapper script that records each run's CNI_*
+//! environment and stdin before it execs the plugin, and readers of those records, of the
+//! results' addresses and of `tombstone-ipam`'s allocations.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use serde_json::Value;
+
+/// What one plugin run was given: its CNI_* environment and its stdin.
+#[derive(Debug)]
+pub struct Call {
+    pub env: BTreeMap<String, String>,
+    pub stdin: Value,
+}
+
+/// A plugin script recording its runs in `dir`, then exec-ing `plugin` with the same stdin.
+pub fn recorder(dir: &Path, plugin: &str) -> String {
+    format!(
+        "#!/bin/sh\nset -e\nmkdir -p '{rec}'\nn=\"$(date +%s%N)-$$\"\nenv | grep '^CNI_' > '{rec}'/\"$n.env\" || true\n\
+         cat > '{rec}'/\"$n.stdin\"\nexec '{plugin}' < '{rec}'/\"$n.stdin\"\n",
+        rec = dir.display()
+    )
+}
+
+/// The runs the recording wrapper saw, in order.
+pub fn recorded(dir: &Path) -> Vec<Call> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".env")
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| {
+            let env = fs::read_to_string(dir.join(format!("{n}.env"))).unwrap_or_default();
+            let stdin = fs::read_to_string(dir.join(format!("{n}.stdin"))).unwrap_or_default();
+            Call {
+                env: env
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                stdin: serde_json::from_str(&stdin).unwrap_or(Value::Null),
+            }
+        })
+        .collect()
+}
+
+/// The recorded runs of `command` for container `id`.
+pub fn calls_for<'a>(calls: &'a [Call], command: &str, id: &str) -> Vec<&'a Call> {
+    calls
+        .iter()
+        .filter(|c| {
+            c.env.get("CNI_COMMAND").map(String::as_str) == Some(command)
+                && c.env.get("CNI_CONTAINERID").map(String::as_str) == Some(id)
+        })
+        .collect()
+}
+
+/// The `CNI_ARGS` pairs of a run.
+pub fn cni_args(call: &Call) -> Vec<String> {
+    call.env
+        .get("CNI_ARGS")
+        .map(|s| s.split(';').map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The IPv4 addresses of a result (`prevResult`).
+pub fn result_ips(v: &Value) -> Vec<String> {
+    v["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["address"].as_str())
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .collect()
+}
+
+/// Every allocation `tombstone-ipam` records in `dir` (files `ip-*` holding an `"a"` record).
+pub fn ipam_allocations(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for net in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let state = net.path().join("tombstone-ipam.d");
+        for f in fs::read_dir(&state).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let text = fs::read_to_string(f.path()).unwrap_or_default();
+            if name.starts_with("ip-") && text.starts_with("[\"a\"") {
+                found.push(format!("{name}: {text}"));
+            }
+        }
+    }
+    found
+}
