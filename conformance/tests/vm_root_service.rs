@@ -55,14 +55,18 @@ fn vm_root_service_clusterip_nodeport_across_a_del() {
     }
     // Pod c's ClusterIP flow loops through the gateway port (each datagram forwarded again
     // at every hop of its TTL); the host's own flows are black-holed without an error.
-    assert!(num("baseline", "forwarded_4") > 0, "baseline: the loop\n{table}");
+    assert!(
+        num("baseline", "forwarded_4") > 0,
+        "baseline: the loop\n{table}"
+    );
     assert!(
         num("baseline", "forwarded_pod_udp") > 0,
         "baseline: pod c's flow loops\n{table}"
     );
     for p in ["clusterip", "nodeport"] {
         assert!(
-            !r.get("baseline", &format!("{p}_sees")).contains("EHOSTUNREACH"),
+            !r.get("baseline", &format!("{p}_sees"))
+                .contains("EHOSTUNREACH"),
             "baseline {p}: nothing tells the client\n{table}"
         );
     }

@@ -495,11 +495,16 @@ impl Report {
                 }
             }),
         ));
+        self.variant_table(&rows)
+    }
+
+    /// `rows` under one column per variant, then the failed steps, if any.
+    fn variant_table(&self, rows: &[(String, Vec<String>)]) -> String {
         let headers: Vec<String> = self.variants.iter().map(describe_variant).collect();
-        let mut out = render_table(&headers, &rows);
-        if !r.failures.is_empty() {
+        let mut out = render_table(&headers, rows);
+        if !self.results.failures.is_empty() {
             let _ = writeln!(out, "\nFailed steps:");
-            for f in &r.failures {
+            for f in &self.results.failures {
                 let _ = writeln!(out, "  {f}");
             }
         }
@@ -592,15 +597,7 @@ impl Report {
             "DEL of pod a took / the switch (nft -f) took".into(),
             &|v| format!("{} ms / {} ms", r.get(v, "del_ms"), r.get(v, "switch_ms")),
         );
-        let headers: Vec<String> = self.variants.iter().map(describe_variant).collect();
-        let mut out = render_table(&headers, &rows);
-        if !r.failures.is_empty() {
-            let _ = writeln!(out, "\nFailed steps:");
-            for f in &r.failures {
-                let _ = writeln!(out, "  {f}");
-            }
-        }
-        out
+        self.variant_table(&rows)
     }
 
     /// The summary of a churn run.
