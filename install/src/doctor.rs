@@ -682,19 +682,7 @@ mod tests {
     use crate::conflist::parse;
 
     fn rule(prio: u32, table: u32) -> Rule {
-        Rule {
-            ipv6: false,
-            priority: prio,
-            kind: RuleKind::Lookup(table),
-            invert: false,
-            dst: None,
-            src: None,
-            iif: None,
-            oif: None,
-            fwmark: None,
-            other: Vec::new(),
-            suppress_prefix_len: None,
-        }
+        Rule::new(false, prio, RuleKind::Lookup(table))
     }
 
     fn default_rules() -> Vec<Rule> {

@@ -49,6 +49,23 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule with this action and no selectors: it selects every lookup of its family.
+    pub fn new(ipv6: bool, priority: u32, kind: RuleKind) -> Rule {
+        Rule {
+            ipv6,
+            priority,
+            kind,
+            invert: false,
+            dst: None,
+            src: None,
+            iif: None,
+            oif: None,
+            fwmark: None,
+            other: Vec::new(),
+            suppress_prefix_len: None,
+        }
+    }
+
     /// Whether the rule selects only by destination (or by nothing at all).
     pub fn selects_by_destination_only(&self) -> bool {
         self.src.is_none()
@@ -92,19 +109,8 @@ impl Rule {
 fn rule_from(m: RuleMessage) -> Rule {
     let h = &m.header;
     let prefix = |a: IpAddr, len: u8| Some((a, len));
-    let mut r = Rule {
-        ipv6: h.family == AddressFamily::Inet6,
-        priority: 0,
-        kind: RuleKind::Other(0),
-        invert: h.flags.contains(RuleFlags::Invert),
-        dst: None,
-        src: None,
-        iif: None,
-        oif: None,
-        fwmark: None,
-        other: Vec::new(),
-        suppress_prefix_len: None,
-    };
+    let mut r = Rule::new(h.family == AddressFamily::Inet6, 0, RuleKind::Other(0));
+    r.invert = h.flags.contains(RuleFlags::Invert);
     if h.tos != 0 {
         r.other.push(format!("tos {:#x}", h.tos));
     }
