@@ -358,7 +358,16 @@ fn vm_root_ipvlan_benchmark_beside_reference_chain() {
             pod as f64 / reference as f64,
         ));
     }
-    println!("{runs} runs of each chain, interleaved\n{table}\n{lib}\n{cg}");
+    // The job's notes name each process's count: `add ourchain: tombstone-ipam.123 159412`.
+    let per_process: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("# [bench] add ") || l.starts_with("# [bench] del "))
+        .collect();
+    assert!(!per_process.is_empty(), "no per-process count:\n{out}");
+    println!(
+        "{runs} runs of each chain, interleaved\n{table}\n{lib}\n{cg}\ncallgrind, per process:\n{}\n",
+        per_process.join("\n")
+    );
     let mut exec = String::from("| one process start (VERSION) | median |\n|---|---:|\n");
     for bin in [
         "ipvlan",
