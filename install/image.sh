@@ -73,7 +73,9 @@ buildah=(buildah --storage-driver vfs --root "$work/root" --runroot "$work/runro
 mv -f "$work/image.oci.tar" "$archive"
 t2=$(ms)
 
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 size=$(stat -c %s "$archive")
-echo "image: $archive ($name, id $(cut -c8-19 "$work/iid")): $size bytes" \
-    "($(awk -v b="$size" 'BEGIN { printf "%.1f", b / 1048576 }') MiB)"
+binaries=$(cat "$work"/context/* | wc -c)
+echo "image: $archive ($name, id $(cut -c8-19 "$work/iid")): $size bytes ($(mib "$size") MiB;" \
+    "the binaries, uncompressed: $binaries bytes, $(mib "$binaries") MiB)"
 echo "image: cargo build $(seconds $((t1 - t0))) s, image build and archive $(seconds $((t2 - t1))) s"
