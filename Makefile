@@ -1,10 +1,11 @@
 # The two set-up commands of the README:
 #   make demo   the seed scenario on a real IPvlan kernel, before/after table
 #   make test   every test: unit, network-namespace (root), VM (real IPvlan)
+#   make image  the DaemonSet's image, an OCI archive built offline (install/README.md)
 CARGO ?= cargo
 SHELL := /bin/bash
 
-.PHONY: demo test deps build lint bench
+.PHONY: demo test deps build lint bench image
 
 # Builds target the host tuple explicitly and link our binaries statically
 # (.cargo/config.toml): they land in target/<host tuple>/release/.
@@ -17,6 +18,11 @@ deps:
 build:
 	$(CARGO) build --release --workspace --bins
 	@echo "binaries in $(RELEASE_DIR)/"
+
+# The DaemonSet's image: an OCI archive built by buildah with no engine and no registry
+# (install/image.sh prints where, its size and the build's times).
+image:
+	bash install/image.sh
 
 demo: deps build
 	$(CARGO) run --quiet --release -p cni-conformance -- demo

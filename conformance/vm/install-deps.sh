@@ -19,6 +19,9 @@
 #                                conntrack table, and kube-proxy-like DNAT rules
 #   prometheus                   promtool and a real server scraping the node agent
 #                                (install/tests/agent.rs)
+#   buildah                      `make image`: the DaemonSet's image as an OCI archive, no
+#                                engine, vfs storage (install/image.sh); the image test runs
+#                                it under podman (install/tests/image_root.rs)
 # Debian/Ubuntu only (apt-get); needs root to install anything.
 set -euo pipefail
 
@@ -40,6 +43,7 @@ packages=(
     conntrack
     nftables
     prometheus
+    buildah
 )
 
 missing=()

@@ -4,13 +4,16 @@
 //! stops cleanly on SIGTERM, sweeps, and serves metrics that `promtool` accepts and a real
 //! Prometheus server scrapes.
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{PODS, free_port, replace};
 use tombstone::chained::ledger::Tombstone;
 use tombstone::chained::store::{self, Scope};
 use tombstone_cni::state::StateDir;
@@ -36,24 +39,6 @@ fn plugins_dir() -> PathBuf {
         assert!(status.success(), "cannot build the plugins");
     }
     dir
-}
-
-const PODS: &str = r#"{
-  "cniVersion": "1.0.0",
-  "name": "pods",
-  "plugins": [
-    { "type": "ipvlan", "master": "eth0", "ipam": { "type": "host-local", "subnet": "10.10.0.0/24" } },
-    { "type": "portmap", "capabilities": { "portMappings": true } }
-  ]
-}
-"#;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A node root and the agent running on it; the agent is killed when dropped.
@@ -125,14 +110,7 @@ impl Node {
     }
 
     fn try_get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-        let body = resp.split_once("\r\n\r\n")?.1.to_string();
-        Some((code, body))
+        common::try_get(self.port, path)
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -159,9 +137,7 @@ impl Node {
     }
 
     fn has_entry(&self, name: &str) -> bool {
-        fs::read_to_string(self.conf_path(name)).is_ok_and(|t| {
-            t.contains("\"type\": \"tombstone\"") || t.contains("\"type\":\"tombstone\"")
-        })
+        common::has_entry(&self.conf_path(name))
     }
 
     fn metric(&self, line_start: &str) -> Option<f64> {
@@ -213,13 +189,6 @@ impl Node {
         });
         store::save(&dir, &mut before, &mut after).unwrap();
     }
-}
-
-/// Writes like an editor or a daemon replacing its file: a temporary file renamed over it.
-fn replace(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp-new");
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, path).unwrap();
 }
 
 #[test]

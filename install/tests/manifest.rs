@@ -1,10 +1,15 @@
 //! The DaemonSet manifest validates against the Kubernetes schemas, offline, with
 //! `kubernetes-validate` (PyPI; `install/ci-deps.sh` puts it in `install/.venv`). The schema
 //! test needs the tool, hence `#[ignore]`: `make test` includes it, and then a missing tool
-//! fails it. What the installer relies on is checked without the tool.
+//! fails it. What the installer relies on is checked without the tool, and so is the reading
+//! of the manifest the image test runs the container by (`common::daemonset`).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::daemonset::{self, added_capabilities, command, host_mounts, memory_limit, settings};
 
 fn validator() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/kubernetes-validate");
@@ -20,13 +25,9 @@ fn validator() -> PathBuf {
         .expect("kubernetes-validate is missing: run `bash install/ci-deps.sh` (or `make deps`)")
 }
 
-fn manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/daemonset.yaml")
-}
-
 #[test]
 fn daemonset_manifest_has_what_the_installer_relies_on() {
-    let text = std::fs::read_to_string(manifest()).unwrap();
+    let text = daemonset::text();
     // What the installer side relies on, whatever the schema allows.
     for needle in [
         "kind: DaemonSet",
@@ -81,7 +82,7 @@ fn daemonset_manifest_has_what_the_installer_relies_on() {
 fn daemonset_manifest_matches_the_kubernetes_schemas() {
     let out = Command::new(validator())
         .args(["--strict", "--kubernetes-version", "1.37.0"])
-        .arg(manifest())
+        .arg(daemonset::path())
         .output()
         .unwrap();
     let report = format!(
@@ -98,4 +99,39 @@ fn daemonset_manifest_matches_the_kubernetes_schemas() {
         report.contains("passed for resource serviceaccount/tombstone"),
         "{report}"
     );
+}
+
+#[test]
+fn the_manifest_reads_as_the_image_test_runs_it() {
+    let text = daemonset::text();
+    let s = settings(&text);
+    assert!(
+        s.iter()
+            .any(|(k, v)| k == "STATE_DIR" && v == "/run/cni/tombstone"),
+        "{s:?}"
+    );
+    let cmd = command(&text, &s);
+    assert_eq!(
+        cmd[..4],
+        [
+            "/opt/tombstone/bin/tombstone-install",
+            "agent",
+            "--root",
+            "/host"
+        ]
+    );
+    assert!(!cmd.iter().any(|a| a.contains("$(")), "{cmd:?}");
+    let mounts = host_mounts(&text);
+    assert!(
+        mounts.contains(&("/etc/cni/net.d".into(), "/host/etc/cni/net.d".into())),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts.contains(&("/run/cni".into(), "/run/cni".into())),
+        "{mounts:?}"
+    );
+    assert_eq!(mounts.len(), 5, "{mounts:?}");
+    assert!(added_capabilities(&text).contains(&"NET_ADMIN".to_string()));
+    assert_eq!(memory_limit(&text), "64Mi");
+    assert_eq!(daemonset::grace_period_seconds(&text), "10");
 }
