@@ -8,11 +8,7 @@
 //! documented cure, GC), a main-plugin DEL that fails once after releasing the address, and
 //! the CNI_ARGS and `runtimeConfig` podman passes.
 
-#[path = "cri/node.rs"]
-mod node;
 mod podman;
-#[path = "cri/record.rs"]
-mod record;
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -20,10 +16,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use cni_conformance::cri::node::{self, Probe};
+use cni_conformance::cri::record::{
+    self, calls_for, cni_args, ipam_allocations, recorded, result_ips,
+};
+use cni_conformance::cri::scenario::our_binary;
 use cni_conformance::harness::paths;
-use node::Probe;
 use podman::{Podman, Setup};
-use record::{calls_for, cni_args, ipam_allocations, recorded, result_ips};
 use serde_json::json;
 use tombstone_testkit::{eventually, require_root};
 
@@ -32,16 +31,6 @@ const REFERENCE: &str = "/usr/lib/cni";
 const NETWORK: &str = "tombstone-pods";
 /// The conflist's file in the instance's directory.
 const CONFLIST: &str = "net.d/10-podman-test.conflist";
-
-fn our_binary(name: &str) -> String {
-    let path = paths::release_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} not found: build it first (`make build`, i.e. cargo build --release --workspace --bins)",
-        path.display()
-    );
-    path.display().to_string()
-}
 
 fn ip_of(pm: &Podman, name: &str) -> Ipv4Addr {
     let ip = pm.inspect(

@@ -8,7 +8,8 @@
 #   iproute2                     `ip`, used by the jobs inside the guest
 #   strace                       the fault-injection tests (plugin/tests/faults.rs, ipam/tests/faults.rs)
 #   valgrind                     instruction counts in `make bench` (callgrind)
-#   containerd, runc             the CRI test's runtime (conformance/tests/cri_root.rs)
+#   containerd, runc             the CRI tests' runtime (conformance/tests/cri_root.rs, and
+#                                inside the VM conformance/tests/vm_root_cri.rs)
 #   podman                       the podman test's runtime (conformance/tests/podman_root.rs;
 #                                its conmon comes with it). The package drops a default
 #                                network in /etc/cni/net.d, which the test's podman never

@@ -55,36 +55,42 @@ impl Lab {
 
     /// The Service scenario's traffic program, rebuilt first when run under cargo.
     pub fn svc_probe(&self) -> Result<PathBuf> {
-        if let Some(cargo) = std::env::var_os("CARGO") {
-            let out = Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "--release",
-                    "-p",
-                    "cni-conformance",
-                    "--bin",
-                    SVC_PROBE,
-                ])
-                .current_dir(paths::workspace_root())
-                .output()
-                .context("run cargo build for cni-svc-probe")?;
-            if !out.status.success() {
-                return Err(Error::new(format!(
-                    "cargo build --release -p cni-conformance --bin {SVC_PROBE} failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )));
-            }
-        }
-        let path = paths::release_dir().join(SVC_PROBE);
-        if !path.is_file() {
+        own_binary(SVC_PROBE)
+    }
+}
+
+/// This crate's binary `name` (`cni-svc-probe`, `cni-cri-scenario`, `cni-pause`), rebuilt first
+/// when run under cargo.
+pub fn own_binary(name: &str) -> Result<PathBuf> {
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "cni-conformance",
+                "--bin",
+                name,
+            ])
+            .current_dir(paths::workspace_root())
+            .output()
+            .with_context(|| format!("run cargo build for {name}"))?;
+        if !out.status.success() {
             return Err(Error::new(format!(
-                "{} not found: build it first (`cargo build --release -p cni-conformance`)",
-                path.display()
+                "cargo build --release -p cni-conformance --bin {name} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
             )));
         }
-        Ok(path)
     }
+    let path = paths::release_dir().join(name);
+    if !path.is_file() {
+        return Err(Error::new(format!(
+            "{} not found: build it first (`cargo build --release -p cni-conformance`)",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 pub fn is_root() -> bool {

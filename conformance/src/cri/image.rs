@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The image's name, as the containerd config's `sandbox_image` names it.
@@ -141,4 +141,25 @@ pub fn write_pause_image(pause: &Path, out: &Path) {
     archive.file(&blob(&config_digest), 0o644, &config);
     archive.file(&blob(&manifest_digest), 0o644, &manifest);
     fs::write(out, archive.finish()).unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
+}
+
+/// The pause image's archive in a fresh temporary file, removed when dropped (even when the
+/// test fails).
+pub struct PauseImage(pub PathBuf);
+
+impl PauseImage {
+    /// Writes the image of `pause` (our static `cni-pause`) to a file named by `tag`.
+    pub fn write(pause: &Path, tag: &str) -> PauseImage {
+        let out =
+            std::env::temp_dir().join(format!("cni-cri-{}-{tag}.oci.tar", std::process::id()));
+        let file = PauseImage(out);
+        write_pause_image(pause, &file.0);
+        file
+    }
+}
+
+impl Drop for PauseImage {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }

@@ -98,3 +98,18 @@ pub fn bridge_ports(bridge: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The links of the node's namespace stacked on `master` (`name@master`: IPvlan, macvlan).
+pub fn stacked_on(master: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("spawn ip link");
+    let suffix = format!("@{master}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .filter_map(|n| n.strip_suffix(&suffix))
+        .map(str::to_string)
+        .collect()
+}

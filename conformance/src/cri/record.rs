@@ -1,6 +1,6 @@
 //! What a runtime passed to a plugin: a wrapper script that records each run's CNI_*
 //! environment and stdin before it execs the plugin, and readers of those records, of the
-//! results' addresses and of `tombstone-ipam`'s allocations.
+//! results' addresses and of the allocations `tombstone-ipam` and `host-local` keep.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -98,5 +98,26 @@ pub fn ipam_allocations(dir: &Path) -> Vec<String> {
             }
         }
     }
+    found
+}
+
+/// Every address file `host-local` keeps in `dir` (named by the address).
+pub fn host_local_allocations(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for net in fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in fs::read_dir(net.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+/// The allocations either IPAM (`tombstone-ipam`, `host-local`) keeps in its data dir `dir`.
+pub fn allocations(dir: &Path) -> Vec<String> {
+    let mut found = ipam_allocations(dir);
+    found.extend(host_local_allocations(dir));
     found
 }

@@ -5,7 +5,7 @@
 //! says). Nothing of the machine's containerd or CNI set-up is read or written.
 //!
 //! Dropping it (even when the test fails) kills its shims and their sandbox processes,
-//! stops containerd, removes its cgroups, links and tombstone routes, and the directory.
+//! stops containerd, removes its cgroups, its bridge, tombstone routes, and the directory.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::image::PAUSE_IMAGE;
+use crate::harness::tools::REFERENCE_PLUGINS;
 
 /// What one instance is made of.
 pub struct Setup<'a> {
@@ -21,13 +22,37 @@ pub struct Setup<'a> {
     pub name: &'a str,
     /// The conflist (JSON text) written to its CNI conf dir.
     pub conflist: String,
-    /// The bridge the conflist's main plugin creates (deleted on drop).
-    pub bridge: &'a str,
+    /// The node's link the pods hang on.
+    pub node_link: NodeLink,
     /// The pod subnet's prefix ("172.30.81."): routes of its addresses are ours to remove.
     pub subnet_prefix: &'a str,
     /// CNI plugins: (name in the bin dir, target). A target that is a script's text (it
     /// starts with `#!`) is written as an executable file, else it is linked.
     pub plugins: Vec<(String, String)>,
+}
+
+/// The node's link of an instance's pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeLink {
+    /// A bridge the main plugin creates: the pods' veths are its ports; deleted on drop.
+    Bridge(String),
+    /// An IPvlan master of the node's (kept): the pods' links live in their netns, only the
+    /// node's gateway ports (`gw*`) are stacked on it in the node's namespace.
+    Master(String),
+}
+
+impl NodeLink {
+    /// The pods' links left in the node's namespace: the bridge's ports, or what is stacked
+    /// on the master other than a gateway port.
+    pub fn pod_links(&self) -> Vec<String> {
+        match self {
+            NodeLink::Bridge(bridge) => super::node::bridge_ports(bridge),
+            NodeLink::Master(master) => super::node::stacked_on(master)
+                .into_iter()
+                .filter(|l| !l.starts_with("gw"))
+                .collect(),
+        }
+    }
 }
 
 pub struct Containerd {
@@ -36,14 +61,23 @@ pub struct Containerd {
     pub cgroup_parent: String,
     /// libcni's cache, as containerd's mount namespace sees at `/var/lib/cni`.
     pub cni_cache: PathBuf,
-    bridge: String,
-    subnet_prefix: String,
+    /// The IPAM data directory the conflist should name ([`ipam_dir`]): the leak checks look there.
+    pub ipam_dir: PathBuf,
+    /// The pods' link on the node, by kind and name.
+    pub node_link: NodeLink,
+    /// The pod subnet's prefix ("172.30.81."): routes of its addresses are this instance's.
+    pub subnet_prefix: String,
     child: Option<Child>,
 }
 
-/// The CNI plugin directory of a setup, inside its instance directory.
+/// The directory of the instance called `name` (its conflist's IPAM `dataDir` is [`ipam_dir`]).
 pub fn dir_of(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("cni-cri-{}-{name}", std::process::id()))
+}
+
+/// The IPAM data directory of the instance called `name`, where the leak checks look.
+pub fn ipam_dir(name: &str) -> PathBuf {
+    dir_of(name).join("ipam")
 }
 
 fn config_toml(dir: &Path, socket: &Path) -> String {
@@ -93,8 +127,8 @@ disabled_plugins = [
     )
 }
 
-/// Fails the test naming the package when a tool is missing.
-pub fn require_tools() {
+/// Fails the test naming the package when a tool or one of the reference `plugins` is missing.
+pub fn require_tools(plugins: &[&str]) {
     for (tool, version, package) in [
         ("containerd", "--version", "containerd"),
         ("ctr", "--version", "containerd"),
@@ -115,8 +149,8 @@ pub fn require_tools() {
              run by `make deps`)"
         );
     }
-    for plugin in ["bridge", "host-local", "loopback"] {
-        let p = Path::new("/usr/lib/cni").join(plugin);
+    for plugin in plugins.iter().chain(&["loopback"]) {
+        let p = Path::new(REFERENCE_PLUGINS).join(plugin);
         assert!(
             p.is_file(),
             "{} not found: install containernetworking-plugins (make deps)",
@@ -136,9 +170,10 @@ impl Containerd {
         let socket = dir.join("containerd.sock");
         let mut me = Containerd {
             cni_cache: dir.join("varlib/cni"),
+            ipam_dir: ipam_dir(setup.name),
             cgroup_parent: format!("/cni-cri-{}-{}", std::process::id(), setup.name),
             socket: socket.clone(),
-            bridge: setup.bridge.to_string(),
+            node_link: setup.node_link.clone(),
             subnet_prefix: setup.subnet_prefix.to_string(),
             dir: dir.clone(),
             child: None,
@@ -171,14 +206,15 @@ impl Containerd {
             .spawn()
             .expect("spawn unshare ... containerd");
         me.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: containerd starts in seconds under emulation (the VM).
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !socket.exists() {
             if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
                 panic!("containerd exited ({status}) at start:\n{}", me.log_tail());
             }
             assert!(
                 Instant::now() < deadline,
-                "containerd did not open {} within 20 s:\n{}",
+                "containerd did not open {} within 60 s:\n{}",
                 socket.display(),
                 me.log_tail()
             );
@@ -268,6 +304,16 @@ impl Containerd {
         all
     }
 
+    /// libcni's cached results (one file per attachment) in this instance's cache dir.
+    pub fn cached_results(&self) -> Vec<String> {
+        fs::read_dir(self.cni_cache.join("results"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// Cgroup directories under this instance's cgroup parent, in every hierarchy.
     pub fn cgroups(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
@@ -325,9 +371,9 @@ impl Drop for Containerd {
         for cg in self.cgroups() {
             let _ = fs::remove_dir(cg);
         }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
+        if let NodeLink::Bridge(bridge) = &self.node_link {
+            let _ = Command::new("ip").args(["link", "del", bridge]).output();
+        }
         // Tombstones of our subnet (those the test's end did not see expire).
         let routes = Command::new("ip")
             .args(["-o", "route", "show", "table", "main", "proto", "84"])
