@@ -8,10 +8,11 @@
 //! stops containerd, removes its cgroups, its bridge, tombstone routes, and the directory.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use tombstone_testkit::runtime;
 
 use super::image::PAUSE_IMAGE;
 use crate::harness::tools::REFERENCE_PLUGINS;
@@ -129,26 +130,14 @@ disabled_plugins = [
 
 /// Fails the test naming the package when a tool or one of the reference `plugins` is missing.
 pub fn require_tools(plugins: &[&str]) {
-    for (tool, version, package) in [
+    runtime::require_tools(&[
         ("containerd", "--version", "containerd"),
         ("ctr", "--version", "containerd"),
         ("runc", "--version", "runc"),
         ("unshare", "--version", "util-linux"),
         ("nsenter", "--version", "util-linux"),
         ("ip", "-V", "iproute2"),
-    ] {
-        let found = Command::new(tool)
-            .arg(version)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "`{tool} {version}` failed: install {package} (conformance/vm/install-deps.sh, \
-             run by `make deps`)"
-        );
-    }
+    ]);
     for plugin in plugins.iter().chain(&["loopback"]) {
         let p = Path::new(REFERENCE_PLUGINS).join(plugin);
         assert!(
@@ -178,16 +167,7 @@ impl Containerd {
             dir: dir.clone(),
             child: None,
         };
-        for (name, target) in &setup.plugins {
-            let path = dir.join("bin").join(name);
-            if target.starts_with("#!") {
-                fs::write(&path, target).expect("write a plugin script");
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                    .expect("chmod a plugin script");
-            } else {
-                std::os::unix::fs::symlink(target, &path).expect("link a plugin");
-            }
-        }
+        runtime::install_plugins(&dir.join("bin"), &setup.plugins);
         fs::write(dir.join("net.d/10-cri-test.conflist"), &setup.conflist)
             .expect("write the conflist");
         let config = dir.join("config.toml");
@@ -267,41 +247,11 @@ impl Containerd {
     /// children (the sandbox processes).
     pub fn processes(&self) -> Vec<u32> {
         let socket = self.socket.to_string_lossy().into_owned();
-        let mut shims = Vec::new();
-        let mut parents = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        runtime::processes(|cmdline| {
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            if args
-                .windows(2)
+            args.windows(2)
                 .any(|w| w[0] == b"-address" && w[1] == socket.as_bytes())
-            {
-                shims.push(pid);
-            }
-            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                parents.push((pid, ppid));
-            }
-        }
-        let mut all = shims.clone();
-        all.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| shims.contains(pp))
-                .map(|(p, _)| *p),
-        );
-        all
+        })
     }
 
     /// libcni's cached results (one file per attachment) in this instance's cache dir.
@@ -316,48 +266,14 @@ impl Containerd {
 
     /// Cgroup directories under this instance's cgroup parent, in every hierarchy.
     pub fn cgroups(&self) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        for h in fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let base = h.path().join(self.cgroup_parent.trim_start_matches('/'));
-            walk_dirs(&base, &mut found);
-        }
-        found
+        runtime::cgroups(&self.cgroup_parent)
     }
-}
-
-/// `dir` and every directory under it, deepest first.
-fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    if !dir.is_dir() {
-        return;
-    }
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            walk_dirs(&e.path(), out);
-        }
-    }
-    out.push(dir.to_path_buf());
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
         // The sandbox processes and shims first: they outlive containerd otherwise.
-        for _ in 0..3 {
-            let pids = self.processes();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        runtime::kill_until_gone(|| self.processes());
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);

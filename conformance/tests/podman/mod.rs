@@ -6,12 +6,12 @@
 
 use std::fs;
 use std::ops::Deref;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use tombstone_testkit::podman::dir_of;
 use tombstone_testkit::podman::{Podman as Private, RUN_LIMITS};
+use tombstone_testkit::runtime;
 
 /// What one instance is made of.
 pub struct Setup<'a> {
@@ -65,16 +65,7 @@ impl Podman {
     pub fn start(setup: Setup) -> Podman {
         let inner = Private::start(setup.name);
         let dir = &inner.dir;
-        for (name, target) in &setup.plugins {
-            let path = dir.join("bin").join(name);
-            if target.starts_with("#!") {
-                fs::write(&path, target).expect("write a plugin script");
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                    .expect("chmod a plugin script");
-            } else {
-                std::os::unix::fs::symlink(target, &path).expect("link a plugin");
-            }
-        }
+        runtime::install_plugins(&dir.join("bin"), &setup.plugins);
         fs::write(dir.join("net.d/10-podman-test.conflist"), &setup.conflist)
             .expect("write the conflist");
         Podman {

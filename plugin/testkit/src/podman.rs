@@ -12,7 +12,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+
+use crate::runtime;
 
 /// `podman run` flags every container of a test needs: limits lower than the runner's, since
 /// raising one needs CAP_SYS_RESOURCE, which a test runner may lack (podman's defaults are
@@ -45,19 +46,8 @@ pub fn require_tools(extra: &[(&str, &str, &str)]) {
         ("unshare", "--version", "util-linux"),
         ("nsenter", "--version", "util-linux"),
     ];
-    for &(tool, version, package) in base.iter().chain(extra) {
-        let found = Command::new(tool)
-            .arg(version)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "`{tool} {version}` failed: install {package} (conformance/vm/install-deps.sh, \
-             run by `make deps`)"
-        );
-    }
+    let all: Vec<_> = base.iter().chain(extra).copied().collect();
+    runtime::require_tools(&all);
 }
 
 fn containers_conf(dir: &Path) -> String {
@@ -226,76 +216,22 @@ impl Podman {
     /// (the containers' processes); zombies are not counted.
     pub fn processes(&self) -> Vec<u32> {
         let root = self.dir.join("root").to_string_lossy().into_owned();
-        let mut conmons = Vec::new();
-        let mut parents = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next().unwrap_or("");
-            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-            if state == "Z" {
-                continue;
-            }
-            let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let text = String::from_utf8_lossy(&cmdline);
-            if text.starts_with("/usr/bin/conmon") && text.contains(&root) {
-                conmons.push(pid);
-            }
-            if let Some(ppid) = ppid {
-                parents.push((pid, ppid));
-            }
-        }
-        let mut all = conmons.clone();
-        all.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| conmons.contains(pp))
-                .map(|(p, _)| *p),
-        );
-        all
+        runtime::processes(|cmdline| {
+            let text = String::from_utf8_lossy(cmdline);
+            text.starts_with("/usr/bin/conmon") && text.contains(&root)
+        })
     }
 
     /// Cgroup directories under this instance's cgroup parent, in every hierarchy.
     pub fn cgroups(&self) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        for h in fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let base = h.path().join(self.cgroup_parent.trim_start_matches('/'));
-            walk_dirs(&base, &mut found);
-        }
-        found
+        runtime::cgroups(&self.cgroup_parent)
     }
 
     /// Removes every container of the instance (`rm --all --force`), then kills what is
     /// left of them.
     pub fn remove_containers(&self) {
         let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
-        for _ in 0..3 {
-            let pids = self.processes();
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        runtime::kill_until_gone(|| self.processes());
     }
 
     /// Everything [`Drop`] does; returns what is left behind (empty when nothing is).
@@ -328,19 +264,6 @@ impl Podman {
         }
         left
     }
-}
-
-/// `dir` and every directory under it, deepest first.
-fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    if !dir.is_dir() {
-        return;
-    }
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            walk_dirs(&e.path(), out);
-        }
-    }
-    out.push(dir.to_path_buf());
 }
 
 impl Drop for Podman {
