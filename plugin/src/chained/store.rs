@@ -144,8 +144,10 @@ struct Holder {
 fn read_entry<T: for<'de> Deserialize<'de>>(entries: &StateDir, stem: &str) -> Result<Option<T>> {
     let why = match entries.read_record(stem)? {
         Record::Missing => return Ok(None),
-        Record::Bytes(b) => match serde_json::from_slice::<T>(&b) {
-            Ok(v) => return Ok(Some(v)),
+        // Checked as UTF-8 whole, once, rather than string by string as it is parsed.
+        Record::Bytes(b) => match std::str::from_utf8(&b).map(serde_json::from_str::<T>) {
+            Ok(Ok(v)) => return Ok(Some(v)),
+            Ok(Err(e)) => e.to_string(),
             Err(e) => e.to_string(),
         },
         Record::Foreign(why) => why,
