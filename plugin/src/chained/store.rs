@@ -663,6 +663,30 @@ mod tests {
     }
 
     #[test]
+    fn a_sweeps_load_removes_the_temporary_files_its_listing_finds() {
+        let dir = temp_dir("temps");
+        let (mut l, mut before) = load(&dir, "pods", Scope::All).unwrap().logged();
+        // More entries than PIN_ABOVE: read from the pinned directory.
+        for i in 0..20 {
+            l.bury(stone(&format!("10.0.0.{i}"), "a"));
+        }
+        save(&dir, &mut before, &mut l).unwrap();
+        let left = dir.path().join("pods.d/t-10%2E0%2E0%2E3.json.tmp");
+        std::fs::write(&left, b"{").unwrap();
+        let loaded = load_any(&dir, "pods", |_| Scope::Tombstones)
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.ledger.tombstones.len(), 20);
+        assert!(!left.exists(), "the killed writer's temporary file is gone");
+        assert!(
+            !entry_files(&dir, "pods")
+                .iter()
+                .any(|f| f.ends_with(".tmp"))
+        );
+        std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
     fn address_stems_are_the_encoded_addresses() {
         for a in [
             "0.0.0.0",
