@@ -2,12 +2,19 @@
 //! opened without following symlinks or blocking), a lock file per record serialising
 //! concurrent invocations (`flock` through `std::fs::File`), a directory-wide lock that a
 //! sweep takes alone and every other writer shares, and atomic replacement (write a
-//! temporary file, optionally fsync, rename).
+//! temporary file, optionally fsync, rename). A directory of many records read or removed
+//! in one pass is pinned: opened once, its records are reached from its descriptor.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::{CniError, Result};
 
@@ -15,6 +22,17 @@ use crate::{CniError, Result};
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
+    /// The directory's descriptor when pinned ([`StateDir::pinned`]): records are read and
+    /// removed relative to it, with no path walked per record.
+    fd: Option<Arc<OwnedFd>>,
+}
+
+/// What a directory holds: the stems of its records and of the temporary files that
+/// interrupted writes left, in the directory's order.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub records: Vec<String>,
+    pub temps: Vec<String>,
 }
 
 /// A record as found on disk.
@@ -130,7 +148,7 @@ impl StateDir {
                 )));
             }
         }
-        Ok(StateDir { path })
+        Ok(StateDir { path, fd: None })
     }
 
     /// The directory if it exists (checked as [`StateDir::open`] does), `None` if it does
@@ -140,7 +158,7 @@ impl StateDir {
         match fs::symlink_metadata(&path) {
             Ok(m) => {
                 check_dir(&path, &m)?;
-                Ok(Some(StateDir { path }))
+                Ok(Some(StateDir { path, fd: None }))
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CniError::io(format!(
@@ -203,9 +221,41 @@ impl StateDir {
         Self::usable(&self.path)
     }
 
+    /// The same directory, opened once (never through a symlink): for a pass that reads or
+    /// removes many of its records.
+    pub fn pinned(&self) -> Result<StateDir> {
+        if self.fd.is_some() {
+            return Ok(self.clone());
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(AT_FDCWD, &self.path, flags, Mode::empty()).map_err(|e| {
+            CniError::io(format!(
+                "cannot open state directory {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        Ok(StateDir {
+            path: self.path.clone(),
+            fd: Some(Arc::new(fd)),
+        })
+    }
+
     fn file(&self, stem: &str, suffix: &str) -> Result<PathBuf> {
-        check_stem(stem)?;
-        Ok(self.path.join(format!("{stem}{suffix}")))
+        Ok(self.path.join(name(stem, suffix)?))
+    }
+
+    /// Where a record's file is reached from: the pinned directory's descriptor and the
+    /// file's name, or else its whole path.
+    fn at(&self, stem: &str, suffix: &str) -> Result<(BorrowedFd<'_>, PathBuf)> {
+        match &self.fd {
+            Some(fd) => Ok((fd.as_fd(), name(stem, suffix)?.into())),
+            None => Ok((AT_FDCWD, self.file(stem, suffix)?)),
+        }
+    }
+
+    /// The whole path of what [`StateDir::at`] names (for messages).
+    fn shown(&self, name: &Path) -> PathBuf {
+        self.path.join(name)
     }
 
     /// Opens (creating) a lock file. One that is not a regular file of ours (a FIFO, a
@@ -300,27 +350,40 @@ impl StateDir {
     /// The record, telling apart one that is not a regular file of ours (never read:
     /// a FIFO would block, another user's file may be forged).
     pub fn read_record(&self, stem: &str) -> Result<Record> {
-        let path = self.file(stem, ".json")?;
-        let mut f = match open_nofollow(&path, false) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Record::Missing),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+        let (at, name) = self.at(stem, ".json")?;
+        // Never wait on what the name is (a FIFO opened for reading would block). Reading
+        // leaves the access time alone (one inode write less per record); a file that is
+        // not ours refuses that flag, and is opened without it to be told apart below.
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let opened = match openat(at, &name, flags | OFlag::O_NOATIME, Mode::empty()) {
+            Err(nix::errno::Errno::EPERM) => openat(at, &name, flags, Mode::empty()),
+            other => other,
+        };
+        let mut f = match opened {
+            Ok(fd) => File::from(fd),
+            Err(nix::errno::Errno::ENOENT) => return Ok(Record::Missing),
+            Err(nix::errno::Errno::ELOOP) => {
+                let path = self.shown(&name);
                 return Ok(Record::Foreign(format!("{} is a symlink", path.display())));
             }
-            Err(e) => return Err(CniError::io(format!("cannot open {}: {e}", path.display()))),
+            Err(e) => {
+                let (path, e) = (self.shown(&name), std::io::Error::from(e));
+                return Err(CniError::io(format!("cannot open {}: {e}", path.display())));
+            }
         };
+        let path = || self.shown(&name);
         let size = match f.metadata() {
             Ok(m) if m.file_type().is_file() && m.uid() == euid() => m.len() as usize,
             Ok(_) => {
                 return Ok(Record::Foreign(format!(
                     "{} is not a regular file of this process's user",
-                    path.display()
+                    path().display()
                 )));
             }
             Err(e) => {
                 return Err(CniError::io(format!(
                     "cannot inspect {}: {e}",
-                    path.display()
+                    path().display()
                 )));
             }
         };
@@ -334,7 +397,10 @@ impl StateDir {
                 Ok(n) => got += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    return Err(CniError::io(format!("cannot read {}: {e}", path.display())));
+                    return Err(CniError::io(format!(
+                        "cannot read {}: {e}",
+                        path().display()
+                    )));
                 }
             }
         }
@@ -411,13 +477,14 @@ impl StateDir {
 
     /// Removes a record; `false` when there was none.
     pub fn remove(&self, stem: &str) -> Result<bool> {
-        let path = self.file(stem, ".json")?;
-        match fs::remove_file(&path) {
+        let (at, name) = self.at(stem, ".json")?;
+        match unlinkat(at, &name, UnlinkatFlags::NoRemoveDir) {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(nix::errno::Errno::ENOENT) => Ok(false),
             Err(e) => Err(CniError::io(format!(
-                "cannot remove {}: {e}",
-                path.display()
+                "cannot remove {}: {}",
+                self.shown(&name).display(),
+                std::io::Error::from(e)
             ))),
         }
     }
@@ -434,16 +501,14 @@ impl StateDir {
     /// Removes every temporary file interrupted writes left (call with [`StateDir::lock_all`]
     /// held: no write is under way).
     pub fn remove_temps(&self) -> Result<()> {
-        let entries = fs::read_dir(&self.path)
-            .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
-        for entry in entries {
-            let entry = entry
-                .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
-            if let Some(stem) = entry.file_name().to_str().and_then(|n| n.strip_suffix(TMP))
-                && check_stem(stem).is_ok()
-            {
-                self.remove_temp(stem)?;
-            }
+        self.remove_listed_temps(&self.listing()?)
+    }
+
+    /// Removes the temporary files of a listing (with [`StateDir::lock_all`] held, as
+    /// [`StateDir::remove_temps`]): one listing serves both the cleanup and the reading.
+    pub fn remove_listed_temps(&self, listing: &Listing) -> Result<()> {
+        for stem in &listing.temps {
+            self.remove_temp(stem)?;
         }
         Ok(())
     }
@@ -458,19 +523,34 @@ impl StateDir {
     /// The stems of every record in the directory, in the directory's order (for a
     /// directory of many records read whole, where the order does not matter).
     pub fn records_unsorted(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
+        Ok(self.listing()?.records)
+    }
+
+    /// The records and temporary files of the directory, in one pass over it.
+    pub fn listing(&self) -> Result<Listing> {
+        self.listing_where(|_| true)
+    }
+
+    /// [`StateDir::listing`] with only the records whose stem `keep` accepts (every
+    /// temporary file is listed).
+    pub fn listing_where(&self, keep: impl Fn(&str) -> bool) -> Result<Listing> {
+        let mut out = Listing::default();
         let entries = fs::read_dir(&self.path)
             .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
         for entry in entries {
             let entry = entry
                 .map_err(|e| CniError::io(format!("cannot list {}: {e}", self.path.display())))?;
-            if let Some(stem) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                && check_stem(stem).is_ok()
-            {
-                out.push(stem.to_string());
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let (list, stem) = match (name.strip_suffix(".json"), name.strip_suffix(TMP)) {
+                (Some(stem), _) if keep(stem) => (&mut out.records, stem),
+                (_, Some(stem)) => (&mut out.temps, stem),
+                _ => continue,
+            };
+            if check_stem(stem).is_ok() {
+                list.push(stem.to_string());
             }
         }
         Ok(out)
@@ -497,6 +577,15 @@ fn open_nofollow(path: &Path, create: bool) -> std::io::Result<File> {
 fn is_ours(f: &File) -> std::io::Result<bool> {
     let m = f.metadata()?;
     Ok(m.file_type().is_file() && m.uid() == euid())
+}
+
+/// The file name of a record's stem with a suffix.
+fn name(stem: &str, suffix: &str) -> Result<String> {
+    check_stem(stem)?;
+    let mut name = String::with_capacity(stem.len() + suffix.len());
+    name.push_str(stem);
+    name.push_str(suffix);
+    Ok(name)
 }
 
 /// A record stem: `[A-Za-z0-9._%~-]`, not starting with `.`, at most [`MAX_STEM`] bytes.

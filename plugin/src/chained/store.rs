@@ -85,12 +85,42 @@ fn entries_dir(dir: &StateDir, stem: &str) -> Result<StateDir> {
     StateDir::open(dir.path().join(format!("{stem}.d")))
 }
 
+/// Entries read or written beyond this many at once are reached from the directory's
+/// descriptor ([`StateDir::pinned`]) rather than each by its whole path.
+const PIN_ABOVE: usize = 8;
+
 fn tombstone_stem(ip: IpAddr) -> String {
-    format!("t-{}", encode_stem(&ip.to_string()))
+    address_stem("t-", ip)
 }
 
 fn holder_stem(ip: IpAddr) -> String {
-    format!("h-{}", encode_stem(&ip.to_string()))
+    address_stem("h-", ip)
+}
+
+/// `prefix` and the encoded address ([`encode_stem`] of its text), an IPv4 address spelled
+/// here without the formatting machinery: a sweep names thousands.
+fn address_stem(prefix: &str, ip: IpAddr) -> String {
+    let mut out = String::with_capacity(prefix.len() + 27);
+    out.push_str(prefix);
+    match ip {
+        IpAddr::V4(a) => {
+            for (i, octet) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    // `.`, encoded.
+                    out.push_str("%2E");
+                }
+                if octet >= 100 {
+                    out.push((b'0' + octet / 100) as char);
+                }
+                if octet >= 10 {
+                    out.push((b'0' + octet / 10 % 10) as char);
+                }
+                out.push((b'0' + octet % 10) as char);
+            }
+        }
+        IpAddr::V6(_) => out.push_str(&encode_stem(&ip.to_string())),
+    }
+    out
 }
 
 fn record_stem(a: &Attachment) -> String {
@@ -114,8 +144,10 @@ struct Holder {
 fn read_entry<T: for<'de> Deserialize<'de>>(entries: &StateDir, stem: &str) -> Result<Option<T>> {
     let why = match entries.read_record(stem)? {
         Record::Missing => return Ok(None),
-        Record::Bytes(b) => match serde_json::from_slice::<T>(&b) {
-            Ok(v) => return Ok(Some(v)),
+        // Checked as UTF-8 whole, once, rather than string by string as it is parsed.
+        Record::Bytes(b) => match std::str::from_utf8(&b).map(serde_json::from_str::<T>) {
+            Ok(Ok(v)) => return Ok(Some(v)),
+            Ok(Err(e)) => e.to_string(),
             Err(e) => e.to_string(),
         },
         Record::Foreign(why) => why,
@@ -138,13 +170,15 @@ fn write_entry<T: Serialize>(entries: &StateDir, stem: &str, v: &T) -> Result<()
 pub fn load(dir: &StateDir, network: &str, scope: Scope) -> Result<Loaded> {
     let stem = stem(network);
     let (head, how) = load_head(dir, &stem, Some(network))?;
-    fill(head, how, &entries_dir(dir, &stem)?, scope)
+    fill(head, how, &entries_dir(dir, &stem)?, scope, false)
 }
 
 /// Reads the whole ledger of record `stem`, whichever network it names (a sweep lists
 /// stems; a shortened stem cannot be decoded back into its network's name). `None` when
 /// the record vanished meanwhile. A head that is not a regular file of ours is treated like
-/// an unreadable one: moved aside, never trusted; its entries are still read.
+/// an unreadable one: moved aside, never trusted; its entries are still read. The caller
+/// holds the directory's lock alone ([`StateDir::lock_all`]): the temporary files killed
+/// writers left among the entries are removed, found by the same listing.
 pub fn load_any(
     dir: &StateDir,
     stem: &str,
@@ -154,7 +188,13 @@ pub fn load_any(
         (_, Head::Fresh) => Ok(None),
         (head, how) => {
             let scope = scope(&head);
-            fill(head, how, &entries_dir(dir, stem)?, scope).map(Some)
+            let entries = entries_dir(dir, stem)?;
+            // A scope of every entry or tombstone lists them; another does not.
+            let listed = !matches!(scope, Scope::Of(..));
+            if !listed {
+                entries.remove_temps()?;
+            }
+            fill(head, how, &entries, scope, listed).map(Some)
         }
     }
 }
@@ -173,11 +213,18 @@ fn load_head(dir: &StateDir, stem: &str, network: Option<&str>) -> Result<(Ledge
     }
 }
 
-/// Adds the entries of `scope` to a head. Entries a version 1 or 2 head held inline stay
-/// in the ledger but not in `on_disk`: they are in no file yet, so the next save writes
-/// them, and then the head.
-fn fill(head: Ledger, how: Head, entries: &StateDir, scope: Scope) -> Result<Loaded> {
-    let files = read_entries(entries, scope)?;
+/// Adds the entries of `scope` to a head (with `remove_temps`, removing the temporary
+/// files a listing of them finds). Entries a version 1 or 2 head held inline stay in the
+/// ledger but not in `on_disk`: they are in no file yet, so the next save writes them, and
+/// then the head.
+fn fill(
+    head: Ledger,
+    how: Head,
+    entries: &StateDir,
+    scope: Scope,
+    remove_temps: bool,
+) -> Result<Loaded> {
+    let files = read_entries(entries, scope, remove_temps)?;
     let on_disk = Ledger {
         version: if how == Head::Existing {
             head.version
@@ -216,7 +263,7 @@ fn fill(head: Ledger, how: Head, entries: &StateDir, scope: Scope) -> Result<Loa
 }
 
 /// The entries of `scope` as they are in files (an empty ledger but for them).
-fn read_entries(entries: &StateDir, scope: Scope) -> Result<Ledger> {
+fn read_entries(entries: &StateDir, scope: Scope, remove_temps: bool) -> Result<Ledger> {
     let mut l = Ledger::new("");
     match scope {
         Scope::Of(a, ips) => {
@@ -225,7 +272,7 @@ fn read_entries(entries: &StateDir, scope: Scope) -> Result<Ledger> {
                 (Some(r), true) => r.ips.clone(),
                 // No address given and no record: what a crashed DEL left is found among
                 // every tombstone (the one case that reads them all).
-                (None, true) => return read_entries(entries, Scope::All),
+                (None, true) => return read_entries(entries, Scope::All, remove_temps),
                 _ => ips.to_vec(),
             };
             l.attachments.extend(own);
@@ -252,7 +299,23 @@ fn read_entries(entries: &StateDir, scope: Scope) -> Result<Ledger> {
         }
         Scope::All | Scope::Tombstones => {
             let all = matches!(scope, Scope::All);
-            for stem in entries.records_unsorted()? {
+            let listing = entries.listing_where(|stem| all || stem.starts_with("t-"))?;
+            if remove_temps {
+                entries.remove_listed_temps(&listing)?;
+            }
+            let entries = &if listing.records.len() > PIN_ABOVE {
+                entries.pinned()?
+            } else {
+                entries.clone()
+            };
+            l.tombstones.reserve(
+                listing
+                    .records
+                    .iter()
+                    .filter(|s| s.starts_with("t-"))
+                    .count(),
+            );
+            for stem in listing.records {
                 if stem.starts_with("t-") {
                     if let Some(t) = read_entry::<Tombstone>(entries, &stem)?
                         .filter(|t| tombstone_stem(t.ip) == stem)
@@ -324,7 +387,15 @@ fn write_changes(dir: &StateDir, head_missing: bool, after: &Ledger, c: &Changes
     if head_missing {
         write_entry(dir, &stem, &head_of(after))?;
     }
-    let entries = entries_dir(dir, &stem)?;
+    let mut entries = entries_dir(dir, &stem)?;
+    let many = c.tombstones.len()
+        + c.records.len()
+        + c.holders.len()
+        + c.removed_tombstones.len()
+        + c.removed_records.len();
+    if many > PIN_ABOVE {
+        entries = entries.pinned()?;
+    }
     for t in &c.tombstones {
         write_entry(&entries, &tombstone_stem(t.ip), t)?;
     }
@@ -358,15 +429,6 @@ fn write_changes(dir: &StateDir, head_missing: bool, after: &Ledger, c: &Changes
         write_entry(dir, &stem, &head_of(after))?;
     }
     Ok(())
-}
-
-/// Removes the temporary files killed writers left among a network's entries (call with
-/// the directory's lock held alone: no write is under way).
-pub fn remove_temps(dir: &StateDir, stem: &str) -> Result<()> {
-    match StateDir::existing(dir.path().join(format!("{stem}.d")))? {
-        Some(entries) => entries.remove_temps(),
-        None => Ok(()),
-    }
 }
 
 /// When a network's entry directory last changed (an entry created, replaced or removed:
@@ -598,6 +660,51 @@ mod tests {
         }
         assert_eq!(l.ledger.tombstones.len(), 1, "the entries are kept");
         std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_sweeps_load_removes_the_temporary_files_its_listing_finds() {
+        let dir = temp_dir("temps");
+        let (mut l, mut before) = load(&dir, "pods", Scope::All).unwrap().logged();
+        // More entries than PIN_ABOVE: read from the pinned directory.
+        for i in 0..20 {
+            l.bury(stone(&format!("10.0.0.{i}"), "a"));
+        }
+        save(&dir, &mut before, &mut l).unwrap();
+        let left = dir.path().join("pods.d/t-10%2E0%2E0%2E3.json.tmp");
+        std::fs::write(&left, b"{").unwrap();
+        let loaded = load_any(&dir, "pods", |_| Scope::Tombstones)
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.ledger.tombstones.len(), 20);
+        assert!(!left.exists(), "the killed writer's temporary file is gone");
+        assert!(
+            !entry_files(&dir, "pods")
+                .iter()
+                .any(|f| f.ends_with(".tmp"))
+        );
+        std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn address_stems_are_the_encoded_addresses() {
+        for a in [
+            "0.0.0.0",
+            "10.0.0.5",
+            "100.64.9.99",
+            "255.255.255.255",
+            "1.20.203.4",
+            "fd00::5",
+            "::ffff:10.0.0.1",
+        ] {
+            let want = encode_stem(a);
+            assert_eq!(tombstone_stem(ip(a)), format!("t-{want}"));
+            assert_eq!(holder_stem(ip(a)), format!("h-{want}"));
+        }
+        for i in 0..=255u8 {
+            let a = std::net::Ipv4Addr::new(i, 255 - i, i / 3, 7).to_string();
+            assert_eq!(tombstone_stem(ip(&a)), format!("t-{}", encode_stem(&a)));
+        }
     }
 
     #[test]

@@ -60,14 +60,14 @@ pub fn routes_of(t: &Tombstone) -> impl Iterator<Item = HostReject> + '_ {
 /// attachments released long ago.
 pub fn end_expired(k: &dyn Kernel, ledger: &mut Ledger, now_ms: u64) -> Expiry {
     let pruned = ledger.prune_released(now_ms, super::RELEASED_RETENTION_MS);
-    let expired: Vec<Tombstone> = ledger.expired(now_ms).cloned().collect();
+    let expired: Vec<IpAddr> = ledger.expired(now_ms).map(|t| t.ip).collect();
     if expired.is_empty() {
         return Expiry {
             pruned,
             ..Expiry::default()
         };
     }
-    let routes: Vec<HostReject> = expired.iter().flat_map(routes_of).collect();
+    let routes: Vec<HostReject> = ledger.expired(now_ms).flat_map(routes_of).collect();
     let results = k.delete_routes(&routes);
     let mut failed = HashSet::new();
     let mut errors = Vec::new();
@@ -83,8 +83,7 @@ pub fn end_expired(k: &dyn Kernel, ledger: &mut Ledger, now_ms: u64) -> Expiry {
         }
     }
     let done: Vec<IpAddr> = expired
-        .iter()
-        .map(|t| t.ip)
+        .into_iter()
         .filter(|ip| !failed.contains(ip))
         .collect();
     ledger.lift(&done);
@@ -192,15 +191,17 @@ pub fn sweep_all_in(
     keep_orphans: bool,
 ) -> Result<SweepReport> {
     let _all = dir.lock_all()?;
-    dir.remove_temps()?;
+    let listing = dir.listing()?;
+    dir.remove_listed_temps(&listing)?;
+    let mut stems = listing.records;
+    stems.sort();
     let mark = super::dir_mark(dir.path());
     let routes = our_routes(k, true, true)?;
     let present: HashSet<RouteKey> = routes.iter().map(key).collect();
     let mut report = SweepReport::default();
     let mut named: HashSet<RouteKey> = HashSet::new();
     let mut tables: HashSet<u32> = HashSet::new();
-    for stem in dir.records()? {
-        store::remove_temps(dir, &stem)?;
+    for stem in stems {
         // Long-released attachment records are dropped every PRUNE_EVERY_MS; only then
         // does the sweep read every record, other times the tombstones alone.
         let mut prune = false;
