@@ -10,8 +10,9 @@
 //! - `cursor-<range set>`: `["c",<set>,<address>]`, the set's last allocation;
 //! - `format`: `{"format":"tombstone-ipam","version":2,"network":...}`.
 //!
-//! Locked by `<network>/tombstone-ipam.lock` (`flock`). Every change of a file is a rename
-//! of a complete temporary file over it, so a killed process leaves each file old or new.
+//! Locked by `<network>/tombstone-ipam.lock` (`flock`). Every change of a file is a complete
+//! temporary file that takes its name in one step, so a killed process leaves each file old
+//! or new.
 //! Nothing is synced per call (see the README: a power loss may lose the last changes or
 //! leave a file empty; an empty address file keeps its address out of use until GC). The
 //! first write migrates a version 1 state file or host-local's files ([`crate::legacy`])
@@ -24,7 +25,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use tombstone_cni::state::{Lock, StateDir, fnv1a64};
+use tombstone_cni::state::{Lock, StateDir, fnv1a64, replace};
 use tombstone_cni::{Attachment, CniError, Result};
 
 use crate::legacy::{self, Source};
@@ -372,7 +373,7 @@ impl Disk {
         Ok(Some(buf))
     }
 
-    /// Replaces a file: the temporary file, written whole, renamed over it.
+    /// Replaces a file: the temporary file, written whole, takes its name ([`replace`]).
     fn put(&self, name: &str, text: &str) -> Result<()> {
         let (tmp, p) = (self.file(TMP), self.file(name));
         let io = |e: std::io::Error| CniError::io(format!("cannot write {}: {e}", p.display()));
@@ -384,7 +385,7 @@ impl Disk {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .and_then(|mut f| f.write_all(text.as_bytes()))
-            .and_then(|_| fs::rename(&tmp, &p));
+            .and_then(|_| replace(&tmp, &p));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(io(e));
@@ -425,8 +426,16 @@ impl Disk {
     /// (only a line naming the container ID is parsed), so a bucket costs little to pass.
     pub fn held(&mut self, who: &Attachment) -> Result<Held> {
         let mut held = Held::default();
-        let Some(bytes) = self.read(&ctr_name(&who.container_id))? else {
-            return Ok(held);
+        let bucket = ctr_name(&who.container_id);
+        let bytes = match self.read(&bucket)? {
+            None => return Ok(held),
+            // Never written empty (an index without lines is removed): a power loss left it
+            // so, its data not yet on the disk. Its lines are found in the address files.
+            Some(b) if b.is_empty() => {
+                held.stale = true;
+                self.rebuilt_index(&bucket)?.into_bytes()
+            }
+            Some(b) => b,
         };
         let text = String::from_utf8_lossy(&bytes);
         let quoted = format!(
@@ -479,6 +488,54 @@ impl Disk {
             }
         }
         Ok(held)
+    }
+
+    /// Every address with a file, in order, and the index files.
+    fn list(&self) -> Result<(Vec<IpAddr>, Vec<String>)> {
+        let list_err =
+            |e: std::io::Error| CniError::io(format!("cannot list {}: {e}", self.dir.display()));
+        let mut ips = Vec::new();
+        let mut ctrs = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(list_err)? {
+            let name = entry.map_err(list_err)?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(ip) = name
+                .strip_prefix("ip-")
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            {
+                ips.push(canonical(ip));
+            } else if name.starts_with("ctr-") {
+                ctrs.push(name.to_string());
+            }
+        }
+        ips.sort();
+        Ok((ips, ctrs))
+    }
+
+    /// The lines of index file `bucket` as the address files say: every one read, O(records),
+    /// once after a power loss left the index empty (the next write of it stores them).
+    fn rebuilt_index(&mut self, bucket: &str) -> Result<String> {
+        let mut entries = Vec::new();
+        for ip in self.list()?.0 {
+            if let Slot::Held {
+                container_id,
+                ifname,
+            } = self.slot(ip)?
+                && ctr_name(&container_id) == bucket
+            {
+                entries.push(Entry {
+                    ip,
+                    container_id,
+                    ifname,
+                });
+            }
+        }
+        log::warn!(
+            "{}: empty (a power loss); its {} lines rebuilt from the address files",
+            self.file(bucket).display(),
+            entries.len()
+        );
+        Ok(index_text(&entries))
     }
 
     fn write_index(&self, container_id: &str, text: &str) -> Result<()> {
@@ -535,23 +592,7 @@ impl Disk {
     /// unreadable records are released, cool-downs that are over dropped, and every index
     /// rebuilt from the address records. Returns the number released. O(records).
     pub fn gc(&mut self, valid: &ValidSet, now: u64, reuse_after: u64) -> Result<usize> {
-        let list_err =
-            |e: std::io::Error| CniError::io(format!("cannot list {}: {e}", self.dir.display()));
-        let mut ips = Vec::new();
-        let mut ctrs = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(list_err)? {
-            let name = entry.map_err(list_err)?.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(ip) = name
-                .strip_prefix("ip-")
-                .and_then(|s| s.parse::<IpAddr>().ok())
-            {
-                ips.push(canonical(ip));
-            } else if name.starts_with("ctr-") {
-                ctrs.push(name.to_string());
-            }
-        }
-        ips.sort();
+        let (ips, ctrs) = self.list()?;
         let mut released = 0;
         let mut index: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for ip in ips {

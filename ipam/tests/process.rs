@@ -275,6 +275,40 @@ fn corrupt_state_is_a_clear_error_never_a_reset() {
 }
 
 #[test]
+fn an_index_a_power_loss_left_empty_is_rebuilt_from_the_address_files() {
+    let d = data_dir("empty-index");
+    let c = conf("1.0.0", NET, &d, r#""ranges":[[{"subnet":"10.8.0.0/24"}]]"#);
+    // Two containers whose index lines share one file, and a third.
+    let bucket = tombstone_ipam::store::ctr_name;
+    let b = (0..)
+        .map(|i| format!("b{i}"))
+        .find(|id| bucket(id) == bucket("a"))
+        .unwrap();
+    let [ia, ib, _] = ["a", b.as_str(), "c"].map(|id| address(&add(&c, id), 0));
+    let file = state_dir(&d, NET).join(bucket("a"));
+    let lines = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, "").unwrap();
+    // CHECK finds the address and writes nothing; DEL releases it and stores the other line.
+    let o = run_with(&bin(), &attach_env("CHECK", "a"), &c);
+    assert_eq!(o.rc, 0, "{} {}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("rebuilt"), "{}", o.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "");
+    let o = del(&c, "a");
+    assert_eq!(o.rc, 0, "{}", o.stdout);
+    let st = state(&d, NET).unwrap();
+    let ip = |a: &str| a.split('/').next().unwrap().parse().unwrap();
+    assert!(st.released.contains_key(&ip(&ia)), "{st:?}");
+    let left = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(left.lines().count(), 1, "{left}");
+    assert!(lines.contains(left.as_str()) && left.contains(&b), "{left}");
+    assert_eq!(del(&c, &b).rc, 0);
+    let st = state(&d, NET).unwrap();
+    assert!(st.released.contains_key(&ip(&ib)), "{st:?}");
+    assert!(!file.exists(), "an index without lines is removed");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn kill_9_during_adds_leaves_a_readable_state() {
     let d = data_dir("kill");
     let c = conf("1.1.0", NET, &d, r#""ranges":[[{"subnet":"10.8.0.0/16"}]]"#);

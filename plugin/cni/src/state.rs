@@ -2,8 +2,9 @@
 //! opened without following symlinks or blocking), a lock file per record serialising
 //! concurrent invocations (`flock` through `std::fs::File`), a directory-wide lock that a
 //! sweep takes alone and every other writer shares, and atomic replacement (write a
-//! temporary file, optionally fsync, rename). A directory of many records read or removed
-//! in one pass is pinned: opened once, its records are reached from its descriptor.
+//! temporary file, optionally fsync, rename; or [`replace`], which never renames over). A
+//! directory of many records read or removed in one pass is pinned: opened once, its records
+//! are reached from its descriptor.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -557,6 +558,27 @@ impl StateDir {
     }
 }
 
+/// Gives `tmp` (a complete file) the name `path` in one step, never leaving `path` missing
+/// or torn: a plain rename when `path` does not exist; when it does, the two are exchanged
+/// (`RENAME_EXCHANGE`) and the old file, then named `tmp`, removed. Not a rename over it:
+/// ext4 (`auto_da_alloc`, its default) allocates and writes out the blocks of a file renamed
+/// over another inside that call, most of the call's time on a disk; an exchange leaves them
+/// to the usual write-back. A file system without the exchange gets the plain rename.
+pub fn replace(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => return fs::remove_file(tmp),
+            // `path` does not exist yet, or this file system has no exchange.
+            Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOSYS) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fs::rename(tmp, path)
+}
+
 fn open_nofollow(path: &Path, create: bool) -> std::io::Result<File> {
     let f = OpenOptions::new()
         .read(true)
@@ -728,6 +750,29 @@ mod tests {
         let aside = s.quarantine("net", "1").unwrap();
         assert!(aside.exists());
         assert_eq!(s.read("net").unwrap(), None);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn replace_exchanges_an_existing_file_and_renames_a_new_one() {
+        let d = tmpdir();
+        fs::create_dir_all(&d).unwrap();
+        let (tmp, path) = (d.join("tmp"), d.join("file"));
+        fs::write(&tmp, "one").unwrap();
+        replace(&tmp, &path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one");
+        assert!(!tmp.exists());
+        let before = fs::metadata(&path).unwrap().ino();
+        fs::write(&tmp, "two").unwrap();
+        let new = fs::metadata(&tmp).unwrap().ino();
+        replace(&tmp, &path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
+        assert!(!tmp.exists(), "the old file is removed");
+        let after = fs::metadata(&path).unwrap().ino();
+        assert_eq!(after, new, "the new file took the name");
+        assert_ne!(after, before);
+        assert!(replace(&tmp, &path).is_err(), "no temporary file: an error");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
         fs::remove_dir_all(&d).unwrap();
     }
 
