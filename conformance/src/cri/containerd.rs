@@ -43,6 +43,15 @@ pub enum NodeLink {
 }
 
 impl NodeLink {
+    /// How many of [`NodeLink::pod_links`] one running pod adds: its veth on a bridge; none
+    /// on an IPvlan master (its link lives in its netns).
+    pub fn links_per_pod(&self) -> usize {
+        match self {
+            NodeLink::Bridge(_) => 1,
+            NodeLink::Master(_) => 0,
+        }
+    }
+
     /// The pods' links left in the node's namespace: the bridge's ports, or what is stacked
     /// on the master other than a gateway port.
     pub fn pod_links(&self) -> Vec<String> {
