@@ -19,8 +19,9 @@ use cni_conformance::cri::scenario::{self, Faults, ok, our_binary};
 use cni_conformance::harness::tools::REFERENCE_PLUGINS;
 use serde_json::{Value, json};
 
-/// The tombstones' hold: long enough for the checks after a Stop under emulation.
-const HOLD_SECONDS: u64 = 10;
+/// The tombstones' hold: long enough for the checks after a Stop under emulation, and for
+/// both tombstones of the last two Stops (a Stop or Remove takes seconds there) to be counted.
+const HOLD_SECONDS: u64 = 20;
 /// The node's IPvlan master (a dummy made by the job).
 const MASTER: &str = "eth0";
 

@@ -242,10 +242,13 @@ impl Containerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Runs `args` in containerd's mount namespace (where the netns files are mounted).
+    /// Runs `args` in containerd's mount namespace (where the netns files are mounted), under
+    /// containerd's root directory: entering a mount namespace resets the root to the
+    /// namespace's, which is not ours when we run chrooted (the VM guest's view of the host).
     pub fn in_mount_ns(&self, args: &[&str]) -> std::process::Output {
         Command::new("nsenter")
             .arg(format!("--mount=/proc/{}/ns/mnt", self.pid()))
+            .arg(format!("--root=/proc/{}/root", self.pid()))
             .arg("--")
             .args(args)
             .output()
