@@ -1,7 +1,7 @@
 //! The CRI scenario inside the IPvlan VM: Debian's containerd 1.6 and runc in the guest,
 //! driven by our CRI client (`cni-cri-scenario`, on the same `cri::scenario` steps as the
-//! native `tests/cri_root.rs`), on the reference `ipvlan` + `host-local` + `tombstone` and on
-//! our three plugins; then RunPodSandbox/StopPodSandbox timings of both beside the bare
+//! native `tests/cri_root.rs`, the fault steps included), on the reference `ipvlan` +
+//! `host-local` + `tombstone` and on our three plugins; then RunPodSandbox/StopPodSandbox timings of both beside the bare
 //! reference chain, from the same boot. **Needs root, the VM tools and containerd**
 //! (`make deps`), hence `vm_root_`.
 
@@ -47,7 +47,9 @@ fn vm_root_cri_containerd_drives_both_ipvlan_chains() {
         r.failures
     );
     for chain in ["reference", "ours"] {
-        assert_eq!(r.get(chain, "reuse"), "ok", "{chain}:\n{out}");
+        for step in ["reuse", "netns_gone", "retried_stop"] {
+            assert_eq!(r.get(chain, step), "ok", "{chain} {step}:\n{out}");
+        }
         assert_eq!(r.get(chain, "tombstones_made"), "2", "{chain}:\n{out}");
         assert_eq!(r.get(chain, "leaks"), "none", "{chain}:\n{out}");
         let ips: Vec<&str> = r.get(chain, "a_b_c").split(' ').collect();

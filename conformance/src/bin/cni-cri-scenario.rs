@@ -1,7 +1,8 @@
 //! The CRI scenario inside the IPvlan VM (`jobs/cri.sh`, `tests/vm_root_cri.rs`): a private
-//! containerd per chain runs the shared steps of `cri::scenario` (those `tests/cri_root.rs`
-//! runs natively) on the reference `ipvlan` + `host-local` + `tombstone` and on our three
-//! plugins, then times RunPodSandbox and StopPodSandbox on three chains at once.
+//! containerd per chain runs the shared steps of `cri::scenario`, its fault steps included
+//! (those `tests/cri_root.rs` runs natively), on the reference `ipvlan` + `host-local` +
+//! `tombstone` and on our three plugins, then times RunPodSandbox and StopPodSandbox on three
+//! chains at once.
 //!
 //! ```text
 //! cni-cri-scenario [ROUNDS]    (root; the node's eth0 and gw0 set up by jobs/cri.sh)
@@ -14,12 +15,13 @@ use std::path::Path;
 use cni_conformance::cri::client::Cri;
 use cni_conformance::cri::containerd::{self, Containerd, NodeLink, Setup};
 use cni_conformance::cri::image::PauseImage;
-use cni_conformance::cri::scenario::{self, ok, our_binary};
+use cni_conformance::cri::scenario::{self, Faults, ok, our_binary};
 use cni_conformance::harness::tools::REFERENCE_PLUGINS;
 use serde_json::{Value, json};
 
-/// The tombstones' hold: long enough for the checks after a Stop under emulation.
-const HOLD_SECONDS: u64 = 10;
+/// The tombstones' hold: long enough for the checks after a Stop under emulation, and for
+/// both tombstones of the last two Stops (a Stop or Remove takes seconds there) to be counted.
+const HOLD_SECONDS: u64 = 20;
 /// The node's IPvlan master (a dummy made by the job).
 const MASTER: &str = "eth0";
 
@@ -52,14 +54,25 @@ const BASELINE: Chain = Chain {
 };
 
 impl Chain {
+    /// Its main plugin's type.
+    fn main(&self) -> &'static str {
+        if self.ours {
+            "tombstone-ipvlan"
+        } else {
+            "ipvlan"
+        }
+    }
+
     /// Its containerd's set-up with the address range `first`..`last` (the last octets) of
     /// its subnet: 10.10.0.0/24 for ours (the gateway port is the plugin's), 10.20.0.0/24
-    /// for the reference plugins (the job's gw0 holds 10.20.0.1).
-    fn setup(&self, first: u8, last: u8) -> Setup<'static> {
-        let (net, main, ipam) = if self.ours {
-            ("10.10.0", "tombstone-ipvlan", "tombstone-ipam")
+    /// for the reference plugins (the job's gw0 holds 10.20.0.1). With `faults`, the main
+    /// plugin and `tombstone` run behind its wrappers, and `tombstone` gets the port mappings.
+    fn setup(&self, first: u8, last: u8, faults: Option<&Faults>) -> Setup<'static> {
+        let main = self.main();
+        let (net, ipam) = if self.ours {
+            ("10.10.0", "tombstone-ipam")
         } else {
-            ("10.20.0", "ipvlan", "host-local")
+            ("10.20.0", "host-local")
         };
         let mut ipam_conf = json!({
             "type": ipam, "dataDir": containerd::ipam_dir(self.name),
@@ -82,14 +95,29 @@ impl Chain {
             }
         };
         let mut bins = vec![
-            (main.to_string(), binary(main)),
             (ipam.to_string(), binary(ipam)),
             ("loopback".to_string(), reference("loopback")),
         ];
+        let mut tombstone = json!({ "type": "tombstone", "holdSeconds": HOLD_SECONDS,
+                                    "stateDir": containerd::dir_of(self.name).join("tombstone") });
+        match faults {
+            Some(f) => {
+                assert!(
+                    self.tombstone,
+                    "the fault steps need tombstone in the chain"
+                );
+                tombstone["capabilities"] = json!({ "portMappings": true });
+                bins.extend(f.plugins(&binary(main), &our_binary("tombstone")));
+            }
+            None => {
+                bins.push((main.to_string(), binary(main)));
+                if self.tombstone {
+                    bins.push(("tombstone".to_string(), our_binary("tombstone")));
+                }
+            }
+        }
         if self.tombstone {
-            plugins.push(json!({ "type": "tombstone", "holdSeconds": HOLD_SECONDS,
-                                 "stateDir": containerd::dir_of(self.name).join("tombstone") }));
-            bins.push(("tombstone".to_string(), our_binary("tombstone")));
+            plugins.push(tombstone);
         }
         Setup {
             name: self.name,
@@ -103,21 +131,25 @@ impl Chain {
     }
 }
 
-/// The shared steps on `chain` (a pool of two addresses), then b and c stopped and removed,
-/// the tombstones' end and the leak check.
+/// The shared steps on `chain` (a pool of two addresses) with what the runtime passed to
+/// `tombstone`, the fault steps (b's netns gone, d's DEL failing once while e takes its
+/// address), then c and e stopped and removed, the tombstones' end and the leak check.
 fn scenario(chain: &Chain, image: &Path) {
-    let ctr = Containerd::start(chain.setup(10, 11), image);
+    let faults = Faults::new(chain.name, chain.main());
+    let ctr = Containerd::start(chain.setup(10, 11, Some(&faults)), image);
     let mut cri = ok(&ctr, Cri::connect(&ctr.socket));
-    let pods = scenario::reuse_after_stop(&mut cri, &ctr, |_, _, _| {});
+    let mut pods = scenario::reuse_after_stop(&mut cri, &ctr, |step, p, _| {
+        faults.check_recorded(&ctr, step, p)
+    });
     let v = chain.name;
     println!("RESULT {v} a_b_c {} {} {}", pods.ip_a, pods.ip_b, pods.ip_c);
     println!("RESULT {v} reuse ok");
-    let (made, took) = scenario::stop_all_and_outlive_tombstones(
-        &mut cri,
-        &ctr,
-        &[&pods.b, &pods.c],
-        HOLD_SECONDS,
-    );
+    faults.netns_gone(&mut cri, &ctr, &pods);
+    println!("RESULT {v} netns_gone ok");
+    let e = faults.retried_stop(&mut cri, &ctr, &mut pods);
+    println!("RESULT {v} retried_stop ok");
+    let (made, took) =
+        scenario::stop_all_and_outlive_tombstones(&mut cri, &ctr, &[&pods.c, &e], HOLD_SECONDS);
     println!("RESULT {v} tombstones_made {made}");
     println!("RESULT {v} tombstones_gone_s {took:.1}");
     scenario::assert_nothing_leaked(&ctr, &mut cri, &pods.netns);
@@ -144,7 +176,7 @@ fn main() {
     let ctrs: Vec<Containerd> = chains
         .iter()
         .zip(ranges)
-        .map(|(c, (first, last))| Containerd::start(c.setup(first, last), &image.0))
+        .map(|(c, (first, last))| Containerd::start(c.setup(first, last, None), &image.0))
         .collect();
     let mut runtimes: Vec<(&Containerd, Cri)> = ctrs
         .iter()

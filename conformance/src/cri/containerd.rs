@@ -43,6 +43,15 @@ pub enum NodeLink {
 }
 
 impl NodeLink {
+    /// How many of [`NodeLink::pod_links`] one running pod adds: its veth on a bridge; none
+    /// on an IPvlan master (its link lives in its netns).
+    pub fn links_per_pod(&self) -> usize {
+        match self {
+            NodeLink::Bridge(_) => 1,
+            NodeLink::Master(_) => 0,
+        }
+    }
+
     /// The pods' links left in the node's namespace: the bridge's ports, or what is stacked
     /// on the master other than a gateway port.
     pub fn pod_links(&self) -> Vec<String> {
@@ -233,10 +242,13 @@ impl Containerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Runs `args` in containerd's mount namespace (where the netns files are mounted).
+    /// Runs `args` in containerd's mount namespace (where the netns files are mounted), under
+    /// containerd's root directory: entering a mount namespace resets the root to the
+    /// namespace's, which is not ours when we run chrooted (the VM guest's view of the host).
     pub fn in_mount_ns(&self, args: &[&str]) -> std::process::Output {
         Command::new("nsenter")
             .arg(format!("--mount=/proc/{}/ns/mnt", self.pid()))
+            .arg(format!("--root=/proc/{}/root", self.pid()))
             .arg("--")
             .args(args)
             .output()

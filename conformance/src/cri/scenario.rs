@@ -1,18 +1,22 @@
 //! The CRI scenario's steps, the same natively and in the VM: pods a and b run, a stopped (a
 //! tombstone, the node gets "No route to host"), stopped again, c gets a's address (the
-//! tombstone lifted, c reachable), a removed late; the leak check; and the medians of
-//! RunPodSandbox and StopPodSandbox over rounds interleaved between runtimes.
+//! tombstone lifted, c reachable), a removed late; the [`Faults`] (b's netns deleted under the
+//! runtime, a main-plugin DEL failing once, what the runtime passed to `tombstone`); the leak
+//! check; and the medians of RunPodSandbox and StopPodSandbox over rounds between runtimes.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::fs;
+
+use serde_json::json;
 use tombstone_testkit::eventually;
 
-use super::client::{Cri, Pod};
-use super::containerd::Containerd;
+use super::client::{Cri, POD_NAMESPACE, Pod};
+use super::containerd::{self, Containerd};
 use super::node::{self, Probe};
-use super::record;
+use super::record::{self, calls_for, recorded, result_ips};
 use crate::harness::paths;
 
 /// The pods of [`reuse_after_stop`]: sandbox IDs, addresses, and every netns path seen.
@@ -130,6 +134,207 @@ pub fn reuse_after_stop(
     assert_eq!(node::tombstone_of(ip_a), None, "a's Remove buried c");
     assert_eq!(node::probe(ip_a), Probe::Reachable, "c after a's Remove");
     pods
+}
+
+/// The wrappers of the fault steps, in the instance's directory: the main plugin's DEL fails
+/// once, after the real DEL released the address, while `marker` exists; `tombstone` records
+/// its runs (environment and stdin) in `calls` before it execs the plugin.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// The main plugin's type (`bridge`, `ipvlan`, `tombstone-ipvlan`).
+    pub main: String,
+    pub calls: PathBuf,
+    pub marker: PathBuf,
+}
+
+impl Faults {
+    /// The faults of the instance called `instance` whose main plugin is `main`.
+    pub fn new(instance: &str, main: &str) -> Faults {
+        let dir = containerd::dir_of(instance);
+        Faults {
+            main: main.to_string(),
+            calls: dir.join("calls"),
+            marker: dir.join("fail-del-once"),
+        }
+    }
+
+    /// The instance's plugins (for [`containerd::Setup::plugins`]): the main plugin (the
+    /// binary `main_path`) behind the failing DEL, `tombstone` (`tombstone_path`) behind
+    /// the recorder.
+    pub fn plugins(&self, main_path: &str, tombstone_path: &str) -> Vec<(String, String)> {
+        let fail_once = format!(
+            "#!/bin/sh\nif [ \"$CNI_COMMAND\" = DEL ] && [ -e '{m}' ]; then\n  '{main_path}' >/dev/null || exit $?\n  rm -f '{m}'\n  \
+             echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"injected DEL failure, after the release\"}}'\n  exit 1\nfi\nexec '{main_path}'\n",
+            m = self.marker.display()
+        );
+        vec![
+            (self.main.clone(), fail_once),
+            (
+                "tombstone".to_string(),
+                record::recorder(&self.calls, tombstone_path),
+            ),
+        ]
+    }
+
+    /// The [`reuse_after_stop`] checks of what the runtime passed to `tombstone`: at a's ADD
+    /// its CNI_IFNAME, CNI_NETNS, CNI_ARGS, `runtimeConfig` (tombstone's conflist entry
+    /// must have the `portMappings` capability) and `prevResult`; at a's first Stop one DEL
+    /// with a's result and mapping.
+    pub fn check_recorded(&self, ctr: &Containerd, step: Step, p: &Pods) {
+        let calls = recorded(&self.calls);
+        match step {
+            Step::Running => {
+                let add_a = calls_for(&calls, "ADD", &p.a);
+                assert_eq!(add_a.len(), 1, "one ADD of a: {calls:?}");
+                let env = &add_a[0].env;
+                assert_eq!(
+                    env.get("CNI_IFNAME").map(String::as_str),
+                    Some("eth0"),
+                    "{env:?}"
+                );
+                assert_eq!(env.get("CNI_NETNS"), Some(&p.netns[0]), "{env:?}");
+                let args = record::cni_args(add_a[0]);
+                for want in [
+                    "IgnoreUnknown=1".to_string(),
+                    format!("K8S_POD_NAMESPACE={POD_NAMESPACE}"),
+                    "K8S_POD_NAME=a".to_string(),
+                    format!("K8S_POD_INFRA_CONTAINER_ID={}", p.a),
+                    format!("K8S_POD_UID={}", pod(ctr, "a", 0).uid()),
+                ] {
+                    assert!(args.contains(&want), "CNI_ARGS lacks {want}: {args:?}");
+                }
+                let stdin = &add_a[0].stdin;
+                // containerd 1.6 (go-cni) writes the mapping with Go's field names, not the
+                // convention's camelCase ("hostPort", ...): plugins must not rely on either.
+                assert_eq!(
+                    stdin["runtimeConfig"]["portMappings"],
+                    json!([{ "HostPort": 30081, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": "" }]),
+                    "runtimeConfig of a's ADD: {stdin}"
+                );
+                assert_eq!(
+                    result_ips(&stdin["prevResult"]),
+                    vec![p.ip_a.to_string()],
+                    "{stdin}"
+                );
+                assert_eq!(stdin["cniVersion"], "1.0.0");
+                println!(
+                    "a's ADD: CNI_ARGS={} runtimeConfig={}",
+                    env["CNI_ARGS"], stdin["runtimeConfig"]
+                );
+            }
+            Step::StoppedA => {
+                let del_a = calls_for(&calls, "DEL", &p.a);
+                assert_eq!(del_a.len(), 1, "one DEL for Stop: {del_a:?}");
+                assert_eq!(
+                    result_ips(&del_a[0].stdin["prevResult"]),
+                    vec![p.ip_a.to_string()],
+                    "DEL's prevResult"
+                );
+                assert_eq!(
+                    del_a[0].stdin["runtimeConfig"]["portMappings"][0]["HostPort"],
+                    30081
+                );
+            }
+        }
+    }
+
+    /// After [`reuse_after_stop`] (b and c run): b's netns deleted under the runtime (unmounted
+    /// and removed in containerd's mount namespace), then Stop b: it succeeds, b's address
+    /// gets a tombstone, the node's send fails at once, the DEL had an empty CNI_NETNS;
+    /// Remove b: only c's links are left on the node.
+    pub fn netns_gone(&self, cri: &mut Cri, ctr: &Containerd, pods: &Pods) {
+        let (b, ip_b, ns_b) = (&pods.b, pods.ip_b, &pods.netns[1]);
+        let out = ctr.in_mount_ns(&["umount", ns_b]);
+        assert!(
+            out.status.success(),
+            "umount {ns_b}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::remove_file(ns_b).unwrap_or_else(|e| panic!("remove {ns_b}: {e}"));
+        ok(ctr, cri.stop(b));
+        assert!(
+            node::tombstone_of(ip_b).is_some(),
+            "no tombstone for b's {ip_b} after its netns went"
+        );
+        assert_eq!(
+            node::probe(ip_b),
+            Probe::NoRouteToHost,
+            "b's released {ip_b}"
+        );
+        let calls = recorded(&self.calls);
+        let del_b = calls_for(&calls, "DEL", b);
+        assert_eq!(del_b.len(), 1, "{del_b:?}");
+        assert_eq!(
+            del_b[0]
+                .env
+                .get("CNI_NETNS")
+                .map(String::as_str)
+                .unwrap_or(""),
+            "",
+            "CNI_NETNS of a gone netns"
+        );
+        ok(ctr, cri.remove(b));
+        let links = ctr.node_link.pod_links();
+        assert_eq!(
+            links.len(),
+            ctr.node_link.links_per_pod(),
+            "only c's links on the node: {links:?}"
+        );
+    }
+
+    /// After [`Faults::netns_gone`]: d gets b's address; its Stop fails once (the main
+    /// plugin's DEL, after it released the address), a tombstone is there; e gets the
+    /// address without a tombstone and is reachable; the runtime's retried Stop of d carries
+    /// d's cached prevResult (now e's address) and must not bury e; Remove d. Returns e's
+    /// sandbox ID; the netns paths of d and e are added to `pods`.
+    pub fn retried_stop(&self, cri: &mut Cri, ctr: &Containerd, pods: &mut Pods) -> String {
+        let d = ok(ctr, cri.run(&pod(ctr, "d", 30084)));
+        let ip_d = ip_of(cri, &d);
+        assert_eq!(ip_d, pods.ip_b, "d should get b's released address");
+        assert_eq!(node::probe(ip_d), Probe::Reachable, "d at {ip_d}");
+        pods.netns.push(ok(ctr, cri.status(&d)).netns);
+        fs::write(&self.marker, "").expect("write the failure marker");
+        let err = cri.stop(&d).expect_err("d's Stop should fail once");
+        assert!(err.contains("injected DEL failure"), "{err}");
+        assert!(!self.marker.exists(), "the failing DEL did not run");
+        assert!(
+            node::tombstone_of(ip_d).is_some(),
+            "no tombstone after the failed Stop of d"
+        );
+        let e = ok(ctr, cri.run(&pod(ctr, "e", 30085)));
+        let ip_e = ip_of(cri, &e);
+        assert_eq!(ip_e, ip_d, "e should get d's released address");
+        assert_eq!(node::tombstone_of(ip_e), None, "e's ADD left d's tombstone");
+        assert_eq!(node::probe(ip_e), Probe::Reachable, "e at {ip_e}");
+        pods.netns.push(ok(ctr, cri.status(&e)).netns);
+        ok(ctr, cri.stop(&d));
+        let calls = recorded(&self.calls);
+        let dels_d = calls_for(&calls, "DEL", &d);
+        assert_eq!(dels_d.len(), 2, "the runtime retried d's DEL: {dels_d:?}");
+        assert_eq!(
+            result_ips(&dels_d[1].stdin["prevResult"]),
+            vec![ip_e.to_string()],
+            "the retried DEL carries the cached prevResult of d (now e's address)"
+        );
+        assert_eq!(
+            node::tombstone_of(ip_e),
+            None,
+            "the retried Stop of d buried e"
+        );
+        assert_eq!(
+            node::probe(ip_e),
+            Probe::Reachable,
+            "e after d's retried Stop"
+        );
+        ok(ctr, cri.remove(&d));
+        assert_eq!(node::probe(ip_e), Probe::Reachable, "e after d's Remove");
+        assert_eq!(
+            node::probe(pods.ip_c),
+            Probe::Reachable,
+            "c after d's Remove"
+        );
+        e
+    }
 }
 
 /// Stops and removes `ids`, then waits for the tombstones of the instance's subnet to end by
