@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::thread;
 
 use common::*;
@@ -608,8 +609,12 @@ fn root_a_truncated_ledger_is_set_aside_and_rebuilt() {
     // orphan, which the sweep reclaims.
     let entries = ns.state_dir.join("pods.d");
     let t6 = entries.join("t-10%2E10%2E0%2E6.json");
-    let bytes = std::fs::read(&t6).unwrap();
-    std::fs::write(&t6, &bytes[..bytes.len() / 2]).unwrap();
+    let text = std::fs::read_link(&t6)
+        .unwrap()
+        .into_os_string()
+        .into_encoded_bytes();
+    std::fs::remove_file(&t6).unwrap();
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&text[..text.len() / 2]), &t6).unwrap();
     let out = run_in(
         Some(&ns.name),
         &[],

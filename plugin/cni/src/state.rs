@@ -9,6 +9,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct Lock {
 /// The stem of the directory-wide lock. Record stems never contain `.` (it is
 /// percent-encoded), so this cannot be a record's.
 const DIR_LOCK: &str = "state.dir";
+/// The longest text a link record takes ([`StateDir::write_link`]); longer ones are files.
+pub const MAX_LINK: usize = 1024;
 /// The suffix of a record's temporary file while it is being replaced.
 const TMP: &str = ".json.tmp";
 
@@ -407,6 +410,56 @@ impl StateDir {
         }
         buf.truncate(got);
         Ok(Record::Bytes(buf))
+    }
+
+    /// A link record ([`StateDir::write_link`]): the target of the symbolic link at the
+    /// record's name, read in one call and never followed. A regular file there (what an
+    /// older format wrote) is read as [`StateDir::read_record`] reads it, and anything else
+    /// is told apart as it tells it apart.
+    pub fn read_link(&self, stem: &str) -> Result<Record> {
+        let (at, name) = self.at(stem, ".json")?;
+        match nix::fcntl::readlinkat(at, &name) {
+            Ok(text) => Ok(Record::Bytes(std::os::unix::ffi::OsStringExt::into_vec(
+                text,
+            ))),
+            Err(nix::errno::Errno::ENOENT) => Ok(Record::Missing),
+            // Not a symbolic link.
+            Err(nix::errno::Errno::EINVAL) => self.read_record(stem),
+            Err(e) => {
+                let (path, e) = (self.shown(&name), std::io::Error::from(e));
+                Err(CniError::io(format!("cannot read {}: {e}", path.display())))
+            }
+        }
+    }
+
+    /// Replaces a record with a link record: a symbolic link whose target is `text` (short,
+    /// no NUL byte), made under the temporary name and then given the record's, so a killed
+    /// writer leaves the old record or the new one. A link is written, read and removed in
+    /// one call each, and a short one keeps its text in its inode: no data block or page
+    /// is allocated or freed, which a directory of thousands of entries read and removed at
+    /// once (a sweep) pays for per file otherwise. It is never followed (its target names
+    /// nothing); the directory being ours and 0700 is what vouches for it.
+    pub fn write_link(&self, stem: &str, text: &[u8]) -> Result<()> {
+        let path = self.file(stem, ".json")?;
+        if text.is_empty() || text.len() > MAX_LINK || text.contains(&0) {
+            return Err(CniError::state(format!(
+                "record {} cannot be a link ({} bytes)",
+                path.display(),
+                text.len()
+            )));
+        }
+        let tmp = self.file(stem, TMP)?;
+        self.remove_temp(stem)?;
+        let target = std::ffi::OsStr::from_bytes(text);
+        if let Err(e) = std::os::unix::fs::symlink(target, &tmp).and_then(|_| replace(&tmp, &path))
+        {
+            let _ = fs::remove_file(&tmp);
+            return Err(CniError::io(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// The record opened for streaming reads (no symlinks followed, never blocking), or

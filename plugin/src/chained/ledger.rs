@@ -9,8 +9,9 @@
 //! its addresses): the rules are the same, and [`changes`] says what a verb changed, so that
 //! [`super::store`] writes only that.
 //!
-//! The head's format (JSON, version 3; the store keeps the entries in files of their own):
-//! `{"version":3,"network":"pods","tables":[254],"prunedAtMs":..}`. Versions 1 and 2 held every entry inline,
+//! The head's format (JSON, version 4; the store keeps the entries in files of their own):
+//! `{"version":4,"network":"pods","tables":[254],"prunedAtMs":..}`. Version 3 differs only
+//! in how the store writes a tombstone entry (see [`super::store`]). Versions 1 and 2 held every entry inline,
 //! `"attachments":[{"containerID","ifname","ips":[..],"releasedAtMs"}]` and
 //! `"tombstones":[{"ip","routeType","tables":[..],"metric","expiresAtMs","containerID","ifname"}]`;
 //! they are read, and their entries moved to files. `metric` is the route metric the
@@ -25,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use tombstone_cni::{Attachment, CniError, Result};
 use tombstone_kernel::RejectKind;
 
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: tombstone entries are link records (3: files, still read; 1 and 2: one file).
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -591,7 +593,7 @@ mod tests {
         assert!(decode(b"", "pods").unwrap().is_err());
         assert!(decode(&bytes, "other").unwrap().is_err());
         // A newer format is refused, not rebuilt over.
-        let newer = br#"{"version":4,"network":"pods"}"#;
+        let newer = br#"{"version":5,"network":"pods"}"#;
         assert_eq!(decode(newer, "pods").unwrap_err().code, 102);
         // An array is damage, not a newer ledger.
         assert!(decode(b"[3]", "pods").unwrap().is_err());

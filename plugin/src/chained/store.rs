@@ -2,7 +2,8 @@
 //! only the entries of its own attachment and addresses, however many tombstones are live:
 //!
 //! - `<stateDir>/<stem>.json`: the head (format version, network name, tables ever named);
-//! - `<stateDir>/<stem>.d/t-<address>.json`: a tombstone;
+//! - `<stateDir>/<stem>.d/t-<address>.json`: a tombstone, a link record (see
+//!   [`encode_tombstone`]; version 3 wrote a file, still read);
 //! - `<stateDir>/<stem>.d/a-<attachment>.json`: an attachment's record;
 //! - `<stateDir>/<stem>.d/h-<address>.json`: which attachment holds the address now.
 //!
@@ -142,13 +143,35 @@ struct Holder {
 /// aside and logged: a damaged entry never stops a verb; the route it named, if any, is
 /// an orphan the sweep reclaims).
 fn read_entry<T: for<'de> Deserialize<'de>>(entries: &StateDir, stem: &str) -> Result<Option<T>> {
-    let why = match entries.read_record(stem)? {
+    // Checked as UTF-8 whole, once, rather than string by string as it is parsed.
+    let json = |b: &[u8]| match std::str::from_utf8(b).map(serde_json::from_str::<T>) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    decoded(entries, stem, entries.read_record(stem)?, json)
+}
+
+/// The tombstone of `ip`, whichever form its entry has ([`decode_tombstone`]); one that
+/// names another address is not its entry.
+fn read_tombstone(entries: &StateDir, stem: &str, ip: IpAddr) -> Result<Option<Tombstone>> {
+    let t = decoded(entries, stem, entries.read_link(stem)?, |b| {
+        decode_tombstone(b, ip)
+    })?;
+    Ok(t.filter(|t| t.ip == ip))
+}
+
+fn decoded<T>(
+    entries: &StateDir,
+    stem: &str,
+    found: Record,
+    decode: impl FnOnce(&[u8]) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    let why = match found {
         Record::Missing => return Ok(None),
-        // Checked as UTF-8 whole, once, rather than string by string as it is parsed.
-        Record::Bytes(b) => match std::str::from_utf8(&b).map(serde_json::from_str::<T>) {
-            Ok(Ok(v)) => return Ok(Some(v)),
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
+        Record::Bytes(b) => match decode(&b) {
+            Ok(v) => return Ok(Some(v)),
+            Err(why) => why,
         },
         Record::Foreign(why) => why,
     };
@@ -158,6 +181,64 @@ fn read_entry<T: for<'de> Deserialize<'de>>(entries: &StateDir, stem: &str) -> R
         aside.display()
     );
     Ok(None)
+}
+
+/// A tombstone entry's text: a JSON array `[route type, tables, metric, expiresAtMs,
+/// ifname, containerID]`, the address being the entry's name. Short enough (114 bytes with
+/// a 64-character container ID) to be a link record ([`StateDir::write_link`]), which a
+/// sweep reads and removes at the cost of one call each, with no page behind it.
+fn encode_tombstone(t: &Tombstone) -> Vec<u8> {
+    let row = (
+        t.route_type.as_str(),
+        &t.tables,
+        t.route_metric,
+        t.expires_at_ms,
+        &t.ifname,
+        &t.container_id,
+    );
+    serde_json::to_vec(&row).expect("a tombstone always serializes")
+}
+
+/// Reads what [`encode_tombstone`] wrote, or a version 3 entry's JSON object (which names
+/// its address itself).
+fn decode_tombstone(bytes: &[u8], ip: IpAddr) -> std::result::Result<Tombstone, String> {
+    type Row = (String, Vec<u32>, Option<u32>, u64, String, String);
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    if !text.starts_with('[') {
+        return serde_json::from_str(text).map_err(|e| e.to_string());
+    }
+    let (kind, tables, route_metric, expires_at_ms, ifname, container_id): Row =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(Tombstone {
+        ip,
+        route_type: tombstone_kernel::RejectKind::parse(&kind)
+            .ok_or_else(|| format!("unknown route type {kind:?}"))?,
+        tables,
+        route_metric,
+        expires_at_ms,
+        container_id,
+        ifname,
+    })
+}
+
+/// Writes a tombstone entry: a link record, or a file (the object form) when its text is
+/// too long for one (a container ID of about a thousand characters).
+fn write_tombstone(entries: &StateDir, t: &Tombstone) -> Result<()> {
+    let stem = tombstone_stem(t.ip);
+    let text = encode_tombstone(t);
+    if text.len() <= tombstone_cni::state::MAX_LINK {
+        entries.write_link(&stem, &text)
+    } else {
+        write_entry(entries, &stem, t)
+    }
+}
+
+/// The address a tombstone entry's stem names, if it is one spelled as this binary spells it.
+fn tombstone_ip(stem: &str) -> Option<IpAddr> {
+    let ip = tombstone_cni::state::decode_stem(stem.strip_prefix("t-")?)
+        .parse()
+        .ok()?;
+    (tombstone_stem(ip) == stem).then_some(ip)
 }
 
 fn write_entry<T: Serialize>(entries: &StateDir, stem: &str, v: &T) -> Result<()> {
@@ -277,9 +358,7 @@ fn read_entries(entries: &StateDir, scope: Scope, remove_temps: bool) -> Result<
             };
             l.attachments.extend(own);
             for ip in ips {
-                if let Some(t) =
-                    read_entry::<Tombstone>(entries, &tombstone_stem(ip))?.filter(|t| t.ip == ip)
-                {
+                if let Some(t) = read_tombstone(entries, &tombstone_stem(ip), ip)? {
                     l.tombstones.push(t);
                 }
                 let Some(h) = read_entry::<Holder>(entries, &holder_stem(ip))? else {
@@ -317,8 +396,8 @@ fn read_entries(entries: &StateDir, scope: Scope, remove_temps: bool) -> Result<
             );
             for stem in listing.records {
                 if stem.starts_with("t-") {
-                    if let Some(t) = read_entry::<Tombstone>(entries, &stem)?
-                        .filter(|t| tombstone_stem(t.ip) == stem)
+                    if let Some(ip) = tombstone_ip(&stem)
+                        && let Some(t) = read_tombstone(entries, &stem, ip)?
                     {
                         l.tombstones.push(t);
                     }
@@ -397,7 +476,7 @@ fn write_changes(dir: &StateDir, head_missing: bool, after: &Ledger, c: &Changes
         entries = entries.pinned()?;
     }
     for t in &c.tombstones {
-        write_entry(&entries, &tombstone_stem(t.ip), t)?;
+        write_tombstone(&entries, t)?;
     }
     for r in &c.records {
         write_entry(&entries, &record_stem(&r.attachment()), r)?;
@@ -480,15 +559,17 @@ pub fn peek(dir: &StateDir, stem: &str) -> Result<Option<Ledger>> {
         return Ok(Some(ledger));
     };
     for name in entries.records()? {
-        if !name.starts_with("t-") {
-            continue;
-        }
-        let Some(bytes) = entries.read(&name)? else {
+        let Some(ip) = tombstone_ip(&name) else {
             continue;
         };
-        let t: Tombstone = serde_json::from_slice(&bytes)
-            .map_err(|e| unreadable(format!("ledger entry {stem}.d/{name}.json"), e.to_string()))?;
-        if ledger.tombstone(t.ip).is_none() {
+        let what = || format!("ledger entry {stem}.d/{name}.json");
+        let bytes = match entries.read_link(&name)? {
+            Record::Missing => continue,
+            Record::Bytes(b) => b,
+            Record::Foreign(why) => return Err(unreadable(what(), why)),
+        };
+        let t = decode_tombstone(&bytes, ip).map_err(|why| unreadable(what(), why))?;
+        if t.ip == ip && ledger.tombstone(t.ip).is_none() {
             ledger.tombstones.push(t);
         }
     }
@@ -621,7 +702,7 @@ mod tests {
         save(&dir, &mut before, &mut l).unwrap();
         let head: serde_json::Value =
             serde_json::from_slice(&dir.read("pods").unwrap().unwrap()).unwrap();
-        assert_eq!(head["version"], 3);
+        assert_eq!(head["version"], FORMAT_VERSION);
         assert!(head.get("tombstones").is_none(), "{head}");
         let all = snapshot(&dir, "pods").unwrap().unwrap();
         let mut want = stone("10.0.0.5", "a");
@@ -682,6 +763,75 @@ mod tests {
             !entry_files(&dir, "pods")
                 .iter()
                 .any(|f| f.ends_with(".tmp"))
+        );
+        std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn tombstones_are_short_link_records_and_version_3_files_are_still_read() {
+        let dir = temp_dir("links");
+        let (mut l, mut before) = load(&dir, "pods", Scope::All).unwrap().logged();
+        let id = "0123456789abcdef".repeat(4);
+        l.bury(stone("10.244.123.234", &id));
+        l.bury(stone("fd00:aaaa:bbbb:cccc:dddd:eeee:ffff:1234", &id));
+        save(&dir, &mut before, &mut l).unwrap();
+        let entries = dir.path().join("pods.d");
+        for a in ["10.244.123.234", "fd00:aaaa:bbbb:cccc:dddd:eeee:ffff:1234"] {
+            let path = entries.join(format!("{}.json", tombstone_stem(ip(a))));
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            assert!(m.file_type().is_symlink(), "{a}: {m:?}");
+            // tmpfs keeps a link's text of under 128 bytes in its inode.
+            let text = std::fs::read_link(&path).unwrap();
+            assert!(text.as_os_str().len() < 128, "{a}: {text:?}");
+        }
+        // A version 3 entry, a file naming its address, is read as it is.
+        let v3 = br#"{"ip":"10.0.0.7","routeType":"prohibit","tables":[254,100],"metric":3000,"expiresAtMs":9,"containerID":"old","ifname":"net1"}"#;
+        entries_dir(&dir, "pods")
+            .unwrap()
+            .write(&tombstone_stem(ip("10.0.0.7")), v3, false)
+            .unwrap();
+        // One too long to be a link is a file.
+        let long = "x".repeat(2000);
+        let (mut l, mut before) = load(&dir, "pods", Scope::All).unwrap().logged();
+        l.bury(stone("10.0.0.8", &long));
+        save(&dir, &mut before, &mut l).unwrap();
+        let long_path = entries.join(format!("{}.json", tombstone_stem(ip("10.0.0.8"))));
+        assert!(std::fs::symlink_metadata(&long_path).unwrap().is_file());
+        let all = snapshot(&dir, "pods").unwrap().unwrap();
+        let mut want = vec![
+            stone("10.244.123.234", &id),
+            stone("fd00:aaaa:bbbb:cccc:dddd:eeee:ffff:1234", &id),
+            stone("10.0.0.8", &long),
+            Tombstone {
+                route_type: RejectKind::Prohibit,
+                tables: vec![254, 100],
+                expires_at_ms: 9,
+                ifname: "net1".into(),
+                ..stone("10.0.0.7", "old")
+            },
+        ];
+        let mut got = all.tombstones.clone();
+        got.sort_by_key(|t| t.ip);
+        want.sort_by_key(|t| t.ip);
+        assert_eq!(got, want);
+        let mut peeked = peek(&dir, "pods").unwrap().unwrap().tombstones;
+        peeked.sort_by_key(|t| t.ip);
+        assert_eq!(peeked, want, "a listing reads both forms");
+        // A damaged link is set aside like a damaged file.
+        let bad = entries.join(format!("{}.json", tombstone_stem(ip("10.244.123.234"))));
+        std::fs::remove_file(&bad).unwrap();
+        std::os::unix::fs::symlink("[\"unreachable\",[254]", &bad).unwrap();
+        assert!(
+            peek(&dir, "pods").is_err(),
+            "a listing names what it cannot read"
+        );
+        assert_eq!(snapshot(&dir, "pods").unwrap().unwrap().tombstones.len(), 3);
+        assert!(
+            entry_files(&dir, "pods")
+                .iter()
+                .any(|f| f.starts_with("t-10%2E244") && f.contains(".json.corrupt-")),
+            "{:?}",
+            entry_files(&dir, "pods")
         );
         std::fs::remove_dir_all(dir.path()).unwrap();
     }

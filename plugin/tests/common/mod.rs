@@ -362,32 +362,64 @@ pub fn expire(dir: &Path, mut which: impl FnMut(IpAddr) -> bool) -> Vec<IpAddr> 
             if which(ip) {
                 t["expiresAtMs"] = json!(1);
                 ended.push(ip);
-                let path = dir.join(format!("{stem}.d")).join(&file);
-                std::fs::write(path, serde_json::to_vec(&t).unwrap()).unwrap();
+                write_tombstone_entry(&dir.join(format!("{stem}.d")).join(&file), &t);
             }
         }
     }
     ended
 }
 
-/// The entry files (`*.json`) of a network's `<stem>.d/`, parsed, by file name.
+/// The entry files (`*.json`) of a network's `<stem>.d/`, parsed, by file name. A
+/// tombstone's link record (its text `[routeType, tables, metric, expiresAtMs, ifname,
+/// containerID]`, its address in its name) is given in a version 3 file's object form.
 pub fn entry_files(dir: &Path, stem: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let entries = dir.join(format!("{stem}.d"));
     for e in std::fs::read_dir(entries).into_iter().flatten().flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
-        if !file.ends_with(".json") {
-            continue;
-        }
-        let Ok(bytes) = std::fs::read(e.path()) else {
+        let Some(entry) = file.strip_suffix(".json") else {
             continue;
         };
-        let v = serde_json::from_slice(&bytes)
+        let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+        let bytes = if is_link {
+            std::fs::read_link(e.path()).map(|t| t.into_os_string().into_encoded_bytes())
+        } else {
+            std::fs::read(e.path())
+        };
+        let Ok(bytes) = bytes else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|err| panic!("{stem}.d/{file} is not JSON ({err})"));
+        let v = match (is_link, entry.strip_prefix("t-")) {
+            (false, _) => v,
+            (true, Some(ip)) => json!({
+                "ip": ip.replace("%2E", ".").replace("%3A", ":"),
+                "routeType": v[0], "tables": v[1], "metric": v[2], "expiresAtMs": v[3],
+                "ifname": v[4], "containerID": v[5],
+            }),
+            (true, None) => panic!("{stem}.d/{file} is a link but no tombstone"),
+        };
         out.push((file, v));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Writes a tombstone entry as the plugin does: a link record of `t` (in the object form
+/// [`entry_files`] gives), replacing what is at `path`.
+pub fn write_tombstone_entry(path: &Path, t: &Value) {
+    let text = json!([
+        t["routeType"],
+        t["tables"],
+        t["metric"],
+        t["expiresAtMs"],
+        t["ifname"],
+        t["containerID"]
+    ])
+    .to_string();
+    let _ = std::fs::remove_file(path);
+    std::os::unix::fs::symlink(text, path).unwrap();
 }
 
 /// The files of a state directory other than what the plugin keeps there: `<name>.json`,
