@@ -5,7 +5,8 @@
 //! runtimes use), it prints per DEL and per ADD: user-space instructions (callgrind, one
 //! run: deterministic), the wall median over RUNS runs, and the peak RSS, each with its
 //! ratio to the empty ledger's; then `tombstone sweep` ending 10 000 tombstones beside
-//! `ip -batch` deleting the same routes.
+//! `ip -batch` deleting the same routes, the medians of `SWEEP_ROUNDS` (default 7) rounds
+//! (`tombstone-bench sweep-only` prints these rows alone).
 //!
 //!   cargo build --release -p tombstone --bins --examples
 //!   target/<host tuple>/release/examples/tombstone-bench [RUNS]
@@ -372,73 +373,27 @@ fn main() {
     };
 
     // Sweeps: 10 000 expired tombstones ended by `tombstone sweep`, then the same routes
-    // deleted by `ip -batch` (the routes alone, no state).
-    let _ = std::fs::remove_dir_all(&state);
-    let dir = StateDir::open(&state).unwrap();
-    for r in nl.dump_routes(false, None, Some(ROUTE_PROTOCOL)).unwrap() {
-        if let Some(h) = r.as_host_reject() {
-            let _ = nl.delete_route(&h);
-        }
+    // deleted by `ip -batch` (the routes alone, no state), SWEEP_ROUNDS times (the machine
+    // is shared: the medians are compared).
+    let rounds: usize = std::env::var("SWEEP_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let (mut lives, mut sweeps, mut batches) = (vec![], vec![], vec![]);
+    let (mut report, mut left) = (String::new(), 0);
+    for _ in 0..rounds {
+        let r = sweep_round(&dir, &nl, &bin, &ns, mark, far);
+        lives.push(r.live);
+        sweeps.push(r.sweep);
+        batches.push(r.batch);
+        (report, left) = (r.report, r.left);
     }
-    let doomed: Vec<IpAddr> = (0..10_000).map(|i| v4(0x0d00_0000, i)).collect();
-    let routes: Vec<HostReject> = doomed.iter().map(|&ip| route(ip, mark)).collect();
-    install(&nl, &routes);
-    bury(&dir, &doomed, "s", mark, far);
-    // A sweep with nothing to end (the first of its period: it also reads every attachment
-    // record, to drop long-released ones), then their holds end.
-    let start = Instant::now();
-    let out = Command::new(&bin)
-        .args(["sweep", "--state-dir", state.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let live_ms = start.elapsed().as_secs_f64() * 1000.0;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (mut l, mut on_disk) = store::load(&dir, "bench", Scope::All).unwrap().logged();
-    for t in &mut l.tombstones {
-        t.expires_at_ms = 1;
-    }
-    store::save(&dir, &mut on_disk, &mut l).unwrap();
-    let start = Instant::now();
-    let mut sweep = Command::new(&bin);
-    if let Ok(wrapper) = std::env::var("SWEEP_WRAPPER") {
-        sweep = Command::new(wrapper);
-        sweep.arg(&bin);
-    }
-    let out = sweep
-        .args(["sweep", "--state-dir", state.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let sweep_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let report = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success() && report.contains("ended 10000"),
-        "{report}"
-    );
-    install(&nl, &routes);
-    let batch = std::env::temp_dir().join(format!("{ns}.batch"));
-    let text: String = doomed
+    let ratios: Vec<String> = sweeps
         .iter()
-        .map(|ip| format!("route del unreachable {ip}/32 proto {ROUTE_PROTOCOL} metric {mark}\n"))
+        .zip(&batches)
+        .map(|(s, b)| format!("{:.2}", s.as_secs_f64() / b.as_secs_f64()))
         .collect();
-    std::fs::write(&batch, text).unwrap();
-    let start = Instant::now();
-    let ok = Command::new("ip")
-        .arg("-batch")
-        .arg(&batch)
-        .status()
-        .unwrap()
-        .success();
-    let batch_ms = start.elapsed().as_secs_f64() * 1000.0;
-    assert!(ok, "ip -batch");
-    let left = nl
-        .dump_routes(false, None, Some(ROUTE_PROTOCOL))
-        .unwrap()
-        .len();
-    let _ = std::fs::remove_file(&batch);
+    let (live_ms, sweep_ms, batch_ms) = (median(lives), median(sweeps), median(batches));
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     let _ = std::fs::remove_dir_all(&state);
     let _ = Command::new("umount").arg(&mnt).status();
@@ -472,7 +427,7 @@ fn main() {
         }
     }
     println!();
-    println!("| ending 10 000 expired tombstones | wall ms | ratio |");
+    println!("| ending 10 000 expired tombstones (medians of {rounds} rounds) | wall ms | ratio |");
     println!("|---|---:|---:|");
     println!("| `ip -batch` deleting the routes | {batch_ms:.1} | 1.00 |");
     println!(
@@ -483,7 +438,104 @@ fn main() {
         "| `tombstone sweep`, 10 000 live, none expired, every record read | {live_ms:.1} | {:.2} |",
         live_ms / batch_ms
     );
+    println!("sweep / ip -batch in each round: {}", ratios.join(", "));
     println!("sweep said: [{report}]; routes left after both: {left}");
+}
+
+/// One round of the sweep comparison's timings, and what the sweep said.
+struct SweepRound {
+    live: Duration,
+    sweep: Duration,
+    batch: Duration,
+    report: String,
+    left: usize,
+}
+
+/// Buries 10 000 addresses (routes and entries), times a sweep that ends none of them (the
+/// first of its period: it also reads every attachment record, to drop long-released ones),
+/// ends their holds and times the sweep that ends them, then installs the routes again and
+/// times `ip -batch` deleting them.
+fn sweep_round(
+    dir: &StateDir,
+    nl: &Netlink,
+    bin: &Path,
+    ns: &str,
+    mark: u32,
+    far: u64,
+) -> SweepRound {
+    let state = dir.path();
+    let _ = std::fs::remove_dir_all(state);
+    let dir = StateDir::open(state).unwrap();
+    for r in nl.dump_routes(false, None, Some(ROUTE_PROTOCOL)).unwrap() {
+        if let Some(h) = r.as_host_reject() {
+            let _ = nl.delete_route(&h);
+        }
+    }
+    let doomed: Vec<IpAddr> = (0..10_000).map(|i| v4(0x0d00_0000, i)).collect();
+    let routes: Vec<HostReject> = doomed.iter().map(|&ip| route(ip, mark)).collect();
+    install(nl, &routes);
+    bury(&dir, &doomed, "s", mark, far);
+    let start = Instant::now();
+    let out = Command::new(bin)
+        .args(["sweep", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let live = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut l, mut on_disk) = store::load(&dir, "bench", Scope::All).unwrap().logged();
+    for t in &mut l.tombstones {
+        t.expires_at_ms = 1;
+    }
+    store::save(&dir, &mut on_disk, &mut l).unwrap();
+    let start = Instant::now();
+    let mut sweep = Command::new(bin);
+    if let Ok(wrapper) = std::env::var("SWEEP_WRAPPER") {
+        sweep = Command::new(wrapper);
+        sweep.arg(bin);
+    }
+    let out = sweep
+        .args(["sweep", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let sweep = start.elapsed();
+    let report = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && report.contains("ended 10000"),
+        "{report}"
+    );
+    install(nl, &routes);
+    let batch_file = std::env::temp_dir().join(format!("{ns}.batch"));
+    let text: String = doomed
+        .iter()
+        .map(|ip| format!("route del unreachable {ip}/32 proto {ROUTE_PROTOCOL} metric {mark}\n"))
+        .collect();
+    std::fs::write(&batch_file, text).unwrap();
+    let start = Instant::now();
+    let ok = Command::new("ip")
+        .arg("-batch")
+        .arg(&batch_file)
+        .status()
+        .unwrap()
+        .success();
+    let batch = start.elapsed();
+    assert!(ok, "ip -batch");
+    let left = nl
+        .dump_routes(false, None, Some(ROUTE_PROTOCOL))
+        .unwrap()
+        .len();
+    let _ = std::fs::remove_file(&batch_file);
+    let _ = std::fs::remove_dir_all(state);
+    SweepRound {
+        live,
+        sweep,
+        batch,
+        report,
+        left,
+    }
 }
 
 /// Unrelated entries the conntrack figures are taken beside.
