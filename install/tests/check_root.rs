@@ -197,11 +197,20 @@ fn a_tombstone_no_sweep_ended_is_reported() {
         dir.join(format!("pods.d/t-{stem}.json")),
         r#"{"ip":"10.10.0.5","routeType":"unreachable","tables":[254],"metric":3000,"expiresAtMs":1000,"containerID":"c1","ifname":"eth0"}"#,
     );
+    // And one as this version writes it: a link record, its address in its name.
+    std::os::unix::fs::symlink(
+        r#"["unreachable",[254],3000,1000,"eth0","c2"]"#,
+        dir.join(format!(
+            "pods.d/t-{}.json",
+            tombstone_cni::state::encode_stem("10.10.0.6")
+        )),
+    )
+    .unwrap();
     let (code, report) = check(&ns, &r.0);
     assert_eq!(code, 1, "{report:#}");
     let t = findings(&report, "tombstones");
     assert_eq!(t[0].0, "problem", "{report:#}");
-    assert!(t[0].1.starts_with("1 live, 1 expired"), "{}", t[0].1);
+    assert!(t[0].1.starts_with("2 live, 2 expired"), "{}", t[0].1);
     assert_eq!(findings(&report, "state")[0].0, "ok", "{report:#}");
 
     // A ledger of a format this build cannot read is said, not skipped.

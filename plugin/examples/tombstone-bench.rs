@@ -3,7 +3,7 @@
 //! the default `/run/cni/tombstone` is on a node). For an empty
 //! ledger and for 10 000 and 50 000 live tombstones (64-character container IDs, as
 //! runtimes use), it prints per DEL and per ADD: user-space instructions (callgrind, one
-//! run: deterministic), the wall median over RUNS runs, and the peak RSS, each with its
+//! run: deterministic), the wall median over RUNS runs (the sizes' runs interleaved), and the peak RSS, each with its
 //! ratio to the empty ledger's; then `tombstone sweep` ending 10 000 tombstones beside
 //! `ip -batch` deleting the same routes, the medians of `SWEEP_ROUNDS` (default 7) rounds
 //! (`tombstone-bench sweep-only` prints these rows alone).
@@ -52,6 +52,7 @@ fn cid(tag: &str, i: usize) -> String {
     format!("{tag}{i:0>63}")[..64].to_string()
 }
 
+#[derive(Clone)]
 struct Bench {
     bin: PathBuf,
     state: PathBuf,
@@ -302,11 +303,11 @@ fn main() {
         b.run(&[], "DEL", &cid("w", i), ip);
         b.run(&[], "ADD", &cid("x", i), ip);
     }
-    // At each size: DEL of a fresh address (a new tombstone), then ADD of another
-    // attachment given it (lifting it), so the size stays put while measuring.
-    let mut rows = Vec::new();
-    let mut live = 0usize;
-    let mut next = 0usize;
+    // Each size in a state directory of its own, filled first; then, round after round,
+    // one DEL of a fresh address (a new tombstone) and one ADD of another attachment given
+    // it (lifting it) at each size in turn, so the sizes stay put and share the machine's
+    // moods alike. The kernel holds every size's routes throughout (60 000): the sizes
+    // differ in the ledger alone (a route lookup does not slow with the table's size).
     let sizes: &[(usize, u32)] = if sweep_only {
         &[]
     } else {
@@ -316,46 +317,66 @@ fn main() {
             (50_000, 0x0a20_0000),
         ]
     };
-    for &(size, base) in sizes {
-        let more: Vec<IpAddr> = (0..size - live).map(|i| v4(base, i)).collect();
-        install(
-            &nl,
-            &more.iter().map(|&ip| route(ip, mark)).collect::<Vec<_>>(),
-        );
-        bury(&dir, &more, &format!("l{size}-"), mark, far);
-        live = size;
-        let mut walls = [vec![], vec![]];
-        let mut event = |b: &Bench, verb_pair: &mut dyn FnMut(&Bench, IpAddr, &str, &str)| {
-            let ip = v4(0x0c00_0000, next);
-            let (d, a) = (cid("d", next), cid("a", next));
-            next += 1;
-            verb_pair(b, ip, &d, &a);
-        };
-        for _ in 0..runs {
-            event(&b, &mut |b, ip, d, a| {
-                walls[0].push(b.run(&[], "DEL", d, ip).0);
-                walls[1].push(b.run(&[], "ADD", a, ip).0);
+    let benches: Vec<Bench> = sizes
+        .iter()
+        .map(|&(size, base)| {
+            let b = Bench {
+                state: mnt.join(format!("state-{size}")),
+                ..b.clone()
+            };
+            let dir = StateDir::open(&b.state).unwrap();
+            let mark = tombstone::chained::dir_mark(dir.path());
+            let more: Vec<IpAddr> = (0..size).map(|i| v4(base, i)).collect();
+            install(
+                &nl,
+                &more.iter().map(|&ip| route(ip, mark)).collect::<Vec<_>>(),
+            );
+            bury(&dir, &more, &format!("l{size}-"), mark, far);
+            b
+        })
+        .collect();
+    let mut next = 0usize;
+    let mut event = |b: &Bench, verb_pair: &mut dyn FnMut(&Bench, IpAddr, &str, &str)| {
+        let ip = v4(0x0c00_0000, next);
+        let (d, a) = (cid("d", next), cid("a", next));
+        next += 1;
+        verb_pair(b, ip, &d, &a);
+    };
+    let mut walls = vec![[vec![], vec![]]; benches.len()];
+    for _ in 0..runs {
+        for (b, w) in benches.iter().zip(&mut walls) {
+            event(b, &mut |b, ip, d, a| {
+                w[0].push(b.run(&[], "DEL", d, ip).0);
+                w[1].push(b.run(&[], "ADD", a, ip).0);
             });
         }
+    }
+    let mut rows = Vec::new();
+    for ((b, [wd, wa]), &(live, _)) in benches.iter().zip(walls).zip(sizes) {
         let mut instr = [0u64; 2];
-        event(&b, &mut |b, ip, d, a| {
+        event(b, &mut |b, ip, d, a| {
             instr[0] = b.instructions("DEL", d, ip);
             instr[1] = b.instructions("ADD", a, ip);
         });
         let mut rss = [0u64; 2];
         for _ in 0..3 {
-            event(&b, &mut |b, ip, d, a| {
+            event(b, &mut |b, ip, d, a| {
                 rss[0] = rss[0].max(b.rss_kb("DEL", d, ip));
                 rss[1] = rss[1].max(b.rss_kb("ADD", a, ip));
             });
         }
-        let [wd, wa] = walls;
         rows.push(Row {
             live,
             instr,
             wall: [median(wd), median(wa)],
             rss,
         });
+        let _ = std::fs::remove_dir_all(&b.state);
+    }
+    for r in nl.dump_routes(false, None, Some(ROUTE_PROTOCOL)).unwrap() {
+        if let Some(h) = r.as_host_reject() {
+            let _ = nl.delete_route(&h);
+        }
     }
 
     // The launcher's own floor: its fork of itself before the exec.
