@@ -586,6 +586,7 @@ pub fn snapshot(dir: &StateDir, network: &str) -> Result<Option<Ledger>> {
 mod tests {
     use super::*;
     use crate::chained::ledger::Tombstone;
+    use std::os::unix::ffi::OsStrExt;
     use tombstone_kernel::RejectKind;
 
     fn att(c: &str) -> Attachment {
@@ -834,6 +835,72 @@ mod tests {
             entry_files(&dir, "pods")
         );
         std::fs::remove_dir_all(dir.path()).unwrap();
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Any tombstone's entry text reads back as itself.
+        #[test]
+        fn a_tombstone_entry_reads_back_as_itself(
+            v4 in proptest::prelude::any::<u32>(),
+            kind in 0..3usize,
+            tables in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..4),
+            metric in proptest::prelude::any::<Option<u32>>(),
+            expires in proptest::prelude::any::<u64>(),
+            ifname in "\\PC{0,16}",
+            id in "\\PC{0,80}",
+        ) {
+            let t = Tombstone {
+                ip: IpAddr::V4(v4.into()),
+                route_type: [RejectKind::Unreachable, RejectKind::Prohibit, RejectKind::Blackhole][kind],
+                tables,
+                route_metric: metric,
+                expires_at_ms: expires,
+                container_id: id,
+                ifname,
+            };
+            let text = encode_tombstone(&t);
+            proptest::prop_assert!(!text.contains(&0), "a link's text has no NUL byte");
+            proptest::prop_assert_eq!(decode_tombstone(&text, t.ip), Ok(t));
+        }
+
+        /// Whatever text a tombstone's link holds, a load reads it or sets it aside, and a
+        /// listing names it; nothing panics.
+        #[test]
+        fn a_tombstone_link_of_any_text_is_read_or_set_aside(
+            text in proptest::prop_oneof![
+                proptest::collection::vec(1..=255u8, 1..160),
+                // A valid entry's text cut anywhere (the whole of it included).
+                (1..=43usize).prop_map(|n| br#"["prohibit",[254,7],null,99,"eth0","pod-1"]"#[..n].to_vec()),
+            ],
+        ) {
+            let dir = temp_dir("anylink");
+            let entries = entries_dir(&dir, "pods").unwrap();
+            dir.write("pods", br#"{"version":4,"network":"pods","tables":[254]}"#, false).unwrap();
+            let path = entries.path().join(format!("{}.json", tombstone_stem(ip("10.0.0.5"))));
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&text), &path).unwrap();
+            let peeked = peek(&dir, "pods");
+            let read = decode_tombstone(&text, ip("10.0.0.5"));
+            let all = snapshot(&dir, "pods").unwrap().unwrap();
+            match read {
+                Ok(t) => {
+                    proptest::prop_assert_eq!(&all.tombstones, &vec![t.clone()]);
+                    proptest::prop_assert_eq!(peeked.unwrap().unwrap().tombstones, vec![t]);
+                }
+                Err(_) => {
+                    proptest::prop_assert!(all.tombstones.is_empty());
+                    proptest::prop_assert!(peeked.is_err());
+                    proptest::prop_assert!(
+                        entry_files(&dir, "pods").iter().any(|f| f.contains(".json.corrupt-")),
+                        "set aside: {:?}", entry_files(&dir, "pods")
+                    );
+                }
+            }
+            std::fs::remove_dir_all(dir.path()).unwrap();
+        }
     }
 
     #[test]
