@@ -7,6 +7,8 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
+use tombstone_testkit::runtime;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     /// The pod's kernel answered (ICMP port unreachable: nothing listens on the port).
@@ -56,27 +58,13 @@ fn libc_ehostunreach() -> i32 {
     nix::errno::Errno::EHOSTUNREACH as i32
 }
 
+/// The route protocol of the `tombstone` plugin's routes.
+pub const TOMBSTONE_PROTOCOL: u8 = 84;
+
 /// The tombstone routes (protocol 84) of the main table whose destination starts with
 /// `prefix`, as `ip -o route` prints them.
 pub fn tombstones(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["-o", "route", "show", "table", "main", "proto", "84"])
-        .output()
-        .expect("spawn ip route");
-    assert!(
-        out.status.success(),
-        "ip route show: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|d| d.starts_with(prefix))
-        })
-        .map(str::to_string)
-        .collect()
+    runtime::typed_routes(TOMBSTONE_PROTOCOL, prefix).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The tombstone route of `ip`, if any ("unreachable 172.30.81.10 proto 84 metric ...").
