@@ -244,3 +244,52 @@ impl Storm {
 fn checkpoint_every(quota: usize) -> usize {
     (quota / 3).max(20)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    fn ran(killed: bool, code: i32) -> Ran {
+        Ran {
+            killed,
+            status: ExitStatus::from_raw(if killed { 9 } else { code << 8 }),
+            stdout: String::new(),
+            stderr: "why".into(),
+            elapsed: Duration::from_millis(1),
+            pid: 1,
+        }
+    }
+
+    #[test]
+    fn a_retry_ends_on_success_goes_on_after_a_kill_and_gives_up_after_12_failures() {
+        let mut failures = Vec::new();
+        let mut r = Retry::new(true);
+        assert!(r.kill_next(&mut Prng::new(1)));
+        assert!(!r.over(&ran(true, 0), "DEL c", &mut failures));
+        assert!(r.over(&ran(false, 0), "DEL c", &mut failures));
+        assert!(failures.is_empty());
+        let mut r = Retry::new(false);
+        assert!(!r.kill_next(&mut Prng::new(1)));
+        let ends: Vec<bool> = (0..12)
+            .map(|_| r.over(&ran(false, 1), "DEL c", &mut failures))
+            .collect();
+        assert_eq!(ends.iter().position(|e| *e), Some(11));
+        assert_eq!(failures.len(), 12);
+        assert_eq!(failures[0], "DEL c (attempt 0) failed:  why");
+    }
+
+    #[test]
+    fn an_op_tallies_killed_runs_and_calibrates_on_the_others() {
+        let mut op = Op::new("DEL", "x DEL");
+        assert_eq!(op.delay(false, &mut Prng::new(1)), None);
+        op.record(&ran(true, 0), Some("before its write"));
+        op.record(&ran(false, 0), None);
+        assert_eq!(
+            (op.kills(), op.tally.killed_before_exit, op.plain),
+            (1, 1, 1)
+        );
+        assert_eq!(op.cal.max_delay, Duration::from_millis(1).mul_f64(1.25));
+    }
+}
