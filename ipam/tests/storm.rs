@@ -3,7 +3,7 @@
 //! by the runtime's DEL, a killed DEL is retried until it succeeds), and at checkpoints the
 //! state must hold exactly the live attachments' addresses, each once, with no stray file.
 //! Run with `cargo test --release -p tombstone-ipam --test storm -- --include-ignored
-//! --nocapture` (`STORM_KILLS`, `STORM_SEED`: see the plugin's `tests/common/kill.rs`).
+//! --nocapture` (`STORM_KILLS`, `STORM_SEED`: see `tombstone_testkit::kill`).
 
 mod common;
 use tombstone_testkit::{kill, storm};
