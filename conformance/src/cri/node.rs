@@ -5,9 +5,9 @@
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tombstone_testkit::runtime;
+use tombstone_testkit::{eventually, runtime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
@@ -73,6 +73,33 @@ pub fn tombstone_of(ip: Ipv4Addr) -> Option<String> {
     tombstones(&ip)
         .into_iter()
         .find(|l| l.split_whitespace().nth(1) == Some(ip.as_str()))
+}
+
+/// `ip` is tombstoned (`what` names it in a failure): its `unreachable` route is there and
+/// the node's send fails at once.
+pub fn assert_tombstoned(ip: Ipv4Addr, what: &str) {
+    let route = tombstone_of(ip).unwrap_or_else(|| panic!("{what}: no tombstone for {ip}"));
+    assert!(route.starts_with("unreachable "), "{what}: {route}");
+    assert_eq!(probe(ip), Probe::NoRouteToHost, "{what}: {ip}");
+}
+
+/// `ip` is a live pod's (`what` names it in a failure): no tombstone, and the node reaches it.
+pub fn assert_live(ip: Ipv4Addr, what: &str) {
+    assert_eq!(tombstone_of(ip), None, "{what}: a tombstone for {ip}");
+    assert_eq!(probe(ip), Probe::Reachable, "{what}: {ip}");
+}
+
+/// Waits for the tombstones of `prefix` to end by themselves within `hold` seconds (and a
+/// margin): how many there were, and the seconds they took to go.
+pub fn outlive_tombstones(prefix: &str, hold: u64) -> (usize, f64) {
+    let made = tombstones(prefix).len();
+    let waited = Instant::now();
+    assert!(
+        eventually(hold + 10, || tombstones(prefix).is_empty()),
+        "tombstones past their hold: {:?}",
+        tombstones(prefix)
+    );
+    (made, waited.elapsed().as_secs_f64())
 }
 
 /// The links enslaved to `bridge` (the pods' host-side veths).
