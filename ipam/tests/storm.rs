@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use kill::Ran;
 use serde_json::Value;
-use storm::{Op, Retry};
+use storm::{Model, Op, Retry};
 
 const NET: &str = "storm";
 const MAX_LIVE: usize = 8;
@@ -195,6 +195,27 @@ impl Storm {
     }
 }
 
+impl Model for Storm {
+    fn parts(&mut self) -> storm::Parts<'_> {
+        (
+            &mut self.kit,
+            vec![&mut self.add, &mut self.del],
+            self.live.len(),
+        )
+    }
+
+    fn step(&mut self, verb: &str, kill: bool) {
+        match verb {
+            "ADD" => self.add_step(kill),
+            _ => self.del_step(kill),
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        Storm::checkpoint(self);
+    }
+}
+
 /// The files of the data directory other than what tombstone-ipam keeps there:
 /// `<network>/tombstone-ipam.lock` and the state directory `<network>/tombstone-ipam.d/`
 /// with its records (ipam/src/store.rs; host-local's own files would also be allowed,
@@ -264,34 +285,7 @@ fn storm_sigkill_add_del_leaks_no_address() {
         reused: 0,
         released: BTreeSet::new(),
     };
-    for _ in 0..6 {
-        st.add_step(false);
-    }
-    for _ in 0..2 {
-        st.del_step(false);
-    }
-    let quota = st.kit.quota;
-    while st.add.kills() < quota || st.del.kills() < quota {
-        let can_add = st.live.len() < MAX_LIVE;
-        let mut choices = Vec::new();
-        if st.add.kills() < quota && can_add {
-            choices.push("ADD");
-        }
-        if st.del.kills() < quota && !st.live.is_empty() {
-            choices.push("DEL");
-        }
-        let (op, kill) = st.kit.choose(&choices, if can_add { "ADD" } else { "DEL" });
-        match op {
-            "ADD" => st.add_step(kill),
-            _ => st.del_step(kill),
-        }
-        if st.kit.checkpoint_due(st.add.kills() + st.del.kills()) {
-            st.checkpoint();
-            st.add.keep_recent();
-            st.del.keep_recent();
-        }
-    }
-    st.checkpoint();
+    storm::drive(&mut st, MAX_LIVE);
     let figures = st.figures(started.elapsed());
     println!("{figures}");
     st.kit.assert_clean(&[&st.add, &st.del], &figures);

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::kill::{self, Landed, Prng, Ran};
-use common::storm::{self, Op, Retry};
+use common::storm::{self, Model, Op, Retry};
 use common::*;
 use serde_json::{Value, json};
 
@@ -134,16 +134,6 @@ impl<'a> Storm<'a> {
 
     fn ledgers(&self) -> Ledgers {
         Ledgers::read(self.dir())
-    }
-
-    fn done(&self) -> bool {
-        [&self.del, &self.add, &self.sweep]
-            .iter()
-            .all(|o| o.kills() >= self.kit.quota)
-    }
-
-    fn total_kills(&self) -> usize {
-        self.del.kills() + self.add.kills() + self.sweep.kills()
     }
 
     /// A new attachment with free addresses: an IPv4 one, and half the time an IPv6 one;
@@ -490,6 +480,39 @@ impl<'a> Storm<'a> {
     }
 }
 
+impl Model for Storm<'_> {
+    fn parts(&mut self) -> storm::Parts<'_> {
+        let ops = vec![&mut self.add, &mut self.del, &mut self.sweep];
+        (&mut self.kit, ops, self.live.len())
+    }
+
+    fn step(&mut self, verb: &str, kill: bool) {
+        match verb {
+            "ADD" => self.add_step(kill),
+            "DEL" => self.del_step(kill),
+            _ => self.sweep_step(kill),
+        }
+    }
+
+    /// A sweep with no tombstone to end has little to be killed in: mostly skip those.
+    fn worth_a_kill(&mut self, _sweep: &str) -> bool {
+        !self.ledgers().tombstones().is_empty() || self.kit.rng.percent(20)
+    }
+
+    fn warmed_up(&mut self) {
+        self.plain_sweep();
+        self.plain_sweep();
+    }
+
+    fn after_step(&mut self) {
+        self.check_between();
+    }
+
+    fn checkpoint(&mut self) {
+        Storm::checkpoint(self);
+    }
+}
+
 #[test]
 #[ignore = "needs root: network namespaces"]
 fn storm_sigkill_del_add_sweep_leaks_nothing() {
@@ -497,46 +520,7 @@ fn storm_sigkill_del_add_sweep_leaks_nothing() {
     let ns = Netns::new();
     let started = Instant::now();
     let mut st = Storm::new(&ns);
-    // Warm-up without kills: the delay ranges come from these runs.
-    for _ in 0..6 {
-        st.add_step(false);
-    }
-    for _ in 0..2 {
-        st.del_step(false);
-    }
-    st.plain_sweep();
-    st.plain_sweep();
-    while !st.done() {
-        let can_add = st.live.len() < MAX_LIVE;
-        let mut choices = Vec::new();
-        let quota = st.kit.quota;
-        if st.add.kills() < quota && can_add {
-            choices.push("ADD");
-        }
-        if st.del.kills() < quota && !st.live.is_empty() {
-            choices.push("DEL");
-        }
-        // A sweep with no tombstone to end has little to be killed in: mostly skip those.
-        let has_tombstones = !st.ledgers().tombstones().is_empty();
-        if st.sweep.kills() < quota && (has_tombstones || st.kit.rng.percent(20)) {
-            choices.push("sweep");
-        }
-        let (op, kill) = st.kit.choose(&choices, if can_add { "ADD" } else { "DEL" });
-        match op {
-            "ADD" if can_add => st.add_step(kill),
-            "DEL" if !st.live.is_empty() => st.del_step(kill),
-            "sweep" => st.sweep_step(kill),
-            _ => st.add_step(false),
-        }
-        st.check_between();
-        if st.kit.checkpoint_due(st.total_kills()) {
-            st.checkpoint();
-            for op in [&mut st.add, &mut st.del, &mut st.sweep] {
-                op.keep_recent();
-            }
-        }
-    }
-    st.checkpoint();
+    storm::drive(&mut st, MAX_LIVE);
     let figures = st.figures(started.elapsed());
     println!("{figures}");
     st.kit.assert_clean(&[&st.del, &st.add], &figures);

@@ -1,7 +1,7 @@
 //! The runtime a SIGKILL storm models around its killed runs ([`kill`] gives the runs): each
 //! operation's kills and delay calibration ([`Op`]), a DEL retried until it succeeds
-//! ([`Retry`]), the step's choice, the checkpoints' cadence, and the figures and verdict.
-//! Names no binary: the plugins' and the IPAM's storms share it.
+//! ([`Retry`]), the steps and checkpoints ([`Model`], driven by [`drive`]), and the figures
+//! and verdict. Names no binary: the plugins' and the IPAM's storms share it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -37,7 +37,7 @@ impl Op {
 
     /// After a checkpoint: the delays forget all but the last 40 runs (the machine's load
     /// changes during a storm).
-    pub fn keep_recent(&mut self) {
+    fn keep_recent(&mut self) {
         self.cal.forget_old(40);
     }
 
@@ -139,11 +139,7 @@ impl Storm {
     /// The next step (counted): one of `choices` (the operations with kills to go, killed
     /// but one step in six: those runs keep the delays calibrated to the machine's load),
     /// or, when none is left, `fallback`, run to its end.
-    pub fn choose(
-        &mut self,
-        choices: &[&'static str],
-        fallback: &'static str,
-    ) -> (&'static str, bool) {
+    fn choose(&mut self, choices: &[&'static str], fallback: &'static str) -> (&'static str, bool) {
         self.steps += 1;
         let kill = !choices.is_empty() && !self.rng.percent(16);
         let op = match choices.is_empty() {
@@ -155,7 +151,7 @@ impl Storm {
 
     /// Whether a checkpoint is due after `kills` kills in all (then the next is counted from
     /// here).
-    pub fn checkpoint_due(&mut self, kills: usize) -> bool {
+    fn checkpoint_due(&mut self, kills: usize) -> bool {
         if kills < self.next_checkpoint {
             return false;
         }
@@ -238,6 +234,75 @@ impl Storm {
             "the storm left leaks or failed operations\n{figures}"
         );
     }
+}
+
+/// What [`drive`] reads and counts of a model: its kit, its operations (ADD and DEL first:
+/// the steps are chosen in this order, then the others), how many attachments are live.
+pub type Parts<'a> = (&'a mut Storm, Vec<&'a mut Op>, usize);
+
+/// A storm's model of the runtime around the killed runs: its live attachments and the steps
+/// of its operations, driven by [`drive`].
+pub trait Model {
+    fn parts(&mut self) -> Parts<'_>;
+    /// One step of the operation `verb`, its run killed when `kill`.
+    fn step(&mut self, verb: &str, kill: bool);
+    /// Whether an operation other than ADD and DEL has work to be killed in now.
+    fn worth_a_kill(&mut self, _verb: &str) -> bool {
+        true
+    }
+    /// After the warm-up's ADDs and DELs.
+    fn warmed_up(&mut self) {}
+    /// After each step (and its recovery): the model's checks of the moment.
+    fn after_step(&mut self) {}
+    /// The model's checks of the state, at a checkpoint.
+    fn checkpoint(&mut self);
+}
+
+/// Drives `m`: a warm-up without kills (6 ADDs, 2 DELs: the delay ranges come from these
+/// runs), then steps (`Storm::choose`) until every operation has had its quota of kills,
+/// with at most `max_live` live attachments; a checkpoint every third of a quota of kills
+/// (at least 20) and one at the end.
+pub fn drive(m: &mut impl Model, max_live: usize) {
+    for _ in 0..6 {
+        m.step("ADD", false);
+    }
+    for _ in 0..2 {
+        m.step("DEL", false);
+    }
+    m.warmed_up();
+    loop {
+        let (kit, ops, live) = m.parts();
+        let quota = kit.quota;
+        let kills: Vec<(&'static str, usize)> = ops.iter().map(|o| (o.verb, o.kills())).collect();
+        if kills.iter().all(|&(_, k)| k >= quota) {
+            break;
+        }
+        let can_add = live < max_live;
+        let mut choices = Vec::new();
+        for &(verb, k) in &kills {
+            let wanted = k < quota
+                && match verb {
+                    "ADD" => can_add,
+                    "DEL" => live > 0,
+                    other => m.worth_a_kill(other),
+                };
+            if wanted {
+                choices.push(verb);
+            }
+        }
+        let fallback = if can_add { "ADD" } else { "DEL" };
+        let (op, kill) = m.parts().0.choose(&choices, fallback);
+        m.step(op, kill);
+        m.after_step();
+        let (kit, ops, _) = m.parts();
+        if kit.checkpoint_due(ops.iter().map(|o| o.kills()).sum()) {
+            m.checkpoint();
+            for op in m.parts().1 {
+                op.keep_recent();
+            }
+        }
+    }
+    m.checkpoint();
 }
 
 /// Kills between two checkpoints.
