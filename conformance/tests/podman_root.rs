@@ -17,9 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use cni_conformance::cri::node::{self, Probe};
-use cni_conformance::cri::record::{
-    self, calls_for, cni_args, ipam_allocations, recorded, result_ips,
-};
+use cni_conformance::cri::record::{self, calls_for, cni_args, ipam_allocations, recorded};
 use cni_conformance::cri::scenario::our_binary;
 use cni_conformance::harness::paths;
 use podman::{Podman, Setup};
@@ -176,23 +174,15 @@ fn podman_root_drives_the_tombstone_chain() {
 
     // What podman passed to tombstone at a's ADD.
     let calls = recorded(&rec);
-    let add_a = calls_for(&calls, "ADD", &a);
-    assert_eq!(add_a.len(), 1, "one ADD of a: {calls:?}");
-    let env = &add_a[0].env;
-    assert_eq!(
-        env.get("CNI_IFNAME").map(String::as_str),
-        Some("eth0"),
-        "{env:?}"
-    );
-    assert_eq!(env.get("CNI_NETNS"), Some(&ns_a), "{env:?}");
+    let add_a = record::the_add(&calls, "a", &a, &ns_a, ip_a);
     // podman 4.3 passes its container name as K8S_POD_NAME (for the dnsname plugin) and
     // nothing of Kubernetes' other keys: a plugin keyed on K8S_POD_NAMESPACE sees none.
     assert_eq!(
-        cni_args(add_a[0]),
+        cni_args(add_a),
         vec!["IgnoreUnknown=1".to_string(), "K8S_POD_NAME=a".to_string()],
         "CNI_ARGS of a's ADD"
     );
-    let stdin = &add_a[0].stdin;
+    let stdin = &add_a.stdin;
     // podman writes the convention's camelCase, no empty hostIP (containerd 1.6 writes
     // Go's field names).
     assert_eq!(
@@ -200,38 +190,11 @@ fn podman_root_drives_the_tombstone_chain() {
         json!([{ "hostPort": 30084, "containerPort": 8080, "protocol": "tcp" }]),
         "runtimeConfig of a's ADD: {stdin}"
     );
-    assert_eq!(
-        result_ips(&stdin["prevResult"]),
-        vec![ip_a.to_string()],
-        "{stdin}"
-    );
-    assert_eq!(stdin["cniVersion"], "1.0.0");
-    println!(
-        "a's ADD: CNI_ARGS={} runtimeConfig={}",
-        env["CNI_ARGS"], stdin["runtimeConfig"]
-    );
 
     // Stop a: a tombstone, the node's send fails at once.
     ok(&["stop", "--time", "0", "a"]);
-    let route = node::tombstone_of(ip_a).unwrap_or_else(|| panic!("no tombstone for {ip_a}"));
-    assert!(route.starts_with("unreachable "), "{route}");
-    assert_eq!(
-        node::probe(ip_a),
-        Probe::NoRouteToHost,
-        "a's released {ip_a}"
-    );
-    let calls = recorded(&rec);
-    let del_a = calls_for(&calls, "DEL", &a);
-    assert_eq!(del_a.len(), 1, "one DEL for stop: {del_a:?}");
-    assert_eq!(
-        result_ips(&del_a[0].stdin["prevResult"]),
-        vec![ip_a.to_string()],
-        "DEL's prevResult"
-    );
-    assert_eq!(
-        del_a[0].stdin["runtimeConfig"]["portMappings"][0]["hostPort"],
-        30084
-    );
+    node::assert_tombstoned(ip_a, "a's released address");
+    record::the_del(&recorded(&rec), &a, ip_a, "hostPort", 30084);
 
     // Stop a again: nothing changes.
     ok(&["stop", "--time", "0", "a"]);
@@ -244,8 +207,7 @@ fn podman_root_drives_the_tombstone_chain() {
     let c = run("c", &["--ip", &ip_a.to_string()]);
     let ip_c = ip_of(&pm, "c");
     assert_eq!(ip_c, ip_a, "c should get the address it asked for");
-    assert_eq!(node::tombstone_of(ip_c), None, "c's ADD left a's tombstone");
-    assert_eq!(node::probe(ip_c), Probe::Reachable, "c at {ip_c}");
+    node::assert_live(ip_c, "c's ADD on a's address");
     netns_paths.push(netns_of(&pm, "c"));
     let calls = recorded(&rec);
     let add_c = calls_for(&calls, "ADD", &c);
@@ -264,8 +226,7 @@ fn podman_root_drives_the_tombstone_chain() {
         1,
         "podman tears a pod's network down once, at its first stop"
     );
-    assert_eq!(node::tombstone_of(ip_c), None, "a's rm buried c");
-    assert_eq!(node::probe(ip_c), Probe::Reachable, "c after a's rm");
+    node::assert_live(ip_c, "c after a's rm");
 
     // b's netns deleted under podman, then stop: podman sends no DEL (its gap, the README's
     // podman section): no tombstone, the address stays allocated.
@@ -304,22 +265,13 @@ fn podman_root_drives_the_tombstone_chain() {
     for ours in ["tombstone", "tombstone-ipam"] {
         assert!(!out.contains(&format!("GC of {ours} failed")), "{out}");
     }
-    assert!(
-        node::tombstone_of(ip_b).is_some(),
-        "GC did not tombstone b's {ip_b}"
-    );
-    assert_eq!(
-        node::probe(ip_b),
-        Probe::NoRouteToHost,
-        "b's {ip_b} after GC"
-    );
+    node::assert_tombstoned(ip_b, "b's address after GC");
     let left = ipam_allocations(&ipam_dir);
     assert!(
         !left.iter().any(|l| l.contains(&b)),
         "GC left b's allocation: {left:?}"
     );
-    assert_eq!(node::tombstone_of(ip_c), None, "GC buried c");
-    assert_eq!(node::probe(ip_c), Probe::Reachable, "c after GC");
+    node::assert_live(ip_c, "c after GC");
 
     // d gets b's address; its stop's DEL fails once after the release; e asks for the
     // address; the DEL podman sends again (at rm) must not bury e.
@@ -339,8 +291,7 @@ fn podman_root_drives_the_tombstone_chain() {
     let _e = run("e", &["--ip", &ip_d.to_string()]);
     let ip_e = ip_of(&pm, "e");
     assert_eq!(ip_e, ip_d);
-    assert_eq!(node::tombstone_of(ip_e), None);
-    assert_eq!(node::probe(ip_e), Probe::Reachable, "e at {ip_e}");
+    node::assert_live(ip_e, "e's ADD on d's address");
     netns_paths.push(netns_of(&pm, "e"));
     ok(&["rm", "d"]);
     let calls = recorded(&rec);
@@ -349,8 +300,7 @@ fn podman_root_drives_the_tombstone_chain() {
         1,
         "podman never sends a failed DEL again (rm neither)"
     );
-    assert_eq!(node::tombstone_of(ip_e), None, "d's rm buried e");
-    assert_eq!(node::probe(ip_e), Probe::Reachable, "e after d's rm");
+    node::assert_live(ip_e, "e after d's rm");
     assert_eq!(node::probe(ip_c), Probe::Reachable, "c at the end");
 
     // The end: every pod stopped and removed; the tombstones end by themselves at their hold.
@@ -358,22 +308,9 @@ fn podman_root_drives_the_tombstone_chain() {
         ok(&["stop", "--time", "0", name]);
         ok(&["rm", name]);
     }
-    assert_eq!(
-        node::tombstones(prefix).len(),
-        2,
-        "{:?}",
-        node::tombstones(prefix)
-    );
-    let waited = Instant::now();
-    assert!(
-        eventually(HOLD_SECONDS + 10, || node::tombstones(prefix).is_empty()),
-        "tombstones past their hold: {:?}",
-        node::tombstones(prefix)
-    );
-    println!(
-        "tombstones gone {:.1} s after the last stop (hold {HOLD_SECONDS} s)",
-        waited.elapsed().as_secs_f64()
-    );
+    let (made, secs) = node::outlive_tombstones(prefix, HOLD_SECONDS);
+    assert_eq!(made, 2, "the last stops' tombstones");
+    println!("tombstones gone {secs:.1} s after the last stop (hold {HOLD_SECONDS} s)");
     assert_eq!(ok(&["ps", "-aq"]), "", "containers left");
     assert_eq!(
         node::bridge_ports(bridge),

@@ -290,10 +290,7 @@ impl Op<Data> for Ipam {
             }
             _ => strace::run(&self.cmd(d), strace::Trace::Off),
         };
-        if !r.ok() {
-            return Err(format!("the retry failed: {}", r.summary()));
-        }
-        self.success(d, &r)?;
+        strace::retried(self, d, &r)?;
         // The allocator agrees: a further pod gets an address nobody holds.
         let before = allocations(&d.root)?;
         let probe = d.run("ADD", "ctr-probe");
@@ -306,10 +303,7 @@ impl Op<Data> for Ipam {
         }
         let mut stray = strace::stray_files(&d.net_dir(), &ALLOWED);
         stray.extend(common::state(&d.root, NET)?.strays);
-        if !stray.is_empty() {
-            return Err(format!("files left in the data directory: {stray:?}"));
-        }
-        Ok(())
+        strace::no_strays(&stray, "the data directory")
     }
 }
 
@@ -322,14 +316,7 @@ fn every_syscall_failing_at_every_call() {
         Ipam::new(Kind::Del),
         Ipam::new(Kind::First),
     ];
-    let ops: Vec<&dyn Op<Data>> = ops.iter().map(|o| o as &dyn Op<Data>).collect();
-    let report = strace::run_matrix(
-        &ops,
-        |w| Data::new(&format!("w{w}")),
-        strace::workers(),
-        &std::env::temp_dir(),
-    );
-    println!("{}", report.text);
+    let report = strace::run_all(&ops, |w| Data::new(&format!("w{w}")));
     let totals = format!(
         "TOTALS tombstone-ipam: injections tried {}, false successes {}, lost or doubled \
          allocations {} / {}, panics/hangs/garbage {}, retries that did not heal {}; {:.0} s",
@@ -342,18 +329,5 @@ fn every_syscall_failing_at_every_call() {
         report.elapsed.as_secs_f64()
     );
     println!("{totals}");
-    let bad = [
-        "false successes",
-        "lost allocations",
-        "doubled allocations",
-        "panics, hangs or garbage",
-        "inconsistent states (after an honest answer)",
-        "retries that did not heal",
-    ];
-    let failing: Vec<String> = bad
-        .iter()
-        .filter(|k| report.count(k) > 0)
-        .map(|k| format!("{k} {}", report.count(k)))
-        .collect();
-    assert!(failing.is_empty(), "{totals}\n{}", failing.join(", "));
+    report.assert_clean(&totals);
 }

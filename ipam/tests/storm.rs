@@ -3,10 +3,10 @@
 //! by the runtime's DEL, a killed DEL is retried until it succeeds), and at checkpoints the
 //! state must hold exactly the live attachments' addresses, each once, with no stray file.
 //! Run with `cargo test --release -p tombstone-ipam --test storm -- --include-ignored
-//! --nocapture` (`STORM_KILLS`, `STORM_SEED`: see the plugin's `tests/common/kill.rs`).
+//! --nocapture` (`STORM_KILLS`, `STORM_SEED`: see `tombstone_testkit::kill`).
 
 mod common;
-use tombstone_testkit::kill;
+use tombstone_testkit::{kill, storm};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kill::{Calibration, Leaks, Prng, Ran, Tally};
+use kill::Ran;
 use serde_json::Value;
+use storm::{Model, Op, Retry};
 
 const NET: &str = "storm";
 const MAX_LIVE: usize = 8;
@@ -38,20 +39,11 @@ const L_UNREADABLE: &str = "state unreadable";
 struct Storm {
     data: PathBuf,
     conf: String,
-    rng: Prng,
-    quota: usize,
+    kit: storm::Storm,
     live: Vec<Att>,
     next_id: usize,
-    add: Tally,
-    del: Tally,
-    cal_add: Calibration,
-    cal_del: Calibration,
-    plain: BTreeMap<&'static str, usize>,
-    leaks: Leaks,
-    failures: Vec<String>,
-    strays_seen: BTreeSet<String>,
-    checkpoints: usize,
-    steps: usize,
+    add: Op,
+    del: Op,
     reused: usize,
     released: BTreeSet<IpAddr>,
 }
@@ -92,34 +84,18 @@ impl Storm {
         }
     }
 
+    /// DEL of `a` until it succeeds, as a runtime retries it ([`Retry`]).
     fn del_until_ok(&mut self, a: &Att, kill_first: bool) {
-        for attempt in 0.. {
-            let kill_this = if attempt == 0 {
-                kill_first
-            } else {
-                attempt < 4 && self.rng.percent(50)
-            };
+        let mut retry = Retry::new(kill_first);
+        let what = format!("DEL {}", a.cid);
+        loop {
+            let kill = retry.kill_next(&mut self.kit.rng);
             let before = self.state_bytes();
-            let delay = kill_this.then(|| self.cal_del.delay(&mut self.rng));
+            let delay = self.del.delay(kill, &mut self.kit.rng);
             let ran = self.run("DEL", a, delay);
-            if delay.is_some() {
-                let stage = self.stage(&before, &ran);
-                self.del.record(&ran, stage);
-            } else {
-                self.cal_del.sample(ran.elapsed);
-                *self.plain.entry("DEL").or_default() += 1;
-            }
-            if ran.killed {
-                continue;
-            }
-            if ran.ok() {
-                return;
-            }
-            self.failures.push(format!(
-                "DEL {} (attempt {attempt}) failed: {} {}",
-                a.cid, ran.stdout, ran.stderr
-            ));
-            if attempt > 10 {
+            let stage = delay.map(|_| self.stage(&before, &ran));
+            self.del.record(&ran, stage);
+            if retry.over(&ran, &what, &mut self.kit.failures) {
                 return;
             }
         }
@@ -129,19 +105,18 @@ impl Storm {
         self.next_id += 1;
         let mut a = Att {
             cid: format!("ipam-storm-{:05}", self.next_id),
-            ifname: if self.rng.percent(25) { "net1" } else { "eth0" },
+            ifname: if self.kit.rng.percent(25) {
+                "net1"
+            } else {
+                "eth0"
+            },
             ips: vec![],
         };
         let before = self.state_bytes();
-        let delay = kill.then(|| self.cal_add.delay(&mut self.rng));
+        let delay = self.add.delay(kill, &mut self.kit.rng);
         let ran = self.run("ADD", &a, delay);
-        if delay.is_some() {
-            let stage = self.stage(&before, &ran);
-            self.add.record(&ran, stage);
-        } else {
-            self.cal_add.sample(ran.elapsed);
-            *self.plain.entry("ADD").or_default() += 1;
-        }
+        let stage = delay.map(|_| self.stage(&before, &ran));
+        self.add.record(&ran, stage);
         if !ran.killed && ran.ok() {
             let result: Value = serde_json::from_str(&ran.stdout).expect("ADD result");
             for ip in result["ips"].as_array().expect("ips") {
@@ -155,7 +130,7 @@ impl Storm {
                     .unwrap();
                 if let Some(other) = self.live.iter().find(|o| o.ips.contains(&ip)) {
                     let what = format!("{ip} to {} while {} holds it", a.cid, other.cid);
-                    self.leaks.found(L_TWICE_ADD, what);
+                    self.kit.leaks.found(L_TWICE_ADD, what);
                 }
                 if self.released.remove(&ip) {
                     self.reused += 1;
@@ -165,18 +140,14 @@ impl Storm {
             self.live.push(a);
             return;
         }
-        if !ran.killed {
-            self.failures.push(format!(
-                "ADD {} failed: {} {}",
-                a.cid, ran.stdout, ran.stderr
-            ));
-        }
-        let kill_del = self.rng.percent(50);
+        self.kit
+            .failed_unless_killed(&ran, &format!("ADD {}", a.cid));
+        let kill_del = self.kit.rng.percent(50);
         self.del_until_ok(&a, kill_del);
     }
 
     fn del_step(&mut self, kill: bool) {
-        let i = self.rng.below(self.live.len());
+        let i = self.kit.rng.below(self.live.len());
         let a = self.live.swap_remove(i);
         self.del_until_ok(&a, kill);
         self.released.extend(a.ips.iter().copied());
@@ -184,13 +155,12 @@ impl Storm {
 
     /// The state's allocations must be exactly the live attachments' addresses.
     fn checkpoint(&mut self) {
-        self.checkpoints += 1;
-        let at = format!("checkpoint {}", self.checkpoints);
+        let at = self.kit.checkpoint_name();
         // Every file whole (one record each), so no address can be held twice.
         let allocated = match state(&self.data, NET) {
             Ok(st) => st.allocs,
             Err(e) => {
-                self.leaks.found(L_UNREADABLE, format!("{e} at {at}"));
+                self.kit.leaks.found(L_UNREADABLE, format!("{e} at {at}"));
                 return;
             }
         };
@@ -202,51 +172,47 @@ impl Storm {
         }
         for (ip, owner) in &allocated {
             if expected.get(ip) != Some(owner) {
-                self.leaks
+                self.kit
+                    .leaks
                     .found(L_LEAKED, format!("{ip} held by {owner:?} at {at}"));
             }
         }
         for (ip, owner) in &expected {
             if allocated.get(ip) != Some(owner) {
-                self.leaks
+                self.kit
+                    .leaks
                     .found(L_MISSING, format!("{ip} of {owner:?} at {at}"));
             }
         }
-        for f in stray_files(&self.data) {
-            if self.strays_seen.insert(f.clone()) {
-                self.leaks.found(L_STRAY, format!("{f} at {at}"));
-            }
-        }
+        let strays = stray_files(&self.data);
+        self.kit.strays(L_STRAY, strays, &at);
     }
 
     fn figures(&self, elapsed: Duration) -> String {
-        let mut s = format!(
-            "tombstone-ipam SIGKILL storm (seed {:#x}, {} kills wanted per operation): {} steps, \
-             {} checkpoints, {} addresses given again after a release, {:.1} s\n",
-            kill::seed(),
-            self.quota,
-            self.steps,
-            self.checkpoints,
-            self.reused,
-            elapsed.as_secs_f64()
-        );
-        s += &format!(
-            "  delay ranges (0 to 1.25 x median run, half in its last 45%): ADD {:?}, DEL {:?}\n",
-            self.cal_add.max_delay, self.cal_del.max_delay
-        );
-        s += &format!("  {}\n", self.add.line("tombstone-ipam ADD"));
-        s += &format!("  {}\n", self.del.line("tombstone-ipam DEL"));
-        s += &format!("  runs without a kill: {:?}\n", self.plain);
-        s += &format!(
-            "  leaks found: {} (0 expected)\n{}",
-            self.leaks.total(),
-            self.leaks.report()
-        );
-        s += &format!("  failed operations: {}\n", self.failures.len());
-        for f in self.failures.iter().take(5) {
-            s += &format!("      e.g. {f}\n");
+        let reused = format!("{} addresses given again after a release, ", self.reused);
+        let ops = [&self.add, &self.del];
+        self.kit.figures("tombstone-ipam", &reused, &ops, elapsed)
+    }
+}
+
+impl Model for Storm {
+    fn parts(&mut self) -> storm::Parts<'_> {
+        (
+            &mut self.kit,
+            vec![&mut self.add, &mut self.del],
+            self.live.len(),
+        )
+    }
+
+    fn step(&mut self, verb: &str, kill: bool) {
+        match verb {
+            "ADD" => self.add_step(kill),
+            _ => self.del_step(kill),
         }
-        s
+    }
+
+    fn checkpoint(&mut self) {
+        Storm::checkpoint(self);
     }
 }
 
@@ -301,78 +267,27 @@ fn storm_sigkill_add_del_leaks_no_address() {
     let mut st = Storm {
         data,
         conf,
-        rng: Prng::new(kill::seed() ^ 0x1BA4),
-        quota: kill::kills_per_operation(),
+        kit: storm::Storm::new(
+            0x1BA4,
+            &[
+                L_LEAKED,
+                L_MISSING,
+                L_TWICE_STATE,
+                L_TWICE_ADD,
+                L_STRAY,
+                L_UNREADABLE,
+            ],
+        ),
         live: vec![],
         next_id: 0,
-        add: Tally::default(),
-        del: Tally::default(),
-        cal_add: Calibration::new(),
-        cal_del: Calibration::new(),
-        plain: BTreeMap::new(),
-        leaks: Leaks::default(),
-        failures: vec![],
-        strays_seen: BTreeSet::new(),
-        checkpoints: 0,
-        steps: 0,
+        add: Op::new("ADD", "tombstone-ipam ADD"),
+        del: Op::new("DEL", "tombstone-ipam DEL"),
         reused: 0,
         released: BTreeSet::new(),
     };
-    for k in [
-        L_LEAKED,
-        L_MISSING,
-        L_TWICE_STATE,
-        L_TWICE_ADD,
-        L_STRAY,
-        L_UNREADABLE,
-    ] {
-        st.leaks.kind(k);
-    }
-    for _ in 0..6 {
-        st.add_step(false);
-    }
-    for _ in 0..2 {
-        st.del_step(false);
-    }
-    let every = (st.quota / 3).max(20);
-    let mut next_checkpoint = every;
-    while st.add.kills < st.quota || st.del.kills < st.quota {
-        st.steps += 1;
-        let can_add = st.live.len() < MAX_LIVE;
-        let mut choices = Vec::new();
-        if st.add.kills < st.quota && can_add {
-            choices.push("ADD");
-        }
-        if st.del.kills < st.quota && !st.live.is_empty() {
-            choices.push("DEL");
-        }
-        let kill = !choices.is_empty() && !st.rng.percent(16);
-        let op = match choices.is_empty() {
-            false => *st.rng.pick(&choices),
-            true if can_add => "ADD",
-            true => "DEL",
-        };
-        match op {
-            "ADD" => st.add_step(kill),
-            _ => st.del_step(kill),
-        }
-        if st.add.kills + st.del.kills >= next_checkpoint {
-            st.checkpoint();
-            next_checkpoint += every;
-            st.cal_add.forget_old(40);
-            st.cal_del.forget_old(40);
-        }
-    }
-    st.checkpoint();
+    storm::drive(&mut st, MAX_LIVE);
     let figures = st.figures(started.elapsed());
     println!("{figures}");
-    assert!(
-        st.add.killed_before_exit > 0 && st.del.killed_before_exit > 0,
-        "no kill landed inside a run: the delays are miscalibrated\n{figures}"
-    );
-    assert!(
-        st.leaks.total() == 0 && st.failures.is_empty(),
-        "the storm left leaks or failed operations\n{figures}"
-    );
+    st.kit.assert_clean(&[&st.add, &st.del], &figures);
     let _ = std::fs::remove_dir_all(&st.data);
 }

@@ -452,15 +452,8 @@ impl Op<Netns> for Tomb {
 
     fn heal(&self, ns: &Netns, failed: &Run) -> Result<(), String> {
         let r = self.retry(ns, failed);
-        if !r.ok() {
-            return Err(format!("the retry failed: {}", r.summary()));
-        }
-        self.success(ns, &r)?;
-        let stray = strays(ns);
-        if !stray.is_empty() {
-            return Err(format!("files left in the state directory: {stray:?}"));
-        }
-        Ok(())
+        strace::retried(self, ns, &r)?;
+        strace::no_strays(&strays(ns), "the state directory")
     }
 }
 
@@ -475,22 +468,7 @@ fn root_every_syscall_failing_at_every_call() {
         Tomb(Kind::Gc),
         Tomb(Kind::FirstDel),
     ];
-    let ops: Vec<&dyn Op<Netns>> = ops.iter().map(|o| o as &dyn Op<Netns>).collect();
-    let report = strace::run_matrix(
-        &ops,
-        |_| Netns::new(),
-        strace::workers(),
-        &std::env::temp_dir(),
-    );
-    println!("{}", report.text);
-    let bad = [
-        "false successes",
-        "stranded routes",
-        "lost ledger entries",
-        "panics, hangs or garbage",
-        "inconsistent states (after an honest answer)",
-        "retries that did not heal",
-    ];
+    let report = strace::run_all(&ops, |_| Netns::new());
     let totals = format!(
         "TOTALS tombstone: injections tried {}, false successes {}, stranded routes {}, \
          lost ledger entries {}, panics/hangs/garbage {}, retries that did not heal {} \
@@ -505,10 +483,5 @@ fn root_every_syscall_failing_at_every_call() {
         report.elapsed.as_secs_f64()
     );
     println!("{totals}");
-    let failing: Vec<String> = bad
-        .iter()
-        .filter(|k| report.count(k) > 0)
-        .map(|k| format!("{k} {}", report.count(k)))
-        .collect();
-    assert!(failing.is_empty(), "{totals}\n{}", failing.join(", "));
+    report.assert_clean(&totals);
 }

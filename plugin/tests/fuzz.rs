@@ -242,18 +242,7 @@ const IPVLAN_CONF: &[Field] = &[
 
 fn keys() -> &'static [&'static str] {
     static KEYS: OnceLock<&'static [&'static str]> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let mut k = vec!["fuzzOutcome"];
-        keys_of(TOMBSTONE_CONF, &mut k);
-        keys_of(IPVLAN_CONF, &mut k);
-        k.sort();
-        k.dedup();
-        Box::leak(k.into_boxed_slice())
-    })
-}
-
-fn bytes_of(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap()
+    KEYS.get_or_init(|| all_keys(&["fuzzOutcome"], &[TOMBSTONE_CONF, IPVLAN_CONF]))
 }
 
 /// Stdin as a runtime might send it, or not: a structured config, arbitrary bytes, a
@@ -271,10 +260,7 @@ fn stdin_bytes(fields: &'static [Field]) -> BoxedStrategy<Vec<u8>> {
 }
 
 fn code_in(e: &CniError, codes: &[u32], what: &str) -> Result<(), TestCaseError> {
-    check(codes.contains(&e.code) && !e.msg.is_empty(), || {
-        format!("{what}: error {e:?} is not one of codes {codes:?} with a message")
-    })?;
-    check_error_object(&e.to_json("1.1.0")).map(|_| ())
+    check_error_in(e.code, &e.msg, &e.to_json("1.1.0"), e, codes, what)
 }
 
 /// `NetConf::parse`, and what a parsed config promises.
@@ -836,79 +822,21 @@ fn scratch_dir() -> &'static str {
     })
 }
 
-/// A process environment: names and (possibly non-UTF-8) values.
-type ProcessEnv = Vec<(String, Vec<u8>)>;
-
-/// Builds the request: (env, stdin, whether it is a VERSION request).
-fn poisoned(
-    env: &[(String, Vec<u8>)],
-    conf: &Value,
-    poison: (&str, &str),
-    raw_stdin: &[u8],
-) -> (ProcessEnv, Vec<u8>, bool) {
-    let mut env = env.to_vec();
-    let version = env_get(&env, "CNI_COMMAND").as_deref() == Some("VERSION");
-    let mut conf = conf.clone();
-    if let Value::Object(m) = &mut conf {
-        m.insert("stateDir".into(), Value::from(scratch_dir()));
-    }
-    if version {
-        // VERSION answers whatever stdin holds.
-        let stdin = if raw_stdin.is_empty() {
-            bytes_of(&conf)
-        } else {
-            raw_stdin.to_vec()
-        };
-        return (env, stdin, true);
-    }
-    let (key, value) = poison;
-    let stdin = match key {
-        "(stdin)" => value.as_bytes().to_vec(),
-        "(CNI_COMMAND)" => {
-            let cmd: String = serde_json::from_str(value).unwrap();
-            env.retain(|(k, _)| k != "CNI_COMMAND");
-            env.push(("CNI_COMMAND".into(), cmd.into_bytes()));
-            bytes_of(&conf)
-        }
-        key => {
-            if let Value::Object(m) = &mut conf {
-                m.insert(key.into(), serde_json::from_str(value).unwrap());
-            } else {
-                conf = json!({ key: serde_json::from_str::<Value>(value).unwrap() });
-            }
-            bytes_of(&conf)
-        }
-    };
-    (env, stdin, false)
-}
-
 #[test]
 fn fuzz_the_tombstone_binary() {
-    let raw = prop_oneof![
-        3 => Just(Vec::new()),
-        1 => prop::collection::vec(any::<u8>(), 0..200),
-    ];
-    fuzz(
+    fuzz_binary(
         "tombstone binary (stdin + env; failing requests, VERSION)",
-        4_000,
-        (
-            cni_env(COMMANDS),
-            config(TOMBSTONE_CONF, keys()),
-            prop::sample::select(POISONS),
-            raw,
-        ),
-        |(env, conf, poison, raw)| {
-            let (env, stdin, version) = poisoned(env, conf, *poison, raw);
-            let ran = run_process(BIN, &env, &stdin)?;
-            if ran.status == Some(0) {
-                accepted();
+        BIN,
+        COMMANDS,
+        TOMBSTONE_CONF,
+        keys(),
+        POISONS,
+        |conf| {
+            let mut conf = conf.clone();
+            if let Value::Object(m) = &mut conf {
+                m.insert("stateDir".into(), Value::from(scratch_dir()));
             }
-            check_plugin_process(&ran, version).map_err(|e| {
-                TestCaseError::fail(format!(
-                    "{e}\nenv {env:?}\nstdin {}",
-                    truncate(&String::from_utf8_lossy(&stdin), 2000)
-                ))
-            })
+            conf
         },
     );
     let _ = std::fs::remove_dir_all(scratch_dir());

@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::kill::{self, Calibration, Landed, Leaks, Prng, Ran, Tally};
+use common::kill::{self, Landed, Prng, Ran};
+use common::storm::{self, Model, Op, Retry};
 use common::*;
 use serde_json::{Value, json};
 
@@ -55,8 +56,7 @@ fn prev_of(ips: &[String]) -> Value {
 /// once, so ADDs keep meeting tombstones) and the figures.
 struct Storm<'a> {
     ns: &'a Netns,
-    rng: Prng,
-    quota: usize,
+    kit: storm::Storm,
     live: Vec<Att>,
     free: Vec<IpAddr>,
     /// Released by a DEL that succeeded and not given out since: must be tombstoned.
@@ -64,20 +64,11 @@ struct Storm<'a> {
     /// May be tombstoned (its hold was ended by hand, or its DEL followed a killed ADD).
     may: BTreeSet<IpAddr>,
     next_id: usize,
-    del: Tally,
-    add: Tally,
-    sweep: Tally,
-    cal_del: Calibration,
-    cal_add: Calibration,
-    cal_sweep: Calibration,
-    plain: BTreeMap<&'static str, usize>,
-    leaks: Leaks,
-    failures: Vec<String>,
+    del: Op,
+    add: Op,
+    sweep: Op,
     unnamed_seen: BTreeSet<(IpAddr, u32)>,
     live_tombstoned_seen: BTreeSet<(IpAddr, u32)>,
-    strays_seen: BTreeSet<String>,
-    checkpoints: usize,
-    steps: usize,
 }
 
 const L_UNNAMED_BETWEEN: &str = "route unnamed by any ledger (between ops)";
@@ -98,8 +89,7 @@ impl<'a> Storm<'a> {
             .map(|i| format!("10.10.0.{i}").parse().unwrap())
             .collect();
         free.extend((0x10..0x18).map(|i| format!("fd10::{i:x}").parse::<IpAddr>().unwrap()));
-        let mut leaks = Leaks::default();
-        for k in [
+        let kinds = [
             L_UNNAMED_BETWEEN,
             L_LIVE_TOMBSTONED,
             L_UNNAMED,
@@ -111,32 +101,20 @@ impl<'a> Storm<'a> {
             L_ROUTE_AFTER,
             L_TOMB_AFTER,
             L_STRAY,
-        ] {
-            leaks.kind(k);
-        }
+        ];
         Storm {
             ns,
-            rng: Prng::new(kill::seed()),
-            quota: kill::kills_per_operation(),
+            kit: storm::Storm::new(0, &kinds),
             live: Vec::new(),
             free,
             must: BTreeSet::new(),
             may: BTreeSet::new(),
             next_id: 0,
-            del: Tally::default(),
-            add: Tally::default(),
-            sweep: Tally::default(),
-            cal_del: Calibration::new(),
-            cal_add: Calibration::new(),
-            cal_sweep: Calibration::new(),
-            plain: BTreeMap::new(),
-            leaks,
-            failures: Vec::new(),
+            del: Op::new("DEL", "tombstone DEL"),
+            add: Op::new("ADD", "tombstone ADD"),
+            sweep: Op::new("sweep", "tombstone sweep"),
             unnamed_seen: BTreeSet::new(),
             live_tombstoned_seen: BTreeSet::new(),
-            strays_seen: BTreeSet::new(),
-            checkpoints: 0,
-            steps: 0,
         }
     }
 
@@ -158,22 +136,12 @@ impl<'a> Storm<'a> {
         Ledgers::read(self.dir())
     }
 
-    fn done(&self) -> bool {
-        self.del.kills >= self.quota
-            && self.add.kills >= self.quota
-            && self.sweep.kills >= self.quota
-    }
-
-    fn total_kills(&self) -> usize {
-        self.del.kills + self.add.kills + self.sweep.kills
-    }
-
     /// A new attachment with free addresses: an IPv4 one, and half the time an IPv6 one;
     /// mostly addresses still tombstoned, so the ADD has work to be killed in.
     fn new_attachment(&mut self) -> Option<Att> {
         let mut ips = Vec::new();
         for v6 in [false, true] {
-            if v6 && !self.rng.percent(50) {
+            if v6 && !self.kit.rng.percent(50) {
                 continue;
             }
             let fam: Vec<IpAddr> = self
@@ -190,10 +158,10 @@ impl<'a> Storm<'a> {
                 .copied()
                 .filter(|ip| self.must.contains(ip) || self.may.contains(ip))
                 .collect();
-            let ip = if !buried.is_empty() && self.rng.percent(70) {
-                *self.rng.pick(&buried)
+            let ip = if !buried.is_empty() && self.kit.rng.percent(70) {
+                *self.kit.rng.pick(&buried)
             } else {
-                *self.rng.pick(&fam)
+                *self.kit.rng.pick(&fam)
             };
             ips.push(ip);
         }
@@ -201,7 +169,11 @@ impl<'a> Storm<'a> {
         self.next_id += 1;
         Some(Att {
             cid: format!("storm-{:05}", self.next_id),
-            ifname: if self.rng.percent(25) { "net1" } else { "eth0" },
+            ifname: if self.kit.rng.percent(25) {
+                "net1"
+            } else {
+                "eth0"
+            },
             ips,
         })
     }
@@ -264,39 +236,22 @@ impl<'a> Storm<'a> {
         }
     }
 
-    /// DEL of `a` until it succeeds, as a runtime retries it; the first attempt is killed
-    /// when `kill_first`, a retry half the time (the first three). `cached`: the runtime has
-    /// the attachment's result (a retried DEL sends it; the DEL after a failed ADD has none).
+    /// DEL of `a` until it succeeds, as a runtime retries it ([`Retry`]: the first attempt
+    /// killed when `kill_first`). `cached`: the runtime has the attachment's result (a
+    /// retried DEL sends it; the DEL after a failed ADD has none).
     fn del_until_ok(&mut self, a: &Att, kill_first: bool, cached: bool) {
-        for attempt in 0.. {
-            let kill_this = if attempt == 0 {
-                kill_first
-            } else {
-                attempt < 4 && self.rng.percent(50)
-            };
+        let mut retry = Retry::new(kill_first);
+        let what = format!("DEL {}", a.cid);
+        loop {
+            let kill = retry.kill_next(&mut self.kit.rng);
             // A runtime that lost its cache sends no prevResult: the ledger's record answers.
-            let with_prev = cached && self.rng.percent(80);
+            let with_prev = cached && self.kit.rng.percent(80);
             let conf = self.conf(with_prev.then_some(a));
-            let delay = kill_this.then(|| self.cal_del.delay(&mut self.rng));
+            let delay = self.del.delay(kill, &mut self.kit.rng);
             let ran = self.run("DEL", a, &conf, delay);
-            if delay.is_some() {
-                let stage = self.del_stage(a, &ran);
-                self.del.record(&ran, stage);
-            } else {
-                self.cal_del.sample(ran.elapsed);
-                *self.plain.entry("DEL").or_default() += 1;
-            }
-            if ran.killed {
-                continue;
-            }
-            if ran.ok() {
-                return;
-            }
-            self.failures.push(format!(
-                "DEL {} (attempt {attempt}) failed: {} {}",
-                a.cid, ran.stdout, ran.stderr
-            ));
-            if attempt > 10 {
+            let stage = delay.map(|_| self.del_stage(a, &ran));
+            self.del.record(&ran, stage);
+            if retry.over(&ran, &what, &mut self.kit.failures) {
                 return;
             }
         }
@@ -343,15 +298,10 @@ impl<'a> Storm<'a> {
             .filter(|(ip, _)| a.ips.contains(ip))
             .count();
         let conf = self.conf(Some(&a));
-        let delay = kill.then(|| self.cal_add.delay(&mut self.rng));
+        let delay = self.add.delay(kill, &mut self.kit.rng);
         let ran = self.run("ADD", &a, &conf, delay);
-        if delay.is_some() {
-            let stage = self.add_stage(&a, had, &ran);
-            self.add.record(&ran, stage);
-        } else {
-            self.cal_add.sample(ran.elapsed);
-            *self.plain.entry("ADD").or_default() += 1;
-        }
+        let stage = delay.map(|_| self.add_stage(&a, had, &ran));
+        self.add.record(&ran, stage);
         if !ran.killed && ran.ok() {
             for ip in &a.ips {
                 self.must.remove(ip);
@@ -360,19 +310,15 @@ impl<'a> Storm<'a> {
             self.live.push(a);
             return;
         }
-        if !ran.killed {
-            self.failures.push(format!(
-                "ADD {} failed: {} {}",
-                a.cid, ran.stdout, ran.stderr
-            ));
-        }
-        let kill_del = self.rng.percent(50);
+        self.kit
+            .failed_unless_killed(&ran, &format!("ADD {}", a.cid));
+        let kill_del = self.kit.rng.percent(50);
         self.del_until_ok(&a, kill_del, false);
         self.release(&a, false);
     }
 
     fn del_step(&mut self, kill: bool) {
-        let i = self.rng.below(self.live.len());
+        let i = self.kit.rng.below(self.live.len());
         let a = self.live.swap_remove(i);
         self.del_until_ok(&a, kill, true);
         self.release(&a, true);
@@ -386,7 +332,7 @@ impl<'a> Storm<'a> {
             .tombstones()
             .iter()
             .map(|t| t.0)
-            .filter(|_| self.rng.percent(60))
+            .filter(|_| self.kit.rng.percent(60))
             .collect();
         let ended = expire(self.dir(), |ip| chosen.contains(&ip));
         for ip in ended {
@@ -400,13 +346,13 @@ impl<'a> Storm<'a> {
             .filter(|(ip, _)| chosen.contains(ip))
             .collect();
         let dir = self.dir().to_str().unwrap().to_string();
-        let delay = kill.then(|| self.cal_sweep.delay(&mut self.rng));
+        let delay = self.sweep.delay(kill, &mut self.kit.rng);
         let ran = kill::run(
             self.ns.command(&[], &["sweep", "--state-dir", &dir]),
             b"",
             delay,
         );
-        if delay.is_some() {
+        let stage = delay.map(|_| {
             let routes = self.ns.routes84();
             let gone = before.iter().filter(|r| !routes.contains(r)).count();
             let still_named = self
@@ -415,7 +361,7 @@ impl<'a> Storm<'a> {
                 .iter()
                 .filter(|t| chosen.contains(&t.0))
                 .count();
-            let stage = if self.left_tmp(&ran) {
+            if self.left_tmp(&ran) {
                 "temporary ledger written, not renamed"
             } else if chosen.is_empty() {
                 "nothing expired"
@@ -425,16 +371,10 @@ impl<'a> Storm<'a> {
                 "routes deleted, ledger not saved"
             } else {
                 "ledger saved"
-            };
-            self.sweep.record(&ran, stage);
-        } else {
-            self.cal_sweep.sample(ran.elapsed);
-            *self.plain.entry("sweep").or_default() += 1;
-        }
-        if !ran.killed && !ran.ok() {
-            self.failures
-                .push(format!("sweep failed: {} {}", ran.stdout, ran.stderr));
-        }
+            }
+        });
+        self.sweep.record(&ran, stage);
+        self.kit.failed_unless_killed(&ran, "sweep");
     }
 
     /// After every operation (and its recovery): no route that no ledger names, no
@@ -444,15 +384,15 @@ impl<'a> Storm<'a> {
         let named = self.ledgers().named();
         for r in routes.difference(&named) {
             if self.unnamed_seen.insert(*r) {
-                let what = format!("{} table {} (after step {})", r.0, r.1, self.steps);
-                self.leaks.found(L_UNNAMED_BETWEEN, what);
+                let what = format!("{} table {} (after step {})", r.0, r.1, self.kit.steps);
+                self.kit.leaks.found(L_UNNAMED_BETWEEN, what);
             }
         }
         let live: BTreeSet<IpAddr> = self.live.iter().flat_map(|a| a.ips.clone()).collect();
         for r in routes.iter().filter(|(ip, _)| live.contains(ip)) {
             if self.live_tombstoned_seen.insert(*r) {
-                let what = format!("{} table {} (after step {})", r.0, r.1, self.steps);
-                self.leaks.found(L_LIVE_TOMBSTONED, what);
+                let what = format!("{} table {} (after step {})", r.0, r.1, self.kit.steps);
+                self.kit.leaks.found(L_LIVE_TOMBSTONED, what);
             }
         }
     }
@@ -464,101 +404,112 @@ impl<'a> Storm<'a> {
             b"",
             None,
         );
-        self.cal_sweep.sample(ran.elapsed);
-        *self.plain.entry("sweep").or_default() += 1;
-        if !ran.ok() {
-            self.failures
-                .push(format!("sweep failed: {} {}", ran.stdout, ran.stderr));
-        }
+        self.sweep.record(&ran, None);
+        self.kit.failed_unless_killed(&ran, "sweep");
     }
 
     /// A timer's sweep heals what killed runs left; then the ledger must equal the kernel
     /// and the model, and once every hold is ended nothing may be left.
     fn checkpoint(&mut self) {
-        self.checkpoints += 1;
-        let at = format!("checkpoint {}", self.checkpoints);
+        let at = self.kit.checkpoint_name();
         self.plain_sweep();
         let l = self.ledgers();
         let routes = self.ns.routes84();
         let named = l.named();
         for r in routes.difference(&named) {
-            self.leaks
+            self.kit
+                .leaks
                 .found(L_UNNAMED, format!("{} table {} at {at}", r.0, r.1));
         }
         for r in named.difference(&routes) {
-            self.leaks
+            self.kit
+                .leaks
                 .found(L_NO_ROUTE, format!("{} table {} at {at}", r.0, r.1));
         }
         for ip in self.must.clone() {
             for t in TABLES {
                 if !named.contains(&(ip, t)) || !routes.contains(&(ip, t)) {
-                    self.leaks
+                    self.kit
+                        .leaks
                         .found(L_MISSING, format!("{ip} table {t} at {at}"));
                 }
             }
         }
         for (ip, ..) in l.tombstones() {
             if !self.must.contains(&ip) && !self.may.contains(&ip) {
-                self.leaks.found(L_NEVER_RELEASED, format!("{ip} at {at}"));
+                self.kit
+                    .leaks
+                    .found(L_NEVER_RELEASED, format!("{ip} at {at}"));
             }
         }
         let records = l.attachments();
         let expected: BTreeSet<_> = self.live.iter().map(Att::key).collect();
         for r in records.difference(&expected) {
-            self.leaks.found(L_RECORD_DEAD, format!("{r:?} at {at}"));
+            self.kit
+                .leaks
+                .found(L_RECORD_DEAD, format!("{r:?} at {at}"));
         }
         for r in expected.difference(&records) {
-            self.leaks.found(L_RECORD_MISSING, format!("{r:?} at {at}"));
+            self.kit
+                .leaks
+                .found(L_RECORD_MISSING, format!("{r:?} at {at}"));
         }
         // End every hold.
         expire(self.dir(), |_| true);
         self.plain_sweep();
         for r in self.ns.routes84() {
-            self.leaks
+            self.kit
+                .leaks
                 .found(L_ROUTE_AFTER, format!("{} table {} at {at}", r.0, r.1));
         }
         for (ip, tables, cid, ..) in self.ledgers().tombstones() {
-            self.leaks
+            self.kit
+                .leaks
                 .found(L_TOMB_AFTER, format!("{ip} {tables:?} of {cid} at {at}"));
         }
         self.must.clear();
         self.may.clear();
         self.unnamed_seen.clear();
-        for f in stray_files(self.dir()) {
-            if self.strays_seen.insert(f.clone()) {
-                self.leaks.found(L_STRAY, format!("{f} at {at}"));
-            }
-        }
+        let strays = stray_files(self.dir());
+        self.kit.strays(L_STRAY, strays, &at);
     }
 
     fn figures(&self, elapsed: Duration) -> String {
-        let mut s = format!(
-            "tombstone SIGKILL storm (seed {:#x}, {} kills wanted per operation): {} steps, \
-             {} checkpoints, {:.1} s\n",
-            kill::seed(),
-            self.quota,
-            self.steps,
-            self.checkpoints,
-            elapsed.as_secs_f64()
-        );
-        s += &format!(
-            "  delay ranges (0 to 1.25 x median run, half in its last 45%): DEL {:?}, ADD {:?}, sweep {:?}\n",
-            self.cal_del.max_delay, self.cal_add.max_delay, self.cal_sweep.max_delay
-        );
-        s += &format!("  {}\n", self.del.line("tombstone DEL"));
-        s += &format!("  {}\n", self.add.line("tombstone ADD"));
-        s += &format!("  {}\n", self.sweep.line("tombstone sweep"));
-        s += &format!("  runs without a kill: {:?}\n", self.plain);
-        s += &format!(
-            "  leaks found: {} (0 expected)\n{}",
-            self.leaks.total(),
-            self.leaks.report()
-        );
-        s += &format!("  failed operations: {}\n", self.failures.len());
-        for f in self.failures.iter().take(5) {
-            s += &format!("      e.g. {f}\n");
+        let ops = [&self.del, &self.add, &self.sweep];
+        self.kit.figures("tombstone", "", &ops, elapsed)
+    }
+}
+
+impl Model for Storm<'_> {
+    fn parts(&mut self) -> storm::Parts<'_> {
+        let ops = vec![&mut self.add, &mut self.del, &mut self.sweep];
+        (&mut self.kit, ops, self.live.len())
+    }
+
+    fn step(&mut self, verb: &str, kill: bool) {
+        match verb {
+            "ADD" => self.add_step(kill),
+            "DEL" => self.del_step(kill),
+            _ => self.sweep_step(kill),
         }
-        s
+    }
+
+    /// A sweep with no tombstone to end has little to be killed in: mostly skip those.
+    fn worth_a_kill(&mut self, _sweep: &str) -> bool {
+        !self.ledgers().tombstones().is_empty() || self.kit.rng.percent(20)
+    }
+
+    fn warmed_up(&mut self) {
+        self.plain_sweep();
+        self.plain_sweep();
+    }
+
+    fn after_step(&mut self) {
+        self.check_between();
+    }
+
+    fn checkpoint(&mut self) {
+        Storm::checkpoint(self);
     }
 }
 
@@ -569,66 +520,10 @@ fn storm_sigkill_del_add_sweep_leaks_nothing() {
     let ns = Netns::new();
     let started = Instant::now();
     let mut st = Storm::new(&ns);
-    // Warm-up without kills: the delay ranges come from these runs.
-    for _ in 0..6 {
-        st.add_step(false);
-    }
-    for _ in 0..2 {
-        st.del_step(false);
-    }
-    st.plain_sweep();
-    st.plain_sweep();
-    let every = (st.quota / 3).max(20);
-    let mut next_checkpoint = every;
-    while !st.done() {
-        st.steps += 1;
-        let can_add = st.live.len() < MAX_LIVE;
-        let mut choices = Vec::new();
-        if st.add.kills < st.quota && can_add {
-            choices.push("ADD");
-        }
-        if st.del.kills < st.quota && !st.live.is_empty() {
-            choices.push("DEL");
-        }
-        // A sweep with no tombstone to end has little to be killed in: mostly skip those.
-        let has_tombstones = !st.ledgers().tombstones().is_empty();
-        if st.sweep.kills < st.quota && (has_tombstones || st.rng.percent(20)) {
-            choices.push("sweep");
-        }
-        // One step in six runs to its end: the runtime's life is not only crashes, and
-        // these runs keep the delay ranges calibrated to the machine's load.
-        let kill = !choices.is_empty() && !st.rng.percent(16);
-        let op = match choices.is_empty() {
-            false => *st.rng.pick(&choices),
-            true if can_add => "ADD",
-            true => "DEL",
-        };
-        match op {
-            "ADD" if can_add => st.add_step(kill),
-            "DEL" if !st.live.is_empty() => st.del_step(kill),
-            "sweep" => st.sweep_step(kill),
-            _ => st.add_step(false),
-        }
-        st.check_between();
-        if st.total_kills() >= next_checkpoint {
-            st.checkpoint();
-            next_checkpoint += every;
-            for c in [&mut st.cal_add, &mut st.cal_del, &mut st.cal_sweep] {
-                c.forget_old(40);
-            }
-        }
-    }
-    st.checkpoint();
+    storm::drive(&mut st, MAX_LIVE);
     let figures = st.figures(started.elapsed());
     println!("{figures}");
-    assert!(
-        st.del.killed_before_exit > 0 && st.add.killed_before_exit > 0,
-        "no kill landed inside a run: the delays are miscalibrated\n{figures}"
-    );
-    assert!(
-        st.leaks.total() == 0 && st.failures.is_empty(),
-        "the storm left leaks or failed operations\n{figures}"
-    );
+    st.kit.assert_clean(&[&st.del, &st.add], &figures);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tombstone_testkit::runtime;
 
 use super::image::PAUSE_IMAGE;
+use super::node::TOMBSTONE_PROTOCOL;
 use crate::harness::tools::REFERENCE_PLUGINS;
 
 /// What one instance is made of.
@@ -303,19 +304,7 @@ impl Drop for Containerd {
             let _ = Command::new("ip").args(["link", "del", bridge]).output();
         }
         // Tombstones of our subnet (those the test's end did not see expire).
-        let routes = Command::new("ip")
-            .args(["-o", "route", "show", "table", "main", "proto", "84"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for line in routes.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 1 && f[1].starts_with(&self.subnet_prefix) {
-                let mut args = vec!["route", "del"];
-                args.extend(&f);
-                let _ = Command::new("ip").args(&args).output();
-            }
-        }
+        runtime::remove_typed_routes(TOMBSTONE_PROTOCOL, &self.subnet_prefix);
         // The mounts were made in containerd's mount namespace, gone with its last process.
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -5,7 +5,9 @@
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tombstone_testkit::{eventually, runtime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
@@ -56,27 +58,13 @@ fn libc_ehostunreach() -> i32 {
     nix::errno::Errno::EHOSTUNREACH as i32
 }
 
+/// The route protocol of the `tombstone` plugin's routes.
+pub const TOMBSTONE_PROTOCOL: u8 = 84;
+
 /// The tombstone routes (protocol 84) of the main table whose destination starts with
 /// `prefix`, as `ip -o route` prints them.
 pub fn tombstones(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["-o", "route", "show", "table", "main", "proto", "84"])
-        .output()
-        .expect("spawn ip route");
-    assert!(
-        out.status.success(),
-        "ip route show: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|d| d.starts_with(prefix))
-        })
-        .map(str::to_string)
-        .collect()
+    runtime::typed_routes(TOMBSTONE_PROTOCOL, prefix).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The tombstone route of `ip`, if any ("unreachable 172.30.81.10 proto 84 metric ...").
@@ -85,6 +73,33 @@ pub fn tombstone_of(ip: Ipv4Addr) -> Option<String> {
     tombstones(&ip)
         .into_iter()
         .find(|l| l.split_whitespace().nth(1) == Some(ip.as_str()))
+}
+
+/// `ip` is tombstoned (`what` names it in a failure): its `unreachable` route is there and
+/// the node's send fails at once.
+pub fn assert_tombstoned(ip: Ipv4Addr, what: &str) {
+    let route = tombstone_of(ip).unwrap_or_else(|| panic!("{what}: no tombstone for {ip}"));
+    assert!(route.starts_with("unreachable "), "{what}: {route}");
+    assert_eq!(probe(ip), Probe::NoRouteToHost, "{what}: {ip}");
+}
+
+/// `ip` is a live pod's (`what` names it in a failure): no tombstone, and the node reaches it.
+pub fn assert_live(ip: Ipv4Addr, what: &str) {
+    assert_eq!(tombstone_of(ip), None, "{what}: a tombstone for {ip}");
+    assert_eq!(probe(ip), Probe::Reachable, "{what}: {ip}");
+}
+
+/// Waits for the tombstones of `prefix` to end by themselves within `hold` seconds (and a
+/// margin): how many there were, and the seconds they took to go.
+pub fn outlive_tombstones(prefix: &str, hold: u64) -> (usize, f64) {
+    let made = tombstones(prefix).len();
+    let waited = Instant::now();
+    assert!(
+        eventually(hold + 10, || tombstones(prefix).is_empty()),
+        "tombstones past their hold: {:?}",
+        tombstones(prefix)
+    );
+    (made, waited.elapsed().as_secs_f64())
 }
 
 /// The links enslaved to `bridge` (the pods' host-side veths).

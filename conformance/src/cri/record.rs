@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use serde_json::Value;
@@ -83,6 +84,54 @@ pub fn result_ips(v: &Value) -> Vec<String> {
         .filter_map(|i| i["address"].as_str())
         .map(|a| a.split('/').next().unwrap_or(a).to_string())
         .collect()
+}
+
+/// The one ADD of pod `name` (container `id`) in `calls`, checked: on `eth0` in `netns`, its
+/// `prevResult` holding `ip`, at cniVersion 1.0.0 (the conflists'); printed, for the
+/// runtime's own checks of its CNI_ARGS and `runtimeConfig`.
+pub fn the_add<'a>(calls: &'a [Call], name: &str, id: &str, netns: &str, ip: Ipv4Addr) -> &'a Call {
+    let adds = calls_for(calls, "ADD", id);
+    assert_eq!(adds.len(), 1, "one ADD of {name}: {calls:?}");
+    let (env, stdin) = (&adds[0].env, &adds[0].stdin);
+    assert_eq!(
+        env.get("CNI_IFNAME").map(String::as_str),
+        Some("eth0"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("CNI_NETNS").map(String::as_str),
+        Some(netns),
+        "{env:?}"
+    );
+    assert_eq!(
+        result_ips(&stdin["prevResult"]),
+        vec![ip.to_string()],
+        "{stdin}"
+    );
+    assert_eq!(stdin["cniVersion"], "1.0.0");
+    println!(
+        "{name}'s ADD: CNI_ARGS={} runtimeConfig={}",
+        env["CNI_ARGS"], stdin["runtimeConfig"]
+    );
+    adds[0]
+}
+
+/// The one DEL of container `id` in `calls` (its first stop), checked: its `prevResult`
+/// holding `ip`, its first port mapping's `port_key` (the runtime's spelling of the host
+/// port) `host_port`.
+pub fn the_del(calls: &[Call], id: &str, ip: Ipv4Addr, port_key: &str, host_port: u16) {
+    let dels = calls_for(calls, "DEL", id);
+    assert_eq!(dels.len(), 1, "one DEL for the stop: {dels:?}");
+    let stdin = &dels[0].stdin;
+    assert_eq!(
+        result_ips(&stdin["prevResult"]),
+        vec![ip.to_string()],
+        "DEL's prevResult"
+    );
+    assert_eq!(
+        stdin["runtimeConfig"]["portMappings"][0][port_key],
+        host_port
+    );
 }
 
 /// Every allocation `tombstone-ipam` records in `dir` (files `ip-*` holding an `"a"` record).

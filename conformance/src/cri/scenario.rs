@@ -108,13 +108,7 @@ pub fn reuse_after_stop(
     at(Step::Running, &pods, cri);
 
     ok(ctr, cri.stop(&pods.a));
-    let route = node::tombstone_of(ip_a).unwrap_or_else(|| panic!("no tombstone for {ip_a}"));
-    assert!(route.starts_with("unreachable "), "{route}");
-    assert_eq!(
-        node::probe(ip_a),
-        Probe::NoRouteToHost,
-        "a's released {ip_a}"
-    );
+    node::assert_tombstoned(ip_a, "a's released address");
     at(Step::StoppedA, &pods, cri);
 
     ok(ctr, cri.stop(&pods.a));
@@ -126,13 +120,11 @@ pub fn reuse_after_stop(
     pods.c = ok(ctr, cri.run(&pod(ctr, "c", 30083)));
     pods.ip_c = ip_of(cri, &pods.c);
     assert_eq!(pods.ip_c, ip_a, "c should get a's released address");
-    assert_eq!(node::tombstone_of(ip_a), None, "c's ADD left a's tombstone");
-    assert_eq!(node::probe(ip_a), Probe::Reachable, "c at {ip_a}");
+    node::assert_live(ip_a, "c's ADD on a's address");
     pods.netns.push(ok(ctr, cri.status(&pods.c)).netns);
 
     ok(ctr, cri.remove(&pods.a));
-    assert_eq!(node::tombstone_of(ip_a), None, "a's Remove buried c");
-    assert_eq!(node::probe(ip_a), Probe::Reachable, "c after a's Remove");
+    node::assert_live(ip_a, "c after a's Remove");
     pods
 }
 
@@ -184,16 +176,8 @@ impl Faults {
         let calls = recorded(&self.calls);
         match step {
             Step::Running => {
-                let add_a = calls_for(&calls, "ADD", &p.a);
-                assert_eq!(add_a.len(), 1, "one ADD of a: {calls:?}");
-                let env = &add_a[0].env;
-                assert_eq!(
-                    env.get("CNI_IFNAME").map(String::as_str),
-                    Some("eth0"),
-                    "{env:?}"
-                );
-                assert_eq!(env.get("CNI_NETNS"), Some(&p.netns[0]), "{env:?}");
-                let args = record::cni_args(add_a[0]);
+                let add_a = record::the_add(&calls, "a", &p.a, &p.netns[0], p.ip_a);
+                let args = record::cni_args(add_a);
                 for want in [
                     "IgnoreUnknown=1".to_string(),
                     format!("K8S_POD_NAMESPACE={POD_NAMESPACE}"),
@@ -203,7 +187,7 @@ impl Faults {
                 ] {
                     assert!(args.contains(&want), "CNI_ARGS lacks {want}: {args:?}");
                 }
-                let stdin = &add_a[0].stdin;
+                let stdin = &add_a.stdin;
                 // containerd 1.6 (go-cni) writes the mapping with Go's field names, not the
                 // convention's camelCase ("hostPort", ...): plugins must not rely on either.
                 assert_eq!(
@@ -211,30 +195,8 @@ impl Faults {
                     json!([{ "HostPort": 30081, "ContainerPort": 8080, "Protocol": "tcp", "HostIP": "" }]),
                     "runtimeConfig of a's ADD: {stdin}"
                 );
-                assert_eq!(
-                    result_ips(&stdin["prevResult"]),
-                    vec![p.ip_a.to_string()],
-                    "{stdin}"
-                );
-                assert_eq!(stdin["cniVersion"], "1.0.0");
-                println!(
-                    "a's ADD: CNI_ARGS={} runtimeConfig={}",
-                    env["CNI_ARGS"], stdin["runtimeConfig"]
-                );
             }
-            Step::StoppedA => {
-                let del_a = calls_for(&calls, "DEL", &p.a);
-                assert_eq!(del_a.len(), 1, "one DEL for Stop: {del_a:?}");
-                assert_eq!(
-                    result_ips(&del_a[0].stdin["prevResult"]),
-                    vec![p.ip_a.to_string()],
-                    "DEL's prevResult"
-                );
-                assert_eq!(
-                    del_a[0].stdin["runtimeConfig"]["portMappings"][0]["HostPort"],
-                    30081
-                );
-            }
+            Step::StoppedA => record::the_del(&calls, &p.a, p.ip_a, "HostPort", 30081),
         }
     }
 
@@ -252,15 +214,7 @@ impl Faults {
         );
         fs::remove_file(ns_b).unwrap_or_else(|e| panic!("remove {ns_b}: {e}"));
         ok(ctr, cri.stop(b));
-        assert!(
-            node::tombstone_of(ip_b).is_some(),
-            "no tombstone for b's {ip_b} after its netns went"
-        );
-        assert_eq!(
-            node::probe(ip_b),
-            Probe::NoRouteToHost,
-            "b's released {ip_b}"
-        );
+        node::assert_tombstoned(ip_b, "b's address, after its netns went");
         let calls = recorded(&self.calls);
         let del_b = calls_for(&calls, "DEL", b);
         assert_eq!(del_b.len(), 1, "{del_b:?}");
@@ -304,8 +258,7 @@ impl Faults {
         let e = ok(ctr, cri.run(&pod(ctr, "e", 30085)));
         let ip_e = ip_of(cri, &e);
         assert_eq!(ip_e, ip_d, "e should get d's released address");
-        assert_eq!(node::tombstone_of(ip_e), None, "e's ADD left d's tombstone");
-        assert_eq!(node::probe(ip_e), Probe::Reachable, "e at {ip_e}");
+        node::assert_live(ip_e, "e's ADD on d's address");
         pods.netns.push(ok(ctr, cri.status(&e)).netns);
         ok(ctr, cri.stop(&d));
         let calls = recorded(&self.calls);
@@ -316,16 +269,7 @@ impl Faults {
             vec![ip_e.to_string()],
             "the retried DEL carries the cached prevResult of d (now e's address)"
         );
-        assert_eq!(
-            node::tombstone_of(ip_e),
-            None,
-            "the retried Stop of d buried e"
-        );
-        assert_eq!(
-            node::probe(ip_e),
-            Probe::Reachable,
-            "e after d's retried Stop"
-        );
+        node::assert_live(ip_e, "e after d's retried Stop");
         ok(ctr, cri.remove(&d));
         assert_eq!(node::probe(ip_e), Probe::Reachable, "e after d's Remove");
         assert_eq!(
@@ -350,15 +294,7 @@ pub fn stop_all_and_outlive_tombstones(
         ok(ctr, cri.stop(id));
         ok(ctr, cri.remove(id));
     }
-    let prefix = &ctr.subnet_prefix;
-    let made = node::tombstones(prefix).len();
-    let waited = Instant::now();
-    assert!(
-        eventually(hold + 10, || node::tombstones(prefix).is_empty()),
-        "tombstones past their hold: {:?}",
-        node::tombstones(prefix)
-    );
-    (made, waited.elapsed().as_secs_f64())
+    node::outlive_tombstones(&ctr.subnet_prefix, hold)
 }
 
 /// What must be left once every sandbox is removed: nothing of the pods (sandboxes, pod

@@ -9,6 +9,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cni_conformance::cri::node::TOMBSTONE_PROTOCOL;
 pub use tombstone_testkit::podman::dir_of;
 use tombstone_testkit::podman::{Podman as Private, RUN_LIMITS};
 use tombstone_testkit::runtime;
@@ -115,18 +116,6 @@ impl Drop for Podman {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
-        let routes = Command::new("ip")
-            .args(["-o", "route", "show", "table", "main", "proto", "84"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for line in routes.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 1 && f[1].starts_with(&self.subnet_prefix) {
-                let mut args = vec!["route", "del"];
-                args.extend(&f);
-                let _ = Command::new("ip").args(&args).output();
-            }
-        }
+        runtime::remove_typed_routes(TOMBSTONE_PROTOCOL, &self.subnet_prefix);
     }
 }

@@ -1,6 +1,7 @@
 //! The fuzz suites' shared kit (the plugins' and the IPAM's): a bounded runner
 //! with a hang watchdog and one summary line per target, hostile-JSON and mutation
-//! strategies, CNI error checks, and a plugin process run with a timeout.
+//! strategies, CNI error checks, a plugin process run with a timeout, and a plugin binary
+//! fuzzed with requests built to fail.
 
 use std::ffi::OsString;
 use std::fmt::Debug;
@@ -189,6 +190,22 @@ pub fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), TestCaseEr
 /// ones (100-106, 999).
 pub fn is_known_code(code: u64) -> bool {
     matches!(code, 1..=7 | 11 | 50 | 51 | 100..=106 | 999)
+}
+
+/// An error of the CNI library (`code`, `msg`, its JSON `object`; `shown` names it) from
+/// `what`: one of `codes`, with a message, its object well formed.
+pub fn check_error_in(
+    code: u32,
+    msg: &str,
+    object: &Value,
+    shown: &dyn Debug,
+    codes: &[u32],
+    what: &str,
+) -> Result<(), TestCaseError> {
+    check(codes.contains(&code) && !msg.is_empty(), || {
+        format!("{what}: error {shown:?} is not one of codes {codes:?} with a message")
+    })?;
+    check_error_object(object).map(|_| ())
 }
 
 /// `stdout` holds exactly one JSON value, newline-terminated.
@@ -397,6 +414,18 @@ pub enum Gen {
 
 /// A key of an object, how often it is present, and its values.
 pub type Field = (&'static str, f64, Gen);
+
+/// The keys named by the generators of `fields` and `extra`, sorted, each once: the hostile
+/// values' keys (leaked, as they live for the test process; a caller keeps them once).
+pub fn all_keys(extra: &[&'static str], fields: &[&'static [Field]]) -> &'static [&'static str] {
+    let mut k = extra.to_vec();
+    for f in fields {
+        keys_of(f, &mut k);
+    }
+    k.sort();
+    k.dedup();
+    Box::leak(k.into_boxed_slice())
+}
 
 /// Every key named by a generator, for the hostile values' keys.
 pub fn keys_of(fields: &'static [Field], out: &mut Vec<&'static str>) {
@@ -809,4 +838,151 @@ pub fn check_plugin_process(ran: &Ran, expect_version: bool) -> Result<(), TestC
         })?;
     }
     check(code != 999, || format!("the plugin panicked: {}", shown()))
+}
+
+// ---- a plugin binary fed requests built to fail --------------------------------------
+
+/// A process environment: names and (possibly non-UTF-8) values.
+pub type ProcessEnv = Vec<(String, Vec<u8>)>;
+
+/// A config's bytes, as a runtime writes them.
+pub fn bytes_of(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+/// The request of `env` and `conf` with `poison` applied: `("(stdin)", text)` is the whole
+/// stdin, `("(CNI_COMMAND)", a JSON string)` the command, `(key, JSON)` the config's `key`
+/// (`outer.inner`: the key `inner` of its object `outer`) set to that value. A VERSION
+/// request is left whole: its stdin is `raw_stdin` when not empty (VERSION answers whatever
+/// stdin holds), else the config. Returns (env, stdin, whether it is a VERSION request).
+pub fn poisoned(
+    env: &[(String, Vec<u8>)],
+    conf: &Value,
+    poison: (&str, &str),
+    raw_stdin: &[u8],
+) -> (ProcessEnv, Vec<u8>, bool) {
+    let mut env = env.to_vec();
+    let mut conf = conf.clone();
+    if env_get(&env, "CNI_COMMAND").as_deref() == Some("VERSION") {
+        let stdin = if raw_stdin.is_empty() {
+            bytes_of(&conf)
+        } else {
+            raw_stdin.to_vec()
+        };
+        return (env, stdin, true);
+    }
+    let (key, value) = poison;
+    let stdin = match key {
+        "(stdin)" => value.as_bytes().to_vec(),
+        "(CNI_COMMAND)" => {
+            let cmd: String = serde_json::from_str(value).unwrap();
+            env.retain(|(k, _)| k != "CNI_COMMAND");
+            env.push(("CNI_COMMAND".into(), cmd.into_bytes()));
+            bytes_of(&conf)
+        }
+        key => {
+            let v: Value = serde_json::from_str(value).unwrap();
+            if !conf.is_object() {
+                conf = Value::Object(Map::new());
+            }
+            match key.split_once('.') {
+                Some((outer, inner)) => {
+                    if !conf[outer].is_object() {
+                        conf[outer] = Value::Object(Map::new());
+                    }
+                    conf[outer][inner] = v;
+                }
+                None => conf[key] = v,
+            }
+            bytes_of(&conf)
+        }
+    };
+    (env, stdin, false)
+}
+
+/// Fuzzes the plugin binary `program` (`target` in the summary) with requests built to fail
+/// ([`poisoned`]: one of `poisons` on a [`config`] of `fields` and `keys`, the `CNI_*`
+/// variables of [`cni_env`] with `commands`) and VERSION requests: each must end as
+/// [`check_plugin_process`] says. `own` makes a config the binary's own (its state in the
+/// test's scratch directory) before the poison.
+pub fn fuzz_binary(
+    target: &str,
+    program: &str,
+    commands: &'static [&'static str],
+    fields: &'static [Field],
+    keys: &'static [&'static str],
+    poisons: &'static [(&'static str, &'static str)],
+    own: impl Fn(&Value) -> Value,
+) {
+    let raw = prop_oneof![
+        3 => Just(Vec::new()),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+    ];
+    fuzz(
+        target,
+        4_000,
+        (
+            cni_env(commands),
+            config(fields, keys),
+            prop::sample::select(poisons),
+            raw,
+        ),
+        |(env, conf, poison, raw)| {
+            let (env, stdin, version) = poisoned(env, &own(conf), *poison, raw);
+            let ran = run_process(program, &env, &stdin)?;
+            if ran.status == Some(0) {
+                accepted();
+            }
+            check_plugin_process(&ran, version).map_err(|e| {
+                TestCaseError::fail(format!(
+                    "{e}\nenv {env:?}\nstdin {}",
+                    truncate(&String::from_utf8_lossy(&stdin), 2000)
+                ))
+            })
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(cmd: &str) -> ProcessEnv {
+        vec![
+            ("CNI_COMMAND".into(), cmd.as_bytes().to_vec()),
+            ("CNI_IFNAME".into(), b"eth0".to_vec()),
+        ]
+    }
+
+    fn stdin_of(request: &(ProcessEnv, Vec<u8>, bool)) -> Value {
+        serde_json::from_slice(&request.1).unwrap()
+    }
+
+    #[test]
+    fn poisoned_sets_a_key_a_nested_key_the_stdin_or_the_command() {
+        let conf = json!({"name": "n", "ipam": 5});
+        let r = poisoned(&env("ADD"), &conf, ("name", r#""a/b""#), b"");
+        assert_eq!(stdin_of(&r), json!({"name": "a/b", "ipam": 5}));
+        assert!(!r.2);
+        let r = poisoned(&env("ADD"), &conf, ("ipam.dataDir", "5"), b"");
+        assert_eq!(stdin_of(&r), json!({"name": "n", "ipam": {"dataDir": 5}}));
+        let r = poisoned(&env("DEL"), &json!([1]), ("holdSeconds", "-1"), b"");
+        assert_eq!(stdin_of(&r), json!({"holdSeconds": -1}));
+        let r = poisoned(&env("ADD"), &conf, ("(stdin)", "not json"), b"");
+        assert_eq!(r.1, b"not json");
+        let r = poisoned(&env("ADD"), &conf, ("(CNI_COMMAND)", r#""ADDX""#), b"");
+        assert_eq!(env_get(&r.0, "CNI_COMMAND").as_deref(), Some("ADDX"));
+        assert_eq!(r.0.len(), 2);
+        assert_eq!(stdin_of(&r), conf);
+    }
+
+    #[test]
+    fn poisoned_leaves_a_version_request_whole() {
+        let conf = json!({"name": "n"});
+        let r = poisoned(&env("VERSION"), &conf, ("name", "5"), b"");
+        assert_eq!((stdin_of(&r), r.2), (conf.clone(), true));
+        let r = poisoned(&env("VERSION"), &conf, ("name", "5"), b"\x01raw");
+        assert_eq!(r.1, b"\x01raw");
+    }
 }

@@ -2,8 +2,9 @@
 //! the conformance harness, a test kit itself, links it): the root rule for privileged tests
 //! ([`root`]), throwaway network namespaces ([`netns`]), a binary run as a runtime runs a
 //! plugin, with a timeout ([`process`]), a podman of the test's own ([`podman`]), what the
-//! runtimes' tests share ([`runtime`]), and the heavier kits: SIGKILL storms ([`kill`]),
-//! strace fault injection ([`strace`]), fuzzing ([`fuzz`]).
+//! runtimes' tests share ([`runtime`]), and the heavier kits: SIGKILL storms ([`kill`], and
+//! the runtime they model, [`storm`]), strace fault injection ([`strace`]), fuzzing
+//! ([`fuzz`]).
 //! It knows no plugin: each crate's `tests/common` adds what is its own.
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod podman;
 pub mod process;
 pub mod root;
 pub mod runtime;
+pub mod storm;
 pub mod strace;
 
 pub use netns::Netns;

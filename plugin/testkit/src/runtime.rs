@@ -1,6 +1,7 @@
 //! What the tests of a container runtime of their own (podman, containerd) share: the check
 //! that its tools are installed, the processes it leaves (the runtime's monitors and their
-//! children) and the cgroups under its parent, for the leak checks and the clean-up.
+//! children), the cgroups under its parent and the routes its pods' DELs put in, for the leak
+//! checks and the clean-up.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -104,6 +105,42 @@ pub fn kill_until_gone(processes: impl Fn() -> Vec<u32>) {
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The routes of the main table of `protocol` whose destination (the second field: routes of a
+/// type, `unreachable 172.30.81.10 ...`) starts with `prefix`, as `ip -o route` prints them.
+pub fn typed_routes(protocol: u8, prefix: &str) -> Result<Vec<String>, String> {
+    let out = Command::new("ip")
+        .args(["-o", "route", "show", "table", "main", "proto"])
+        .arg(protocol.to_string())
+        .output()
+        .map_err(|e| format!("spawn ip route: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip route show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|d| d.starts_with(prefix))
+        })
+        .map(str::to_string)
+        .collect())
+}
+
+/// Deletes what [`typed_routes`] lists (a clean-up's best effort, as in a `Drop`: what cannot
+/// be listed or deleted is left).
+pub fn remove_typed_routes(protocol: u8, prefix: &str) {
+    for line in typed_routes(protocol, prefix).unwrap_or_default() {
+        let _ = Command::new("ip")
+            .args(["route", "del"])
+            .args(line.split_whitespace())
+            .output();
     }
 }
 

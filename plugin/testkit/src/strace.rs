@@ -6,7 +6,7 @@
 //!
 //! Shared by the `tombstone` and `tombstone-ipam` fault tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -481,12 +481,64 @@ struct Job {
 pub struct Report {
     pub text: String,
     pub counts: BTreeMap<String, usize>,
+    /// The names of the fatal problems found.
+    pub fatal: BTreeSet<&'static str>,
     pub elapsed: Duration,
 }
+
+/// The verdicts that fail a test, as [`Report::counts`] names them.
+const FAILING: [&str; 4] = [
+    "false successes",
+    "panics, hangs or garbage",
+    "inconsistent states (after an honest answer)",
+    "retries that did not heal",
+];
 
 impl Report {
     pub fn count(&self, k: &str) -> usize {
         self.counts.get(k).copied().unwrap_or(0)
+    }
+
+    /// What fails the test (the failing verdicts, then the fatal problems), with its count.
+    pub fn failing(&self) -> Vec<String> {
+        FAILING
+            .iter()
+            .chain(&self.fatal)
+            .filter(|k| self.count(k) > 0)
+            .map(|k| format!("{k} {}", self.count(k)))
+            .collect()
+    }
+
+    /// Fails the test, `totals` first, when anything does ([`Report::failing`]).
+    pub fn assert_clean(&self, totals: &str) {
+        let failing = self.failing();
+        assert!(failing.is_empty(), "{totals}\n{}", failing.join(", "));
+    }
+}
+
+/// [`run_matrix`] of `ops` with [`workers`] workers and the system's temporary directory
+/// for the counting runs; the matrix is printed.
+pub fn run_all<C, O: Op<C>>(ops: &[O], ctx: impl Fn(usize) -> C + Sync) -> Report {
+    let ops: Vec<&dyn Op<C>> = ops.iter().map(|o| o as &dyn Op<C>).collect();
+    let report = run_matrix(&ops, ctx, workers(), &std::env::temp_dir());
+    println!("{}", report.text);
+    report
+}
+
+/// What every [`Op::heal`] checks of the retry `r`: it succeeded, in the success state.
+pub fn retried<C>(op: &(impl Op<C> + ?Sized), c: &C, r: &Run) -> Result<(), String> {
+    if !r.ok() {
+        return Err(format!("the retry failed: {}", r.summary()));
+    }
+    op.success(c, r)
+}
+
+/// After a retry: no file of `stray` is left in `place` ("the state directory").
+pub fn no_strays(stray: &[String], place: &str) -> Result<(), String> {
+    if stray.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("files left in {place}: {stray:?}"))
     }
 }
 
@@ -577,6 +629,7 @@ pub fn run_matrix<C>(
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(j, _)| *j);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut fatal = BTreeSet::new();
     for (i, op) in ops.iter().enumerate() {
         let mine: Vec<(&Job, &Verdict)> = results
             .iter()
@@ -621,6 +674,9 @@ pub fn run_matrix<C>(
             *per_op.entry(v.letter).or_default() += 1;
             for p in &v.problems {
                 *counts.entry(p.name.to_string()).or_default() += p.n;
+                if p.fatal {
+                    fatal.insert(p.name);
+                }
             }
             if !matches!(v.letter, 'S' | 'E') || !v.problems.is_empty() {
                 let _ = writeln!(
@@ -661,6 +717,7 @@ pub fn run_matrix<C>(
     Report {
         text,
         counts,
+        fatal,
         elapsed: start.elapsed(),
     }
 }
@@ -685,4 +742,41 @@ pub fn workers() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(counts: &[(&str, usize)], fatal: &[&'static str]) -> Report {
+        Report {
+            text: String::new(),
+            counts: counts.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            fatal: fatal.iter().copied().collect(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn failing_names_the_failing_verdicts_and_the_fatal_problems_found() {
+        let r = report(
+            &[
+                ("injections tried", 9),
+                ("error answers", 4),
+                ("false successes", 1),
+                ("retries that did not heal", 0),
+                ("stranded routes", 2),
+                ("entries left without their route", 3),
+            ],
+            &["stranded routes"],
+        );
+        assert_eq!(r.failing(), ["false successes 1", "stranded routes 2"]);
+        assert!(report(&[("error answers", 4)], &[]).failing().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "TOTALS x\npanics, hangs or garbage 1")]
+    fn assert_clean_fails_with_the_totals() {
+        report(&[("panics, hangs or garbage", 1)], &[]).assert_clean("TOTALS x");
+    }
 }

@@ -3,7 +3,7 @@
 //! runtime runs it inside one, and readings of its ledgers and routes.
 #![allow(dead_code, unused_imports)]
 
-pub use tombstone_testkit::{Outcome, eventually, kill, require_root, sh, strace};
+pub use tombstone_testkit::{Outcome, eventually, kill, require_root, sh, storm, strace};
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
