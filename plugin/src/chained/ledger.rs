@@ -464,20 +464,24 @@ pub fn decode(bytes: &[u8], stem: &str) -> Result<std::result::Result<Ledger, St
         }))
 }
 
+/// What the ledger's, the store's and the sweep's tests build their ledgers of.
 #[cfg(test)]
-mod tests {
+pub mod fixtures {
     use super::*;
 
-    fn att(c: &str) -> Attachment {
+    pub fn att(c: &str) -> Attachment {
         Attachment {
             container_id: c.into(),
             ifname: "eth0".into(),
         }
     }
-    fn ip(s: &str) -> IpAddr {
+
+    pub fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
-    fn stone(a: &str, c: &str, exp: u64) -> Tombstone {
+
+    /// An unreachable tombstone of `a` in the main table, released by `c`'s eth0.
+    pub fn stone(a: &str, c: &str, exp: u64) -> Tombstone {
         Tombstone {
             ip: ip(a),
             route_type: RejectKind::Unreachable,
@@ -488,6 +492,12 @@ mod tests {
             ifname: "eth0".into(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
 
     #[test]
     fn an_address_belongs_to_one_attachment_and_releases_are_remembered() {

@@ -586,29 +586,14 @@ pub fn snapshot(dir: &StateDir, network: &str) -> Result<Option<Ledger>> {
 mod tests {
     use super::*;
     use crate::chained::ledger::Tombstone;
+    use crate::chained::ledger::fixtures::{att, ip};
     use std::os::unix::ffi::OsStrExt;
     use tombstone_kernel::RejectKind;
 
-    fn att(c: &str) -> Attachment {
-        Attachment {
-            container_id: c.into(),
-            ifname: "eth0".into(),
-        }
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
     fn stone(a: &str, c: &str) -> Tombstone {
         Tombstone {
-            ip: ip(a),
-            route_type: RejectKind::Unreachable,
-            tables: vec![254],
             route_metric: Some(3000),
-            expires_at_ms: 5,
-            container_id: c.into(),
-            ifname: "eth0".into(),
+            ..crate::chained::ledger::fixtures::stone(a, c, 5)
         }
     }
 
