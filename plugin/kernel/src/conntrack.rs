@@ -5,12 +5,12 @@
 //! create a test or benchmark needs to look at and fill a table. Messages are encoded here
 //! (a header, `nfgenmsg`, a few attributes); every ack is read and checked.
 
-use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
 use crate::error::{Cause, Result};
+use crate::socket::{Channel, DUMP_TRIES};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -43,10 +43,6 @@ const CTA_FILTER_REPLY_FLAGS: u16 = 2;
 /// `CTA_FILTER_F_CTA_IP_SRC` and `_DST`: which fields of a filter tuple must match.
 const FILTER_IP_SRC: u32 = 1 << 0;
 const FILTER_IP_DST: u32 = 1 << 1;
-
-const BATCH: usize = 32;
-const DUMP_TRIES: usize = 5;
-const RECV_BUF: usize = 64 << 10;
 
 /// Where an address stands in an entry: the three places a released pod's address is
 /// found (its own connections, connections to it, and connections DNAT-ed to it, whose
@@ -94,9 +90,7 @@ impl Entry {
 
 /// A connection to the kernel's conntrack netlink, in the network namespace it was opened in.
 pub struct Conntrack {
-    sock: Socket,
-    seq: Cell<u32>,
-    buf: RefCell<Vec<u8>>,
+    ch: Channel,
 }
 
 /// One request being built: a netlink header, `nfgenmsg`, attributes.
@@ -295,26 +289,6 @@ fn parse_entry(b: &[u8]) -> Option<Entry> {
     })
 }
 
-/// One message of a reply: its header fields and body (after the netlink header).
-struct Reply<'a> {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    body: &'a [u8],
-}
-
-impl Reply<'_> {
-    /// The errno of an `NLMSG_ERROR` or `NLMSG_DONE` (0 for an ack or a clean end).
-    fn code(&self) -> std::result::Result<i32, Cause> {
-        let b: [u8; 4] = self
-            .body
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| Cause::Malformed("a short error or done message".into()))?;
-        Ok(-i32::from_ne_bytes(b))
-    }
-}
-
 impl Conntrack {
     /// Opens a connection in the calling thread's network namespace.
     pub fn open() -> Result<Conntrack> {
@@ -328,98 +302,16 @@ impl Conntrack {
         sock.set_ext_ack(true)
             .map_err(io("set ctnetlink extended acks"))?;
         Ok(Conntrack {
-            sock,
-            seq: Cell::new(0),
-            buf: RefCell::new(Vec::with_capacity(RECV_BUF)),
+            ch: Channel::new(sock),
         })
     }
 
-    fn next_seq(&self) -> u32 {
-        let s = self.seq.get().wrapping_add(1);
-        self.seq.set(s);
-        s
-    }
-
-    fn send(&self, bytes: &[u8]) -> std::result::Result<(), Cause> {
-        let n = self.sock.send(bytes, 0).map_err(|e| Cause::io(&e))?;
-        if n != bytes.len() {
-            return Err(Cause::Malformed(format!(
-                "sent {n} of {} bytes",
-                bytes.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Receives one datagram and hands each message in it to `each`.
-    fn recv(
-        &self,
-        mut each: impl FnMut(Reply) -> std::result::Result<(), Cause>,
-    ) -> std::result::Result<(), Cause> {
-        let mut buf = self.buf.borrow_mut();
-        buf.clear();
-        buf.reserve(RECV_BUF);
-        let n = self
-            .sock
-            .recv(&mut *buf, libc::MSG_TRUNC)
-            .map_err(|e| Cause::io(&e))?;
-        if n > buf.len() {
-            return Err(Cause::Malformed(format!(
-                "a {n}-byte message did not fit the receive buffer"
-            )));
-        }
-        let mut off = 0;
-        while off + 16 <= n {
-            let h = &buf[off..n];
-            let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-            if len < 16 || len > h.len() {
-                return Err(Cause::Malformed(format!("a message of length {len}")));
-            }
-            each(Reply {
-                kind: u16::from_ne_bytes([h[4], h[5]]),
-                flags: u16::from_ne_bytes([h[6], h[7]]),
-                seq: u32::from_ne_bytes([h[8], h[9], h[10], h[11]]),
-                body: &h[16..len],
-            })?;
-            off += len.next_multiple_of(4);
-        }
-        Ok(())
-    }
-
-    /// Sends each request with `NLM_F_ACK`, pipelined, and returns each one's answer: 0
-    /// for an ack, the errno of a refusal. A socket failure or a missing ack fails the
-    /// whole call: then no request's outcome is known.
+    /// Sends each request with `NLM_F_ACK`, pipelined, and returns each one's answer
+    /// ([`Channel::acked`]).
     fn acked(&self, requests: Vec<Msg>) -> std::result::Result<Vec<i32>, Cause> {
-        let mut answers = vec![None; requests.len()];
-        let mut requests = requests.into_iter().enumerate().peekable();
-        let mut out = Vec::new();
-        while requests.peek().is_some() {
-            out.clear();
-            let mut pending = Vec::with_capacity(BATCH);
-            for (i, msg) in requests.by_ref().take(BATCH) {
-                let seq = self.next_seq();
-                out.extend_from_slice(&msg.finish(seq, NLM_F_ACK));
-                pending.push((seq, i));
-            }
-            self.send(&out)?;
-            let mut left = pending.len();
-            while left > 0 {
-                self.recv(|m| {
-                    if m.kind == NLMSG_ERROR
-                        && let Some(&(_, i)) = pending.iter().find(|(s, _)| *s == m.seq)
-                        && answers[i].is_none()
-                    {
-                        answers[i] = Some(m.code()?);
-                        left -= 1;
-                    }
-                    Ok(())
-                })?;
-            }
-        }
-        answers
-            .into_iter()
-            .map(|a| a.ok_or_else(|| Cause::Malformed("an ack is missing".into())))
-            .collect()
+        self.ch.acked(requests, |msg, seq, out| {
+            out.extend_from_slice(&msg.finish(seq, NLM_F_ACK))
+        })
     }
 
     /// Every entry of one family, or only those with `ip` at `place` when a filter is
@@ -444,41 +336,43 @@ impl Conntrack {
                 }
                 None => Msg::new(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, ipv6),
             };
-            let seq = self.next_seq();
-            self.send(&msg.finish(seq, 0)).map_err(|c| c.on(op()))?;
+            let seq = self.ch.next_seq();
+            self.ch.send(&msg.finish(seq, 0)).map_err(|c| c.on(op()))?;
             let mut entries = Vec::new();
             let mut interrupted = false;
             let mut done = false;
             while !done {
-                self.recv(|m| {
-                    if m.seq != seq {
-                        return Ok(());
-                    }
-                    interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
-                    match m.kind {
-                        NLMSG_DONE => {
-                            match m.code()? {
+                self.ch
+                    .recv(|m| {
+                        if m.seq != seq {
+                            return Ok(());
+                        }
+                        interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+                        match m.kind {
+                            NLMSG_DONE => {
+                                match m.code()? {
+                                    0 => {}
+                                    e => return Err(Cause::Errno(e)),
+                                }
+                                done = true;
+                            }
+                            NLMSG_ERROR => match m.code()? {
                                 0 => {}
                                 e => return Err(Cause::Errno(e)),
+                            },
+                            k if k == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW => {
+                                // Past nfgenmsg.
+                                let entry =
+                                    m.body().get(4..).and_then(parse_entry).ok_or_else(|| {
+                                        Cause::Malformed("an entry without both tuples".into())
+                                    })?;
+                                entries.push(entry);
                             }
-                            done = true;
+                            _ => {}
                         }
-                        NLMSG_ERROR => match m.code()? {
-                            0 => {}
-                            e => return Err(Cause::Errno(e)),
-                        },
-                        k if k == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW => {
-                            // Past nfgenmsg.
-                            let entry = m.body.get(4..).and_then(parse_entry).ok_or_else(|| {
-                                Cause::Malformed("an entry without both tuples".into())
-                            })?;
-                            entries.push(entry);
-                        }
-                        _ => {}
-                    }
-                    Ok(())
-                })
-                .map_err(|c| c.on(op()))?;
+                        Ok(())
+                    })
+                    .map_err(|c| c.on(op()))?;
             }
             if !interrupted {
                 if let Some((place, ip)) = filter {
