@@ -518,16 +518,9 @@ impl Disk {
             let Some(e) = Entry::parse(line) else {
                 return Ok(false);
             };
-            if !e.is(who) || held.mine.contains(&e.ip) {
-                continue;
-            }
-            let owner = Slot::Held {
-                container_id: e.container_id,
-                ifname: e.ifname,
-            };
             // A line whose address was released (by a DEL) or handed out again no longer
             // counts.
-            if self.slot(e.ip)? == owner {
+            if e.is(who) && !held.mine.contains(&e.ip) && self.is_live(&e)? {
                 held.mine.push(e.ip);
             }
         }
@@ -604,6 +597,17 @@ impl Disk {
         Ok(())
     }
 
+    /// Whether an index line is true: its address's record holds it for that attachment.
+    fn is_live(&mut self, e: &Entry) -> Result<bool> {
+        Ok(match self.slot(e.ip)? {
+            Slot::Held {
+                container_id,
+                ifname,
+            } => container_id == e.container_id && ifname == e.ifname,
+            _ => false,
+        })
+    }
+
     /// The bucket's live lines: every line checked against its address's record, each
     /// address once. `None` when a line does not parse (the bucket is damaged).
     fn compacted(&mut self, text: &str) -> Result<Option<Vec<Entry>>> {
@@ -612,11 +616,7 @@ impl Disk {
             let Some(e) = Entry::parse(line) else {
                 return Ok(None);
             };
-            let owner = Slot::Held {
-                container_id: e.container_id.clone(),
-                ifname: e.ifname.clone(),
-            };
-            if !live.iter().any(|l| l.ip == e.ip) && self.slot(e.ip)? == owner {
+            if !live.iter().any(|l| l.ip == e.ip) && self.is_live(&e)? {
                 live.push(e);
             }
         }
