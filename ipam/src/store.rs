@@ -172,17 +172,15 @@ enum Bucket {
     Rebuilt,
 }
 
-/// Whether an index bucket is whole lines of allocations, as only our writes leave it: not
-/// empty, ending with a newline, no NUL byte (a power loss can leave zeros where an append
-/// had not reached the disk), every line an allocation's shape. Lines naming the container
-/// asked about are parsed in full besides; the others when the bucket is compacted.
+/// Whether an index bucket is whole lines, as only our writes leave it: not empty, ending
+/// with a newline, no NUL byte (a power loss can leave zeros where an append had not reached
+/// the disk). Each line's shape is checked as it is read ([`Disk::find_mine`]).
 fn is_whole(text: &str) -> bool {
-    text.ends_with('\n')
-        && !text.contains('\0')
-        && text
-            .lines()
-            .all(|l| l.starts_with("[\"a\",\"") && l.ends_with("\"]"))
+    text.ends_with('\n') && !text.as_bytes().contains(&0)
 }
+
+/// The prefix of every index line, `["a","`, before its address.
+const LINE_PREFIX: &str = "[\"a\",\"";
 
 #[derive(Debug)]
 pub struct Store {
@@ -500,21 +498,32 @@ impl Disk {
         })
     }
 
-    /// Fills `held.mine` from `held.text`; false when a line naming the container does not
-    /// parse (the bucket is damaged).
+    /// Fills `held.mine` from `held.text`; false when a line is not of an allocation's shape
+    /// or a line naming the container does not parse (the bucket is damaged). The other
+    /// lines are parsed in full when the bucket is compacted.
     fn find_mine(&mut self, who: &Attachment, held: &mut Held) -> Result<bool> {
         let quoted = format!(
             "{},",
             serde_json::to_string(&who.container_id).expect("strings serialize")
         );
-        // `["a","<address>",<container ID>,...`: a prefix compare, no search.
-        let names_it = |line: &str| {
-            line.strip_prefix("[\"a\",\"")
-                .and_then(|r| r.split_once("\","))
-                .is_some_and(|(_, r)| r.starts_with(&quoted))
-        };
         held.mine.clear();
-        for line in held.text.lines().filter(|l| names_it(l)) {
+        for line in held.text.lines() {
+            // `["a","<address>",<container ID>,...`: the address holds no quote, so the
+            // container ID starts after the next one; a prefix compare, no search.
+            let Some(rest) = line
+                .strip_prefix(LINE_PREFIX)
+                .filter(|_| line.ends_with("\"]"))
+                .and_then(|r| r.split_once('"'))
+            else {
+                return Ok(false);
+            };
+            if !rest
+                .1
+                .strip_prefix(',')
+                .is_some_and(|r| r.starts_with(&quoted))
+            {
+                continue;
+            }
             let Some(e) = Entry::parse(line) else {
                 return Ok(false);
             };
