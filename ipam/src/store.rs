@@ -6,13 +6,15 @@
 //!   (allocated) or `["r",<address>,<unix time>]` (released, cooling down); no file: free;
 //! - `ctr-<bucket>`: one allocation line per address of the containers whose ID hashes to
 //!   the bucket ([`INDEX_BUCKETS`] of them): an index to find an attachment's addresses,
-//!   checked against the address's own file, which is the truth;
+//!   checked against the address's own file, which is the truth, so it may hold more (an
+//!   ADD appends its lines, a DEL leaves them; rewritten when it grows too long);
 //! - `cursor-<range set>`: `["c",<set>,<address>]`, the set's last allocation;
 //! - `format`: `{"format":"tombstone-ipam","version":2,"network":...}`.
 //!
 //! Locked by `<network>/tombstone-ipam.lock` (`flock`). Every change of a file is a complete
 //! temporary file that takes its name in one step, so a killed process leaves each file old
-//! or new.
+//! or new; but for an append to an index bucket (one `write`), which can leave a torn tail:
+//! a bucket that is not whole lines of allocations is rebuilt from the address files.
 //! Nothing is synced per call (see the README: a power loss may lose the last changes or
 //! leave a file empty; an empty address file keeps its address out of use until GC). The
 //! first write migrates a version 1 state file or host-local's files ([`crate::legacy`])
@@ -56,6 +58,10 @@ pub fn ip_name(ip: IpAddr) -> String {
 /// node needs at most this many files besides one per address, and one holds about
 /// `addresses / INDEX_BUCKETS` lines (15 with 60 000 in use).
 pub const INDEX_BUCKETS: u64 = 4096;
+
+/// An index bucket is appended to until it would exceed this; then it is rewritten with its
+/// live lines only (compacted).
+pub const INDEX_COMPACT_BYTES: u64 = 8192;
 
 pub fn ctr_name(container_id: &str) -> String {
     format!(
@@ -116,6 +122,20 @@ impl Entry {
         }
         .to_line()
     }
+    fn parse(line: &str) -> Option<Entry> {
+        match record::parse_line(line) {
+            Ok(Line::Record(Record::Alloc {
+                ip,
+                container_id,
+                ifname,
+            })) => Some(Entry {
+                ip,
+                container_id: container_id.into_owned(),
+                ifname: ifname.into_owned(),
+            }),
+            _ => None,
+        }
+    }
     fn is(&self, who: &Attachment) -> bool {
         pool::owned_by(&self.container_id, &self.ifname, who)
     }
@@ -130,19 +150,37 @@ fn index_text(entries: &[Entry]) -> String {
     s
 }
 
-/// The addresses an attachment holds, and its container's index as read.
+/// The addresses an attachment holds, and its container's index bucket as read.
 #[derive(Debug, Default)]
 pub struct Held {
-    /// Checked against each address's own record.
+    /// Checked against each address's own record, each once.
     pub mine: Vec<IpAddr>,
-    /// Their index lines.
-    mine_lines: String,
-    /// The index's lines of other attachments, as they were.
-    others: String,
-    /// The index named addresses of this attachment that it no longer holds, or was
-    /// unreadable: rewrite it.
-    stale: bool,
+    /// The bucket as read (empty when it does not exist).
+    text: String,
+    bucket: Bucket,
 }
+
+/// What a reader found of an index bucket.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Bucket {
+    #[default]
+    Missing,
+    /// Whole lines of allocations: appended to.
+    Whole,
+    /// Empty, torn or not lines of allocations (a killed append, a power loss): `text` is
+    /// its lines rebuilt from the address files, to be written whole.
+    Rebuilt,
+}
+
+/// Whether an index bucket is whole lines, as only our writes leave it: not empty, ending
+/// with a newline, no NUL byte (a power loss can leave zeros where an append had not reached
+/// the disk). Each line's shape is checked as it is read ([`Disk::find_mine`]).
+fn is_whole(text: &str) -> bool {
+    text.ends_with('\n') && !text.as_bytes().contains(&0)
+}
+
+/// The prefix of every index line, `["a","`, before its address.
+const LINE_PREFIX: &str = "[\"a\",\"";
 
 #[derive(Debug)]
 pub struct Store {
@@ -421,73 +459,81 @@ impl Disk {
         }
     }
 
-    /// The addresses `who` holds: its container's index bucket, each of its lines checked
-    /// against the address's own record. The lines of other containers are kept as text
-    /// (only a line naming the container ID is parsed), so a bucket costs little to pass.
+    /// The addresses `who` holds: its container's index bucket, each of its lines naming the
+    /// container checked against the address's own record (the other lines are only
+    /// checked for their shape), so a bucket costs little to pass. A bucket that is not
+    /// whole is rebuilt from the address files (O(records), once: the next write stores it).
     pub fn held(&mut self, who: &Attachment) -> Result<Held> {
-        let mut held = Held::default();
-        let bucket = ctr_name(&who.container_id);
-        let bytes = match self.read(&bucket)? {
-            None => return Ok(held),
-            // Never written empty (an index without lines is removed): a power loss left it
-            // so, its data not yet on the disk. Its lines are found in the address files.
-            Some(b) if b.is_empty() => {
-                held.stale = true;
-                self.rebuilt_index(&bucket)?.into_bytes()
-            }
-            Some(b) => b,
+        let name = ctr_name(&who.container_id);
+        let Some(bytes) = self.read(&name)? else {
+            return Ok(Held::default());
         };
-        let text = String::from_utf8_lossy(&bytes);
+        let mut held = match String::from_utf8(bytes) {
+            Ok(text) if is_whole(&text) => Held {
+                text,
+                bucket: Bucket::Whole,
+                ..Held::default()
+            },
+            _ => self.rebuilt(&name)?,
+        };
+        if !self.find_mine(who, &mut held)? {
+            held = self.rebuilt(&name)?;
+            if !self.find_mine(who, &mut held)? {
+                return Err(CniError::state(format!(
+                    "{}: the index rebuilt from the address files does not parse",
+                    self.file(&name).display()
+                )));
+            }
+        }
+        Ok(held)
+    }
+
+    /// A bucket's lines rebuilt from the address files.
+    fn rebuilt(&mut self, name: &str) -> Result<Held> {
+        let entries = self.rebuilt_index(name)?;
+        Ok(Held {
+            text: index_text(&entries),
+            bucket: Bucket::Rebuilt,
+            ..Held::default()
+        })
+    }
+
+    /// Fills `held.mine` from `held.text`; false when a line is not of an allocation's shape
+    /// or a line naming the container does not parse (the bucket is damaged). The other
+    /// lines are parsed in full when the bucket is compacted.
+    fn find_mine(&mut self, who: &Attachment, held: &mut Held) -> Result<bool> {
         let quoted = format!(
             "{},",
             serde_json::to_string(&who.container_id).expect("strings serialize")
         );
-        // `["a","<address>",<container ID>,...`: a prefix compare, no search.
-        let names_it = |line: &str| {
-            line.strip_prefix("[\"a\",\"")
-                .and_then(|r| r.split_once("\","))
-                .is_some_and(|(_, r)| r.starts_with(&quoted))
-        };
-        for line in text.lines() {
-            if !names_it(line) {
-                held.others.push_str(line);
-                held.others.push('\n');
+        held.mine.clear();
+        for line in held.text.lines() {
+            // `["a","<address>",<container ID>,...`: the address holds no quote, so the
+            // container ID starts after the next one; a prefix compare, no search.
+            let Some(rest) = line
+                .strip_prefix(LINE_PREFIX)
+                .filter(|_| line.ends_with("\"]"))
+                .and_then(|r| r.split_once('"'))
+            else {
+                return Ok(false);
+            };
+            if !rest
+                .1
+                .strip_prefix(',')
+                .is_some_and(|r| r.starts_with(&quoted))
+            {
                 continue;
             }
-            let e = match record::parse_line(line) {
-                Ok(Line::Record(Record::Alloc {
-                    ip,
-                    container_id,
-                    ifname,
-                })) => Entry {
-                    ip,
-                    container_id: container_id.into_owned(),
-                    ifname: ifname.into_owned(),
-                },
-                _ => {
-                    held.stale = true;
-                    continue;
-                }
+            let Some(e) = Entry::parse(line) else {
+                return Ok(false);
             };
-            if !e.is(who) {
-                held.others.push_str(line);
-                held.others.push('\n');
-                continue;
-            }
-            let owner = Slot::Held {
-                container_id: e.container_id.clone(),
-                ifname: e.ifname.clone(),
-            };
-            if self.slot(e.ip)? == owner {
+            // A line whose address was released (by a DEL) or handed out again no longer
+            // counts.
+            if e.is(who) && !held.mine.contains(&e.ip) && self.is_live(&e)? {
                 held.mine.push(e.ip);
-                // Kept as it was (a legacy empty ifname stays empty).
-                held.mine_lines.push_str(line);
-                held.mine_lines.push('\n');
-            } else {
-                held.stale = true;
             }
         }
-        Ok(held)
+        Ok(true)
     }
 
     /// Every address with a file, in order, and the index files.
@@ -513,8 +559,9 @@ impl Disk {
     }
 
     /// The lines of index file `bucket` as the address files say: every one read, O(records),
-    /// once after a power loss left the index empty (the next write of it stores them).
-    fn rebuilt_index(&mut self, bucket: &str) -> Result<String> {
+    /// once after a killed append or a power loss damaged the index (the next write of it
+    /// stores them).
+    fn rebuilt_index(&mut self, bucket: &str) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
         for ip in self.list()?.0 {
             if let Slot::Held {
@@ -531,19 +578,87 @@ impl Disk {
             }
         }
         log::warn!(
-            "{}: empty (a power loss); its {} lines rebuilt from the address files",
+            "{}: empty, torn or damaged (a killed append, a power loss); its {} lines rebuilt \
+             from the address files",
             self.file(bucket).display(),
             entries.len()
         );
-        Ok(index_text(&entries))
+        Ok(entries)
     }
 
-    fn write_index(&self, container_id: &str, text: &str) -> Result<()> {
-        let name = ctr_name(container_id);
+    /// Appends whole lines to an existing file in one `write` (a short one is an error: the
+    /// torn tail is rebuilt by the next reader).
+    fn append(&self, name: &str, text: &str) -> Result<()> {
+        let p = self.file(name);
+        let io = |e: std::io::Error| CniError::io(format!("cannot append to {}: {e}", p.display()));
+        let mut f = OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&p)
+            .map_err(io)?;
+        let n = f.write(text.as_bytes()).map_err(io)?;
+        if n != text.len() {
+            return Err(io(std::io::Error::new(
+                ErrorKind::WriteZero,
+                format!("short write: {n} of {} bytes", text.len()),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether an index line is true: its address's record holds it for that attachment.
+    fn is_live(&mut self, e: &Entry) -> Result<bool> {
+        Ok(match self.slot(e.ip)? {
+            Slot::Held {
+                container_id,
+                ifname,
+            } => container_id == e.container_id && ifname == e.ifname,
+            _ => false,
+        })
+    }
+
+    /// The bucket's live lines: every line checked against its address's record, each
+    /// address once. `None` when a line does not parse (the bucket is damaged).
+    fn compacted(&mut self, text: &str) -> Result<Option<Vec<Entry>>> {
+        let mut live: Vec<Entry> = Vec::new();
+        for line in text.lines() {
+            let Some(e) = Entry::parse(line) else {
+                return Ok(None);
+            };
+            if !live.iter().any(|l| l.ip == e.ip) && self.is_live(&e)? {
+                live.push(e);
+            }
+        }
+        Ok(Some(live))
+    }
+
+    /// Stores an attachment's new index lines: appended to a whole bucket, a new bucket
+    /// written whole, a rebuilt one rewritten, one that would grow past
+    /// [`INDEX_COMPACT_BYTES`] rewritten with its live lines only.
+    fn index_add(&mut self, who: &Attachment, held: &Held, lines: &str) -> Result<()> {
+        let name = ctr_name(&who.container_id);
+        let grown = (held.text.len() + lines.len()) as u64 > INDEX_COMPACT_BYTES;
+        match held.bucket {
+            Bucket::Whole if !grown => return self.append(&name, lines),
+            Bucket::Missing => return self.put(&name, lines),
+            _ => {}
+        }
+        let kept = match held.bucket {
+            Bucket::Whole => match self.compacted(&held.text)? {
+                Some(live) => index_text(&live),
+                None => index_text(&self.rebuilt_index(&name)?),
+            },
+            _ => held.text.clone(),
+        };
+        self.write_whole(&name, &(kept + lines))
+    }
+
+    /// An index bucket written whole; removed when it has no lines.
+    fn write_whole(&self, name: &str, text: &str) -> Result<()> {
         if text.is_empty() {
-            self.remove(&name)
+            self.remove(name)
         } else {
-            self.put(&name, text)
+            self.put(name, text)
         }
     }
 
@@ -551,7 +666,7 @@ impl Disk {
     /// record is ignored), then each address, then the cursors.
     pub fn allocate(&mut self, who: &Attachment, plan: &AddPlan, held: &Held) -> Result<()> {
         let new: Vec<(usize, IpAddr)> = plan.new_ones().collect();
-        if new.is_empty() && !held.stale {
+        if new.is_empty() && held.bucket != Bucket::Rebuilt {
             return Ok(());
         }
         let entry = |ip: IpAddr| Entry {
@@ -559,12 +674,12 @@ impl Disk {
             container_id: who.container_id.clone(),
             ifname: who.ifname.clone(),
         };
-        let mut text = held.others.clone() + &held.mine_lines;
+        let mut lines = String::new();
         for (_, ip) in &new {
-            text += &entry(*ip).line();
-            text.push('\n');
+            lines += &entry(*ip).line();
+            lines.push('\n');
         }
-        self.write_index(&who.container_id, &text)?;
+        self.index_add(who, held, &lines)?;
         for (_, ip) in &new {
             self.put(&ip_name(*ip), &(entry(*ip).line() + "\n"))?;
         }
@@ -575,17 +690,24 @@ impl Disk {
         Ok(())
     }
 
-    /// DEL: each address the attachment holds starts its cool-down, then the index loses
-    /// its lines (a line whose address is released is ignored meanwhile).
+    /// DEL: each address the attachment holds starts its cool-down. The index keeps its
+    /// lines (a line whose address is released no longer counts; compaction drops it), so
+    /// a DEL rewrites no bucket, but for one it found damaged, stored as rebuilt.
     pub fn release(&mut self, who: &Attachment, held: &Held, now: u64) -> Result<()> {
-        if held.mine.is_empty() && !held.stale {
-            return Ok(());
-        }
         for ip in &held.mine {
             let line = Record::Released { ip: *ip, at: now }.to_line();
             self.put(&ip_name(*ip), &(line + "\n"))?;
         }
-        self.write_index(&who.container_id, &held.others)
+        if held.bucket != Bucket::Rebuilt {
+            return Ok(());
+        }
+        let kept: String = held
+            .text
+            .lines()
+            .filter(|l| Entry::parse(l).is_none_or(|e| !held.mine.contains(&e.ip)))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        self.write_whole(&ctr_name(&who.container_id), &kept)
     }
 
     /// GC: every address record is read; allocations of attachments outside `valid` and

@@ -1,4 +1,5 @@
-//! Fault injection: for `tombstone-ipam` ADD, DEL and the first ADD on a node (no data
+//! Fault injection: for `tombstone-ipam` ADD (of a pod whose index bucket is new, and of one
+//! whose line is appended to an existing bucket), DEL and the first ADD on a node (no data
 //! directory yet), every call of every syscall the process makes to the filesystem (and the
 //! kernel) is made to fail in turn with `strace` (the engine is the `tombstone` crate's
 //! `tests/common/strace.rs`), each from a fresh copy of the starting state, and every run is
@@ -102,6 +103,8 @@ fn result_ip(stdout: &str) -> Result<IpAddr, String> {
 enum Kind {
     /// ADD of a new pod: a and c hold addresses, b's is cooling down.
     Add,
+    /// The same, the new pod's index line appended to the bucket that holds a's.
+    Append,
     /// DEL of b: a, b and c hold addresses.
     Del,
     /// The first ADD on a node: no data directory yet.
@@ -115,6 +118,8 @@ struct Ipam {
     state: Option<BTreeMap<String, Vec<u8>>>,
     /// The starting holders: container -> address.
     held: BTreeMap<String, IpAddr>,
+    /// The container ID of the pod an ADD starts.
+    new: String,
 }
 
 impl Ipam {
@@ -128,12 +133,25 @@ impl Ipam {
                 held.insert(cid.to_string(), result_ip(&r.stdout).unwrap());
             }
         }
-        if kind == Kind::Add {
+        if matches!(kind, Kind::Add | Kind::Append) {
             let r = d.run("DEL", "ctr-b");
             assert!(r.ok(), "template DEL: {}", r.summary());
         }
         let state = (kind != Kind::First).then(|| common::snapshot(&d.root, NET));
-        Ipam { kind, state, held }
+        let bucket = tombstone_ipam::store::ctr_name;
+        let new = match kind {
+            Kind::Append => (0..)
+                .map(|i| format!("{NEW}-{i}"))
+                .find(|id| bucket(id) == bucket("ctr-a"))
+                .unwrap(),
+            _ => NEW.to_string(),
+        };
+        Ipam {
+            kind,
+            state,
+            held,
+            new,
+        }
     }
 
     /// The holders that must keep their address through the operation.
@@ -156,14 +174,14 @@ impl Ipam {
             if want.contains_key(&ip) {
                 return Err(format!("{ip} was handed out while allocated"));
             }
-            want.insert(ip, vec![NEW.to_string()]);
+            want.insert(ip, vec![self.new.clone()]);
         }
         if allocs != want {
             return Err(format!("allocations {allocs:?}, expected {want:?}"));
         }
         let b = self.held.get("ctr-b");
         match self.kind {
-            Kind::Add if new_ip.is_some() && new_ip == b.copied() => {
+            Kind::Add | Kind::Append if new_ip.is_some() && new_ip == b.copied() => {
                 Err("the cooling address was handed out while others were free".into())
             }
             Kind::Del if !b.is_some_and(|ip| released(&d.root).contains(ip)) => {
@@ -178,6 +196,7 @@ impl Op<Data> for Ipam {
     fn name(&self) -> String {
         match self.kind {
             Kind::Add => "tombstone-ipam ADD",
+            Kind::Append => "tombstone-ipam ADD, its index line appended to an existing bucket",
             Kind::Del => "tombstone-ipam DEL",
             Kind::First => "tombstone-ipam ADD, first on the node (no data directory)",
         }
@@ -211,14 +230,14 @@ impl Op<Data> for Ipam {
 
     fn cmd(&self, d: &Data) -> Cmd {
         match self.kind {
-            Kind::Add | Kind::First => d.cmd("ADD", NEW),
+            Kind::Add | Kind::Append | Kind::First => d.cmd("ADD", &self.new),
             Kind::Del => d.cmd("DEL", "ctr-b"),
         }
     }
 
     fn success(&self, d: &Data, r: &Run) -> Result<(), String> {
         match self.kind {
-            Kind::Add | Kind::First => {
+            Kind::Add | Kind::Append | Kind::First => {
                 let ip = result_ip(&r.stdout)?;
                 self.state_is_success(d, Some(ip))
             }
@@ -281,12 +300,12 @@ impl Op<Data> for Ipam {
 
     fn heal(&self, d: &Data, failed: &Run) -> Result<(), String> {
         let r = match self.kind {
-            Kind::Add | Kind::First if !failed.ok() => {
-                let del = d.run("DEL", NEW);
+            Kind::Add | Kind::Append | Kind::First if !failed.ok() => {
+                let del = d.run("DEL", &self.new);
                 if !del.ok() {
                     return Err(format!("the runtime's DEL failed: {}", del.summary()));
                 }
-                d.run("ADD", NEW)
+                d.run("ADD", &self.new)
             }
             _ => strace::run(&self.cmd(d), strace::Trace::Off),
         };
@@ -313,6 +332,7 @@ fn every_syscall_failing_at_every_call() {
     strace::require(false);
     let ops = [
         Ipam::new(Kind::Add),
+        Ipam::new(Kind::Append),
         Ipam::new(Kind::Del),
         Ipam::new(Kind::First),
     ];
