@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use crate::error::{Cause, Result};
 use crate::socket::{Channel, DUMP_TRIES};
@@ -292,17 +292,8 @@ fn parse_entry(b: &[u8]) -> Option<Entry> {
 impl Conntrack {
     /// Opens a connection in the calling thread's network namespace.
     pub fn open() -> Result<Conntrack> {
-        let io = |what: &'static str| move |e: std::io::Error| Cause::io(&e).on(what);
-        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io("open ctnetlink socket"))?;
-        sock.bind_auto().map_err(io("bind ctnetlink socket"))?;
-        sock.connect(&SocketAddr::new(0, 0))
-            .map_err(io("connect ctnetlink socket"))?;
-        sock.set_cap_ack(true)
-            .map_err(io("set ctnetlink capped acks"))?;
-        sock.set_ext_ack(true)
-            .map_err(io("set ctnetlink extended acks"))?;
         Ok(Conntrack {
-            ch: Channel::new(sock),
+            ch: Channel::open(NETLINK_NETFILTER, "ctnetlink", false)?,
         })
     }
 

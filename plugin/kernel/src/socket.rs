@@ -59,12 +59,29 @@ impl Raw<'_> {
 }
 
 impl Channel {
-    pub fn new(sock: Socket) -> Channel {
-        Channel {
+    /// Opens a socket of netlink `protocol` (named `name` in errors) in the calling thread's
+    /// network namespace, with capped acks (the request not echoed back) and extended acks
+    /// (errors in the kernel's own words); `strict` adds strict checking (the kernel filters
+    /// dumps on the request's header fields).
+    pub fn open(protocol: isize, name: &'static str, strict: bool) -> Result<Channel> {
+        let io = |what: &'static str| {
+            move |e: std::io::Error| Cause::io(&e).on(format!("{what} {name} socket"))
+        };
+        let mut sock = Socket::new(protocol).map_err(io("open"))?;
+        sock.bind_auto().map_err(io("bind"))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(io("connect"))?;
+        if strict {
+            sock.set_netlink_get_strict_chk(true)
+                .map_err(io("enable strict checking on"))?;
+        }
+        sock.set_cap_ack(true).map_err(io("set capped acks on"))?;
+        sock.set_ext_ack(true).map_err(io("set extended acks on"))?;
+        Ok(Channel {
             sock,
             seq: Cell::new(0),
             buf: RefCell::new(Vec::with_capacity(RECV_BUF)),
-        }
+        })
     }
 
     pub fn next_seq(&self) -> u32 {
@@ -178,21 +195,8 @@ type Message = NetlinkMessage<RouteNetlinkMessage>;
 impl Netlink {
     /// Opens a connection in the calling thread's network namespace.
     pub fn open() -> Result<Netlink> {
-        let io = |what: &'static str| move |e: std::io::Error| Cause::io(&e).on(what);
-        let mut sock = Socket::new(NETLINK_ROUTE).map_err(io("open netlink socket"))?;
-        sock.bind_auto().map_err(io("bind netlink socket"))?;
-        sock.connect(&SocketAddr::new(0, 0))
-            .map_err(io("connect netlink socket"))?;
-        // Strict checking: the kernel filters dumps on the request's header fields.
-        sock.set_netlink_get_strict_chk(true)
-            .map_err(io("enable netlink strict checking"))?;
-        // Acks without the request echoed back, errors with the kernel's own words.
-        sock.set_cap_ack(true)
-            .map_err(io("set netlink capped acks"))?;
-        sock.set_ext_ack(true)
-            .map_err(io("set netlink extended acks"))?;
         Ok(Netlink {
-            ch: Channel::new(sock),
+            ch: Channel::open(NETLINK_ROUTE, "netlink", true)?,
         })
     }
 
